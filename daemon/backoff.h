@@ -1,0 +1,23 @@
+/*
+ * backoff: exponential delays with full jitter for reconnects and retries.
+ * Pure arithmetic; the caller owns the timer.
+ */
+#ifndef TASKWORKERD_BACKOFF_H
+#define TASKWORKERD_BACKOFF_H
+
+#include <stdint.h>
+
+struct backoff {
+	int min_ms;
+	int max_ms;
+	int attempt;		/* failures since the last success */
+	uint64_t rng;		/* xorshift state, never 0 */
+};
+
+void backoff_init(struct backoff *b, int min_ms, int max_ms, uint64_t seed);
+/* The delay before the next attempt; counts one more failure. */
+int backoff_next(struct backoff *b);
+/* A success: the next delay starts from min_ms again. */
+void backoff_reset(struct backoff *b);
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * config: the libconfig file turned into one immutable struct config.
+ * Every key, its default and its validation live in config.c's table.
+ */
+#ifndef TASKWORKERD_CONFIG_H
+#define TASKWORKERD_CONFIG_H
+
+#include <stddef.h>
+
+enum handler_type {
+	HANDLER_NONE = 0,
+};
+
+struct config {
+	char *path;
+
+	struct {
+		char *host;
+		int port;
+		char *unix_socket;	/* "" when TCP is used */
+		int database;
+		char *username;
+		char *password;		/* from password or password_file */
+		char *password_file;
+		char **queues;
+		int nqueues;
+		int connect_timeout_ms;
+		int command_timeout_ms;
+	} redis;
+
+	struct {
+		char *conninfo;
+		int connections;
+		char *table;		/* as written, may be "schema.table" */
+		char *id_column;
+		char *status_column;
+		char **columns;
+		int ncolumns;
+		char *completed_status;
+		int connect_timeout_ms;
+		int command_timeout_ms;
+	} postgres;
+
+	struct {
+		char *id;		/* hostname when the file leaves it "" */
+		int delay_ms;
+		int concurrency;
+		int shutdown_timeout_ms;
+		int retry_min_ms;
+		int retry_max_ms;
+		int missing_row_grace_ms;
+	} worker;
+
+	struct {
+		enum handler_type type;
+	} handler;
+
+	struct {
+		int level;		/* syslog priority, LOG_DEBUG..LOG_ERR */
+		int facility;		/* syslog facility, LOG_DAEMON... */
+		char *ident;
+	} log;
+};
+
+/* Called once per error with a full line: "FILE:LINE: message". */
+typedef void config_error_fn(void *arg, const char *line);
+
+/*
+ * Parse and validate PATH. On success returns a new config; on failure
+ * calls ERR for every problem found and returns NULL. Never connects.
+ */
+struct config *config_load(const char *path, config_error_fn *err, void *arg);
+void config_free(struct config *cfg);
+
+/* Nonzero when the Redis connection settings of A and B differ. */
+int config_redis_conn_changed(const struct config *a, const struct config *b);
+/* Nonzero when anything that shapes the PostgreSQL sessions differs. */
+int config_postgres_changed(const struct config *a, const struct config *b);
+
+/* Names for log levels and facilities, for messages. */
+const char *config_level_name(int level);
+
+#endif
