@@ -79,5 +79,10 @@ int config_postgres_changed(const struct config *a, const struct config *b);
 
 /* Names for log levels and facilities, for messages. */
 const char *config_level_name(int level);
+const char *config_facility_name(int facility);
+
+/* Calls FN once for every key the file may hold, in table order. */
+void config_foreach_key(void (*fn)(void *arg, const char *section,
+    const char *key), void *arg);
 
 #endif

@@ -1,1 +1,288 @@
-int main(void) { return 0; }
+/*
+ * main: the command line, startup, signals as loop events, reload and the
+ * order of shutdown. Everything else happens in the worker.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "config.h"
+#include "log.h"
+#include "notify.h"
+#include "worker.h"
+
+#define EXIT_USAGE	64
+#define EXIT_SOFTWARE	70
+#define EXIT_CONFIG	78
+
+struct daemon {
+	struct ev_loop *loop;
+	const char *path;
+	int verbose;
+	struct config *cfg;
+	struct worker *worker;
+	int exit_code;
+	int stop_requests;
+	ev_signal sigterm, sigint, sighup;
+	ev_timer status;
+	ev_timer watchdog;
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: taskworkerd [-c FILE] [-t] [-v] [-V] [-h]\n"
+	    "  -c, --config FILE   config file (default %s)\n"
+	    "  -t, --check-config  check the config file and exit\n"
+	    "  -v, --verbose       log at debug level, to stderr as well\n"
+	    "  -V, --version       print the version and exit\n"
+	    "  -h, --help          this text\n", TASKWORKERD_DEFAULT_CONFIG);
+}
+
+static void
+print_error(void *arg, const char *line)
+{
+	(void)arg;
+	fprintf(stderr, "%s\n", line);
+}
+
+static void
+log_config_error(void *arg, const char *line)
+{
+	(void)arg;
+	log_errorx("%s", line);
+}
+
+static void
+on_exit_request(void *arg, int code)
+{
+	struct daemon *d = arg;
+
+	d->exit_code = code;
+	ev_break(d->loop, EVBREAK_ALL);
+}
+
+static void
+apply_log(const struct daemon *d, const struct config *cfg)
+{
+	log_reconfigure(cfg->log.ident, cfg->log.facility,
+	    d->verbose ? LOG_DEBUG : cfg->log.level);
+}
+
+/* A key that only a restart may change keeps its running value. */
+static void
+keep_fixed(struct config *next, const struct config *cur)
+{
+	int same = next->redis.nqueues == cur->redis.nqueues;
+
+	for (int i = 0; same && i < cur->redis.nqueues; i++)
+		same = strcmp(next->redis.queues[i], cur->redis.queues[i]) == 0;
+	if (!same) {
+		log_warnx("reload: redis.queues changes only on restart; "
+		    "keeping the running list");
+		for (int i = 0; i < next->redis.nqueues; i++)
+			free(next->redis.queues[i]);
+		free(next->redis.queues);
+		next->redis.nqueues = cur->redis.nqueues;
+		next->redis.queues = calloc(cur->redis.nqueues + 1,
+		    sizeof(char *));
+		for (int i = 0; next->redis.queues &&
+		    i < cur->redis.nqueues; i++)
+			next->redis.queues[i] = strdup(cur->redis.queues[i]);
+	}
+	if (strcmp(next->worker.id, cur->worker.id) != 0) {
+		log_warnx("reload: worker.id changes only on restart; "
+		    "keeping \"%s\"", cur->worker.id);
+		free(next->worker.id);
+		next->worker.id = strdup(cur->worker.id);
+	}
+}
+
+static void
+reload(struct daemon *d)
+{
+	struct config *next;
+
+	notify_send("RELOADING=1");
+	log_info("reloading %s", d->path);
+	next = config_load(d->path, log_config_error, NULL);
+	if (next == NULL) {
+		log_errorx("reload failed: keeping the running configuration");
+	} else {
+		keep_fixed(next, d->cfg);
+		if (next->redis.queues == NULL || next->worker.id == NULL) {
+			log_errorx("reload: out of memory, keeping the "
+			    "running configuration");
+			config_free(next);
+		} else {
+			apply_log(d, next);
+			worker_reconfigure(d->worker, next);
+			config_free(d->cfg);
+			d->cfg = next;
+			log_info("reloaded: delay %d ms, concurrency %d",
+			    next->worker.delay_ms, next->worker.concurrency);
+		}
+	}
+	notify_send("READY=1");
+}
+
+static void
+signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (w->signum == SIGHUP) {
+		reload(d);
+		return;
+	}
+	if (d->stop_requests++ == 0) {
+		notify_send("STOPPING=1");
+		log_info("received %s, stopping", strsignal(w->signum));
+		worker_stop(d->worker, 0);
+	} else {
+		log_info("received %s again, stopping now",
+		    strsignal(w->signum));
+		worker_stop(d->worker, 1);
+	}
+}
+
+static void
+status_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	(void)loop;
+	(void)revents;
+	worker_update_status(d->worker);
+}
+
+static void
+watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	notify_send("WATCHDOG=1");
+}
+
+static void
+signal_watch(struct daemon *d, ev_signal *w, int signum)
+{
+	ev_signal_init(w, signal_cb, signum);
+	w->data = d;
+	ev_signal_start(d->loop, w);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, 't' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct daemon d = { .path = TASKWORKERD_DEFAULT_CONFIG };
+	int check = 0, ch;
+	uint64_t wd;
+
+	while ((ch = getopt_long(argc, argv, "c:tvVh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			d.path = optarg;
+			break;
+		case 't':
+			check = 1;
+			break;
+		case 'v':
+			d.verbose = 1;
+			break;
+		case 'V':
+			printf("taskworkerd %s\n", TASKWORKERD_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "taskworkerd: unexpected argument '%s'\n",
+		    argv[optind]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+
+	d.cfg = config_load(d.path, print_error, NULL);
+	if (d.cfg == NULL)
+		return EXIT_CONFIG;
+	if (check) {
+		printf("configuration OK\n");
+		config_free(d.cfg);
+		return 0;
+	}
+
+	log_open(d.cfg->log.ident, d.cfg->log.facility,
+	    d.verbose ? LOG_DEBUG : d.cfg->log.level, d.verbose);
+	signal(SIGPIPE, SIG_IGN);
+	notify_init();
+
+	d.loop = ev_default_loop(EVFLAG_AUTO);
+	if (d.loop == NULL) {
+		log_errorx("cannot start the event loop");
+		return EXIT_SOFTWARE;
+	}
+	signal_watch(&d, &d.sigterm, SIGTERM);
+	signal_watch(&d, &d.sigint, SIGINT);
+	signal_watch(&d, &d.sighup, SIGHUP);
+
+	log_info("starting taskworkerd %s: worker %s, queues %d, "
+	    "concurrency %d, delay %d ms", TASKWORKERD_VERSION, d.cfg->worker.id,
+	    d.cfg->redis.nqueues, d.cfg->worker.concurrency,
+	    d.cfg->worker.delay_ms);
+	d.worker = worker_new(d.loop, d.cfg, on_exit_request, &d);
+	if (d.worker == NULL) {
+		log_errorx("cannot start: out of memory");
+		return EXIT_SOFTWARE;
+	}
+
+	ev_timer_init(&d.status, status_cb, 1., 1.);
+	d.status.data = &d;
+	ev_timer_start(d.loop, &d.status);
+	wd = notify_watchdog_usec();
+	if (wd > 0) {
+		ev_timer_init(&d.watchdog, watchdog_cb, wd / 2e6, wd / 2e6);
+		ev_timer_start(d.loop, &d.watchdog);
+		notify_send("WATCHDOG=1");
+	}
+	notify_send("READY=1");
+
+	ev_run(d.loop, 0);
+
+	notify_send("STOPPING=1");
+	ev_timer_stop(d.loop, &d.status);
+	ev_timer_stop(d.loop, &d.watchdog);
+	worker_free(d.worker);
+	ev_signal_stop(d.loop, &d.sigterm);
+	ev_signal_stop(d.loop, &d.sigint);
+	ev_signal_stop(d.loop, &d.sighup);
+	ev_loop_destroy(d.loop);
+	log_info("exiting with status %d", d.exit_code);
+	config_free(d.cfg);
+	notify_close();
+	log_close();
+	return d.exit_code;
+}

@@ -1,1 +1,1015 @@
-/* placeholder */
+/*
+ * redisq: Redis connections on the loop. One connection carries scripts,
+ * acks and dead letters; one per queue blocks in BLMOVE while all are empty.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libev.h>
+
+#include "backoff.h"
+#include "log.h"
+#include "redisq.h"
+
+#define FETCH_BATCH	128
+#define BLOCK_SECONDS	5	/* a BLMOVE returns at least this often */
+#define UNBLOCK_RETRY	0.02	/* CLIENT UNBLOCK raced the BLMOVE: again */
+#define QERR_RECHECK	1.0	/* a queue of the wrong type is retried */
+
+/* KEYS: queue1, processing1, queue2, ...; ARGV[1]: most ids to take. */
+static const char fetch_lua[] =
+	"local n = tonumber(ARGV[1])\n"
+	"local out = {}\n"
+	"for i = 1, #KEYS, 2 do\n"
+	"  while n > 0 do\n"
+	"    local v = redis.pcall('LMOVE', KEYS[i], KEYS[i+1], 'LEFT', 'RIGHT')\n"
+	"    if type(v) == 'table' and v.err then\n"
+	"      out[#out+1] = -(i+1)/2; out[#out+1] = v.err; break\n"
+	"    end\n"
+	"    if not v then break end\n"
+	"    out[#out+1] = (i-1)/2; out[#out+1] = v; n = n - 1\n"
+	"  end\n"
+	"  if n == 0 then break end\n"
+	"end\n"
+	"return out\n";
+
+/*
+ * KEYS: queue, processing; ARGV: the values held in memory. Everything in
+ * the processing list that is not held goes back to the head of the queue,
+ * in order. Returns how many went back.
+ */
+static const char reconcile_lua[] =
+	"local held = {}\n"
+	"for i = 1, #ARGV do held[ARGV[i]] = (held[ARGV[i]] or 0) + 1 end\n"
+	"local items = redis.call('LRANGE', KEYS[2], 0, -1)\n"
+	"local keep, back = {}, {}\n"
+	"for i = 1, #items do\n"
+	"  local v = items[i]\n"
+	"  if (held[v] or 0) > 0 then held[v] = held[v] - 1; keep[#keep+1] = v\n"
+	"  else back[#back+1] = v end\n"
+	"end\n"
+	"if #back == 0 then return 0 end\n"
+	"redis.call('DEL', KEYS[2])\n"
+	"for i = 1, #keep, 1000 do\n"
+	"  redis.call('RPUSH', KEYS[2], unpack(keep, i, math.min(i + 999, #keep)))\n"
+	"end\n"
+	"for i = #back, 1, -1 do redis.call('LPUSH', KEYS[1], back[i]) end\n"
+	"return #back\n";
+
+/* KEYS: processing, dead; ARGV[1]: the value. */
+static const char dead_lua[] =
+	"if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then\n"
+	"  redis.call('RPUSH', KEYS[2], ARGV[1]) return 1\n"
+	"end\n"
+	"return 0\n";
+
+enum rc_state { RC_DOWN, RC_HANDSHAKE, RC_READY };
+
+struct rconn {
+	struct redisq *q;
+	int qi;			/* -1: the command connection */
+	char name[32];
+	redisAsyncContext *ac;
+	enum rc_state state;
+	int handshake_left;
+	int pending;		/* replies outstanding */
+	ev_timer retry;
+	ev_timer timeout;
+	struct backoff bo;
+	int down_logged;
+	long long client_id;
+	int blocked;		/* a BLMOVE is out */
+	int unblock_sent;
+	int qerr;		/* the queue answered with an error */
+};
+
+struct redisq {
+	struct ev_loop *loop;
+	const struct config *cfg;
+	struct redisq_callbacks cb;
+	void *arg;
+	int nq;
+	char **qkey, **pkey, **dkey;
+	struct rconn cmd;
+	struct rconn *blk;
+	int recovered;		/* reconciled since the command conn came up */
+	int need_reconcile;	/* a fetch reply was lost */
+	int reconcile_left;
+	int script_inflight;
+	int known_empty;	/* the last fetch found every queue empty */
+	int fetch_stopped;
+	redisq_done_fn *requeue_fn;	/* set while everything goes back */
+	void *requeue_arg;
+	ev_timer recheck;
+};
+
+static void rc_start(struct rconn *c);
+static void quiesce(struct redisq *q);
+
+static void
+recheck_in(struct redisq *q, double seconds)
+{
+	if (ev_is_active(&q->recheck) &&
+	    ev_timer_remaining(q->loop, &q->recheck) <= seconds)
+		return;
+	ev_timer_stop(q->loop, &q->recheck);
+	ev_timer_set(&q->recheck, seconds, 0.);
+	ev_timer_start(q->loop, &q->recheck);
+}
+
+/* ---- connections ---- */
+
+static void
+rc_arm_timeout(struct rconn *c)
+{
+	const struct config *cfg = c->q->cfg;
+	double s;
+
+	if (c->state == RC_HANDSHAKE)
+		s = cfg->redis.connect_timeout_ms / 1000.0;
+	else
+		s = cfg->redis.command_timeout_ms / 1000.0 +
+		    (c->qi >= 0 ? BLOCK_SECONDS : 0);
+	ev_timer_stop(c->q->loop, &c->timeout);
+	ev_timer_set(&c->timeout, s, 0.);
+	ev_timer_start(c->q->loop, &c->timeout);
+}
+
+static void
+state_changed(struct redisq *q)
+{
+	if (q->cb.on_state)
+		q->cb.on_state(q->arg);
+}
+
+/* The connection is gone (already freed or being freed by hiredis). */
+static void
+rc_lost(struct rconn *c, const char *why)
+{
+	struct redisq *q = c->q;
+	int delay;
+
+	if (c->state == RC_DOWN)
+		return;
+	c->ac = NULL;
+	c->state = RC_DOWN;
+	c->pending = 0;
+	c->unblock_sent = 0;
+	if (c->blocked) {
+		/* The server may have moved an id whose reply we lost. */
+		c->blocked = 0;
+		q->need_reconcile = 1;
+	}
+	ev_timer_stop(q->loop, &c->timeout);
+	delay = backoff_next(&c->bo);
+	if (!c->down_logged)
+		log_warnx("redis %s: %s; reconnecting", c->name,
+		    why ? why : "connection lost");
+	else
+		log_debug("redis %s: %s; retrying in %d ms", c->name,
+		    why ? why : "connection lost", delay);
+	c->down_logged = 1;
+	ev_timer_set(&c->retry, delay / 1000.0, 0.);
+	ev_timer_start(q->loop, &c->retry);
+	if (c->qi < 0) {
+		if (q->script_inflight)
+			q->need_reconcile = 1;
+		q->script_inflight = 0;
+		q->recovered = 0;
+		q->reconcile_left = 0;
+		state_changed(q);
+		if (q->requeue_fn) {
+			redisq_done_fn *fn = q->requeue_fn;
+
+			q->requeue_fn = NULL;
+			fn(q->requeue_arg, 0);
+		}
+	}
+}
+
+/* Closes the connection on purpose; its pending callbacks see NULL. */
+static void
+rc_drop(struct rconn *c, const char *why)
+{
+	redisAsyncContext *ac = c->ac;
+
+	rc_lost(c, why);
+	if (ac)
+		redisAsyncFree(ac);
+}
+
+/*
+ * Every reply callback starts here. Returns the connection when the reply
+ * belongs to its live context, NULL for a context being torn down.
+ */
+static struct rconn *
+rc_reply(redisAsyncContext *ac)
+{
+	struct rconn *c = ac->data;
+
+	if (c == NULL || c->ac != ac)
+		return NULL;
+	if (--c->pending > 0)
+		rc_arm_timeout(c);
+	else
+		ev_timer_stop(c->q->loop, &c->timeout);
+	return c;
+}
+
+static int
+rc_command(struct rconn *c, redisCallbackFn *fn, void *priv, int argc,
+    const char **argv, const size_t *lens)
+{
+	if (c->ac == NULL)
+		return -1;
+	if (redisAsyncCommandArgv(c->ac, fn, priv, argc, argv, lens) !=
+	    REDIS_OK)
+		return -1;
+	if (c->pending++ == 0)
+		rc_arm_timeout(c);
+	return 0;
+}
+
+static void
+timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct rconn *c = w->data;
+	char why[96];
+
+	(void)loop;
+	(void)revents;
+	snprintf(why, sizeof(why), "no answer within %d ms",
+	    c->state == RC_HANDSHAKE ? c->q->cfg->redis.connect_timeout_ms :
+	    c->q->cfg->redis.command_timeout_ms);
+	rc_drop(c, why);
+}
+
+static void
+retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	rc_start(w->data);
+}
+
+static void
+connect_cb(const redisAsyncContext *ac, int status)
+{
+	struct rconn *c = ac->data;
+
+	if (status == REDIS_OK || c == NULL || c->ac != ac)
+		return;
+	/* hiredis frees the context after this returns. */
+	rc_lost(c, ac->errstr[0] ? ac->errstr : "cannot connect");
+}
+
+static void
+disconnect_cb(const redisAsyncContext *ac, int status)
+{
+	struct rconn *c = ac->data;
+
+	(void)status;
+	if (c == NULL || c->ac != ac)
+		return;
+	rc_lost(c, ac->errstr[0] ? ac->errstr : "server closed the connection");
+}
+
+static int
+version_ok(const char *info, char *version, size_t len)
+{
+	const char *p = strstr(info, "redis_version:");
+	int major = 0, minor = 0;
+
+	snprintf(version, len, "unknown");
+	if (p == NULL)
+		return 0;
+	p += strlen("redis_version:");
+	snprintf(version, len, "%.*s", (int)strcspn(p, "\r\n"), p);
+	if (sscanf(p, "%d.%d", &major, &minor) != 2)
+		return 0;
+	return major > 6 || (major == 6 && minor >= 2);
+}
+
+static void
+rc_ready(struct rconn *c)
+{
+	struct redisq *q = c->q;
+
+	c->state = RC_READY;
+	backoff_reset(&c->bo);
+	if (c->qi < 0 || c->down_logged)
+		log_info("redis %s: connected%s", c->name,
+		    c->down_logged ? " again" : "");
+	c->down_logged = 0;
+	if (c->qi < 0) {
+		/* Whatever this worker left in its lists goes back first. */
+		q->need_reconcile = 1;
+		state_changed(q);
+	}
+	redisq_kick(q);
+}
+
+enum hs_step { HS_AUTH, HS_SELECT, HS_NAME, HS_INFO, HS_ID };
+
+static void
+handshake_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r;
+	enum hs_step step = (enum hs_step)(intptr_t)priv;
+	static const char *names[] = { "AUTH", "SELECT", "CLIENT SETNAME",
+	    "INFO", "CLIENT ID" };
+	char why[300], version[64];
+
+	if (c == NULL || reply == NULL)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		snprintf(why, sizeof(why), "%s failed: %s", names[step],
+		    reply->str);
+		rc_drop(c, why);
+		return;
+	}
+	if (step == HS_INFO) {
+		if (reply->type != REDIS_REPLY_STRING ||
+		    !version_ok(reply->str, version, sizeof(version))) {
+			snprintf(why, sizeof(why), "the Redis server at %s is "
+			    "version %s; taskworkerd needs Redis 6.2 or newer "
+			    "(BLMOVE, LMOVE)", c->name, reply->type ==
+			    REDIS_REPLY_STRING ? version : "unknown");
+			if (c->q->cb.on_fatal)
+				c->q->cb.on_fatal(c->q->arg, why);
+			rc_drop(c, "server too old");
+			return;
+		}
+		log_debug("redis %s: server version %s", c->name, version);
+	}
+	if (step == HS_ID && reply->type == REDIS_REPLY_INTEGER)
+		c->client_id = reply->integer;
+	if (--c->handshake_left == 0)
+		rc_ready(c);
+}
+
+static int
+handshake(struct rconn *c)
+{
+	const struct config *cfg = c->q->cfg;
+	const char *argv[3];
+	char db[16], name[300];
+	int n = 0;
+
+#define HS(step, argc) do {						\
+		if (rc_command(c, handshake_cb, (void *)(intptr_t)(step),	\
+		    (argc), argv, NULL) == -1)				\
+			return -1;					\
+		n++;							\
+	} while (0)
+
+	if (cfg->redis.password[0]) {
+		argv[0] = "AUTH";
+		if (cfg->redis.username[0]) {
+			argv[1] = cfg->redis.username;
+			argv[2] = cfg->redis.password;
+			HS(HS_AUTH, 3);
+		} else {
+			argv[1] = cfg->redis.password;
+			HS(HS_AUTH, 2);
+		}
+	}
+	if (cfg->redis.database != 0) {
+		snprintf(db, sizeof(db), "%d", cfg->redis.database);
+		argv[0] = "SELECT";
+		argv[1] = db;
+		HS(HS_SELECT, 2);
+	}
+	/* Client names may not hold spaces; worker ids have none. */
+	snprintf(name, sizeof(name), "taskworkerd:%s:%s", cfg->worker.id,
+	    c->qi < 0 ? "cmd" : "fetch");
+	argv[0] = "CLIENT";
+	argv[1] = "SETNAME";
+	argv[2] = name;
+	HS(HS_NAME, 3);
+	if (c->qi < 0) {
+		argv[0] = "INFO";
+		argv[1] = "server";
+		HS(HS_INFO, 2);
+	} else {
+		argv[0] = "CLIENT";
+		argv[1] = "ID";
+		HS(HS_ID, 2);
+	}
+#undef HS
+	c->handshake_left = n;
+	return 0;
+}
+
+static void
+rc_start(struct rconn *c)
+{
+	const struct config *cfg = c->q->cfg;
+	redisAsyncContext *ac;
+
+	if (cfg->redis.unix_socket[0])
+		ac = redisAsyncConnectUnix(cfg->redis.unix_socket);
+	else
+		ac = redisAsyncConnect(cfg->redis.host, cfg->redis.port);
+	c->state = RC_HANDSHAKE;
+	c->pending = 0;
+	c->blocked = 0;
+	c->unblock_sent = 0;
+	if (ac == NULL) {
+		rc_lost(c, "out of memory");
+		return;
+	}
+	if (ac->err) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "%s", ac->errstr);
+		redisAsyncFree(ac);
+		rc_lost(c, why);
+		return;
+	}
+	c->ac = ac;
+	ac->data = c;
+	if (!cfg->redis.unix_socket[0])
+		redisEnableKeepAlive(&ac->c);
+	redisLibevAttach(c->q->loop, ac);
+	redisAsyncSetConnectCallback(ac, connect_cb);
+	redisAsyncSetDisconnectCallback(ac, disconnect_cb);
+	if (handshake(c) == -1)
+		rc_drop(c, "cannot send the handshake");
+}
+
+static void
+rc_init(struct redisq *q, struct rconn *c, int qi)
+{
+	c->q = q;
+	c->qi = qi;
+	if (qi < 0)
+		snprintf(c->name, sizeof(c->name), "command connection");
+	else
+		snprintf(c->name, sizeof(c->name), "fetch connection %d",
+		    qi + 1);
+	ev_init(&c->retry, retry_cb);
+	c->retry.data = c;
+	ev_init(&c->timeout, timeout_cb);
+	c->timeout.data = c;
+	backoff_init(&c->bo, q->cfg->worker.retry_min_ms,
+	    q->cfg->worker.retry_max_ms,
+	    (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20) ^ (qi + 7));
+}
+
+static void
+rc_close(struct rconn *c)
+{
+	redisAsyncContext *ac = c->ac;
+
+	c->ac = NULL;
+	c->state = RC_DOWN;
+	ev_timer_stop(c->q->loop, &c->retry);
+	ev_timer_stop(c->q->loop, &c->timeout);
+	if (ac)
+		redisAsyncFree(ac);
+}
+
+/* ---- fetching ---- */
+
+static void
+reconcile_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r;
+	struct redisq *q = c ? c->q : NULL;
+	int qi = (int)(intptr_t)priv;
+
+	if (c == NULL || reply == NULL)
+		return;		/* the command connection was lost: again later */
+	if (reply->type == REDIS_REPLY_ERROR) {
+		log_warnx("redis: cannot recover %s: %s", q->pkey[qi],
+		    reply->str);
+		rc_drop(c, "recovery failed");
+		return;
+	}
+	if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+		log_notice("redis: %lld id(s) from %s went back to the head "
+		    "of %s", reply->integer, q->pkey[qi], q->qkey[qi]);
+	if (--q->reconcile_left > 0)
+		return;
+	if (q->requeue_fn) {
+		redisq_done_fn *fn = q->requeue_fn;
+
+		q->requeue_fn = NULL;
+		fn(q->requeue_arg, 1);
+		return;
+	}
+	q->need_reconcile = 0;
+	if (!q->recovered) {
+		q->recovered = 1;
+		state_changed(q);
+	}
+	redisq_kick(q);
+}
+
+struct argv_buf {
+	const char **argv;
+	size_t *lens;
+	int n, cap;
+	int failed;
+};
+
+static void
+argv_add(void *ctx, const char *val, size_t len)
+{
+	struct argv_buf *b = ctx;
+
+	if (b->failed)
+		return;
+	if (b->n == b->cap) {
+		int cap = b->cap ? b->cap * 2 : 64;
+		const char **argv = realloc(b->argv, cap * sizeof(*argv));
+		size_t *lens = argv ? realloc(b->lens, cap * sizeof(*lens)) :
+		    NULL;
+
+		if (argv)
+			b->argv = argv;
+		if (lens)
+			b->lens = lens;
+		if (argv == NULL || lens == NULL) {
+			b->failed = 1;
+			return;
+		}
+		b->cap = cap;
+	}
+	b->argv[b->n] = val;
+	b->lens[b->n] = len;
+	b->n++;
+}
+
+/*
+ * Sends one reconcile script per queue. HELD is nonzero to keep the ids
+ * the worker holds; zero puts everything back (shutdown).
+ */
+static int
+send_reconcile(struct redisq *q, int held)
+{
+	q->reconcile_left = 0;
+	for (int qi = 0; qi < q->nq; qi++) {
+		struct argv_buf b = { 0 };
+		int rc;
+
+		argv_add(&b, "EVAL", 4);
+		argv_add(&b, reconcile_lua, sizeof(reconcile_lua) - 1);
+		argv_add(&b, "2", 1);
+		argv_add(&b, q->qkey[qi], strlen(q->qkey[qi]));
+		argv_add(&b, q->pkey[qi], strlen(q->pkey[qi]));
+		if (held && q->cb.foreach_held)
+			q->cb.foreach_held(q->arg, qi, argv_add, &b);
+		rc = b.failed ? -1 : rc_command(&q->cmd, reconcile_cb,
+		    (void *)(intptr_t)qi, b.n, b.argv, b.lens);
+		free(b.argv);
+		free(b.lens);
+		if (rc == -1)
+			return -1;
+		q->reconcile_left++;
+	}
+	return 0;
+}
+
+static void
+unblock_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r;
+	struct rconn *b;
+
+	if (c == NULL || reply == NULL)
+		return;
+	b = &c->q->blk[(int)(intptr_t)priv];
+	b->unblock_sent = 0;
+	if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1)
+		b->unblock_sent = 1;	/* its BLMOVE answers nil now */
+	else if (b->blocked)
+		recheck_in(c->q, UNBLOCK_RETRY);	/* raced: try again */
+}
+
+static int
+nblocked(const struct redisq *q)
+{
+	int n = 0;
+
+	for (int i = 0; i < q->nq; i++)
+		n += q->blk[i].blocked;
+	return n;
+}
+
+/*
+ * Brings fetching to rest: no script out, no BLMOVE out. Then reconciles
+ * or, when asked, puts everything back.
+ */
+static void
+quiesce(struct redisq *q)
+{
+	char idbuf[32];
+	const char *argv[3] = { "CLIENT", "UNBLOCK", idbuf };
+
+	if (q->cmd.state != RC_READY)
+		return;
+	for (int i = 0; i < q->nq; i++) {
+		struct rconn *b = &q->blk[i];
+
+		if (!b->blocked || b->unblock_sent)
+			continue;
+		snprintf(idbuf, sizeof(idbuf), "%lld", b->client_id);
+		if (rc_command(&q->cmd, unblock_cb, (void *)(intptr_t)i, 3,
+		    argv, NULL) == 0)
+			b->unblock_sent = 1;
+	}
+	if (q->script_inflight || nblocked(q) > 0 || q->reconcile_left > 0)
+		return;
+	if (q->requeue_fn) {
+		if (send_reconcile(q, 0) == -1)
+			rc_drop(&q->cmd, "cannot send the requeue");
+		return;
+	}
+	if (q->need_reconcile && send_reconcile(q, 1) == -1)
+		rc_drop(&q->cmd, "cannot send the recovery");
+}
+
+static void
+fetch_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r;
+	struct redisq *q;
+	size_t got = 0;
+
+	(void)priv;
+	if (c == NULL || reply == NULL)
+		return;		/* rc_lost marked the need to reconcile */
+	q = c->q;
+	q->script_inflight = 0;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		log_warnx("redis: fetch failed: %s", reply->str);
+		q->known_empty = 1;
+		recheck_in(q, QERR_RECHECK);
+		return;
+	}
+	if (reply->type == REDIS_REPLY_ARRAY) {
+		for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+			redisReply *k = reply->element[i];
+			redisReply *v = reply->element[i + 1];
+			long long qi = k->type == REDIS_REPLY_INTEGER ?
+			    k->integer : -1000;
+
+			if (qi < 0 && -qi <= q->nq &&
+			    v->type == REDIS_REPLY_STRING) {
+				struct rconn *b = &q->blk[-qi - 1];
+
+				if (!b->qerr)
+					log_warnx("redis: cannot take ids from "
+					    "%s: %s", q->qkey[-qi - 1], v->str);
+				b->qerr = 1;
+				recheck_in(q, QERR_RECHECK);
+				continue;
+			}
+			if (qi < 0 || qi >= q->nq ||
+			    v->type != REDIS_REPLY_STRING)
+				continue;
+			if (q->blk[qi].qerr)
+				log_info("redis: %s is a list again",
+				    q->qkey[qi]);
+			q->blk[qi].qerr = 0;
+			got++;
+			q->cb.on_id(q->arg, (int)qi, v->str, v->len);
+		}
+	}
+	q->known_empty = got == 0;
+	redisq_kick(q);
+}
+
+static void
+block_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r;
+	struct redisq *q;
+
+	(void)priv;
+	if (c == NULL || reply == NULL)
+		return;
+	q = c->q;
+	c->blocked = 0;
+	c->unblock_sent = 0;
+	if (reply->type == REDIS_REPLY_STRING) {
+		q->known_empty = 0;
+		q->cb.on_id(q->arg, c->qi, reply->str, reply->len);
+	} else if (reply->type == REDIS_REPLY_ERROR) {
+		if (!c->qerr)
+			log_warnx("redis: cannot take ids from %s: %s",
+			    q->qkey[c->qi], reply->str);
+		c->qerr = 1;
+		recheck_in(q, QERR_RECHECK);
+	}
+	redisq_kick(q);
+}
+
+static void
+send_fetch(struct redisq *q, int n)
+{
+	struct argv_buf b = { 0 };
+	char nbuf[16], numkeys[16];
+
+	snprintf(nbuf, sizeof(nbuf), "%d", n);
+	snprintf(numkeys, sizeof(numkeys), "%d", 2 * q->nq);
+	argv_add(&b, "EVAL", 4);
+	argv_add(&b, fetch_lua, sizeof(fetch_lua) - 1);
+	argv_add(&b, numkeys, strlen(numkeys));
+	for (int i = 0; i < q->nq; i++) {
+		argv_add(&b, q->qkey[i], strlen(q->qkey[i]));
+		argv_add(&b, q->pkey[i], strlen(q->pkey[i]));
+	}
+	argv_add(&b, nbuf, strlen(nbuf));
+	if (!b.failed &&
+	    rc_command(&q->cmd, fetch_cb, NULL, b.n, b.argv, b.lens) == 0)
+		q->script_inflight = 1;
+	free(b.argv);
+	free(b.lens);
+}
+
+static void
+send_block(struct rconn *b)
+{
+	struct redisq *q = b->q;
+	char tbuf[16];
+	const char *argv[6] = { "BLMOVE", q->qkey[b->qi], q->pkey[b->qi],
+	    "LEFT", "RIGHT", tbuf };
+
+	snprintf(tbuf, sizeof(tbuf), "%d", BLOCK_SECONDS);
+	if (rc_command(b, block_cb, NULL, 6, argv, NULL) == 0)
+		b->blocked = 1;
+}
+
+void
+redisq_kick(struct redisq *q)
+{
+	int room;
+
+	if (q->cmd.state != RC_READY)
+		return;
+	if (q->requeue_fn || q->need_reconcile || q->reconcile_left) {
+		quiesce(q);
+		return;
+	}
+	if (q->fetch_stopped) {
+		quiesce(q);
+		return;
+	}
+	if (q->script_inflight)
+		return;
+	room = q->cb.room(q->arg);
+	if (room <= 0)
+		return;
+	if (!q->known_empty) {
+		if (room - nblocked(q) > 0)
+			send_fetch(q, room - nblocked(q) > FETCH_BATCH ?
+			    FETCH_BATCH : room - nblocked(q));
+		return;
+	}
+	/*
+	 * Every queue was empty: wait on all of them at once, so an id pushed
+	 * to any starts at once. With fewer free slots than queues this may
+	 * take one id per queue more than the window; it waits in memory.
+	 */
+	for (int i = 0; i < q->nq; i++) {
+		struct rconn *b = &q->blk[i];
+
+		if (b->state == RC_READY && !b->blocked && !b->qerr)
+			send_block(b);
+	}
+}
+
+static void
+recheck_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct redisq *q = w->data;
+
+	(void)loop;
+	(void)revents;
+	q->known_empty = 0;
+	for (int i = 0; i < q->nq; i++)
+		q->blk[i].unblock_sent = 0;
+	redisq_kick(q);
+}
+
+/* ---- acks and dead letters ---- */
+
+struct done_ctx {
+	redisq_done_fn *fn;
+	void *arg;
+};
+
+static void
+done_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r;
+	struct done_ctx d = *(struct done_ctx *)priv;
+	int ok = reply != NULL && reply->type != REDIS_REPLY_ERROR;
+
+	free(priv);
+	if (c && reply && reply->type == REDIS_REPLY_ERROR)
+		log_warnx("redis: %s", reply->str);
+	d.fn(d.arg, ok);
+}
+
+static int
+send_done(struct redisq *q, int argc, const char **argv, const size_t *lens,
+    redisq_done_fn *fn, void *arg)
+{
+	struct done_ctx *d;
+
+	if (q->cmd.state != RC_READY)
+		return -1;
+	d = malloc(sizeof(*d));
+	if (d == NULL)
+		return -1;
+	d->fn = fn;
+	d->arg = arg;
+	if (rc_command(&q->cmd, done_cb, d, argc, argv, lens) == -1) {
+		free(d);
+		return -1;
+	}
+	return 0;
+}
+
+int
+redisq_ack(struct redisq *q, int qi, const char *val, size_t len,
+    redisq_done_fn *fn, void *arg)
+{
+	const char *argv[4] = { "LREM", q->pkey[qi], "1", val };
+	size_t lens[4] = { 4, strlen(q->pkey[qi]), 1, len };
+
+	return send_done(q, 4, argv, lens, fn, arg);
+}
+
+int
+redisq_dead(struct redisq *q, int qi, const char *val, size_t len,
+    redisq_done_fn *fn, void *arg)
+{
+	const char *argv[6] = { "EVAL", dead_lua, "2", q->pkey[qi],
+	    q->dkey[qi], val };
+	size_t lens[6] = { 4, sizeof(dead_lua) - 1, 1, strlen(q->pkey[qi]),
+	    strlen(q->dkey[qi]), len };
+
+	return send_done(q, 6, argv, lens, fn, arg);
+}
+
+/* ---- lifecycle ---- */
+
+static char *
+key_printf(const char *fmt, const char *a, const char *b)
+{
+	char *s;
+
+	if (asprintf(&s, fmt, a, b) == -1)
+		return NULL;
+	return s;
+}
+
+static void
+free_keys(struct redisq *q)
+{
+	for (int i = 0; i < q->nq; i++) {
+		free(q->qkey[i]);
+		free(q->pkey[i]);
+		free(q->dkey[i]);
+	}
+	free(q->qkey);
+	free(q->pkey);
+	free(q->dkey);
+}
+
+struct redisq *
+redisq_new(struct ev_loop *loop, const struct config *cfg,
+    const struct redisq_callbacks *cb, void *arg)
+{
+	struct redisq *q = calloc(1, sizeof(*q));
+	int ok;
+
+	if (q == NULL)
+		return NULL;
+	q->loop = loop;
+	q->cfg = cfg;
+	q->cb = *cb;
+	q->arg = arg;
+	q->nq = cfg->redis.nqueues;
+	q->qkey = calloc(q->nq, sizeof(char *));
+	q->pkey = calloc(q->nq, sizeof(char *));
+	q->dkey = calloc(q->nq, sizeof(char *));
+	q->blk = calloc(q->nq, sizeof(*q->blk));
+	ok = q->qkey && q->pkey && q->dkey && q->blk;
+	for (int i = 0; ok && i < q->nq; i++) {
+		const char *name = cfg->redis.queues[i];
+
+		q->qkey[i] = strdup(name);
+		q->pkey[i] = key_printf("%s:processing:%s", name,
+		    cfg->worker.id);
+		q->dkey[i] = key_printf("%s:dead%s", name, "");
+		ok = q->qkey[i] && q->pkey[i] && q->dkey[i];
+	}
+	if (!ok) {
+		free_keys(q);
+		free(q->blk);
+		free(q);
+		return NULL;
+	}
+	ev_timer_init(&q->recheck, recheck_cb, QERR_RECHECK, 0.);
+	q->recheck.data = q;
+	q->need_reconcile = 1;
+	rc_init(q, &q->cmd, -1);
+	for (int i = 0; i < q->nq; i++)
+		rc_init(q, &q->blk[i], i);
+	rc_start(&q->cmd);
+	for (int i = 0; i < q->nq; i++)
+		rc_start(&q->blk[i]);
+	return q;
+}
+
+void
+redisq_free(struct redisq *q)
+{
+	if (q == NULL)
+		return;
+	q->requeue_fn = NULL;
+	for (int i = 0; i < q->nq; i++)
+		rc_close(&q->blk[i]);
+	rc_close(&q->cmd);
+	ev_timer_stop(q->loop, &q->recheck);
+	free_keys(q);
+	free(q->blk);
+	free(q);
+}
+
+void
+redisq_reconfigure(struct redisq *q, const struct config *cfg)
+{
+	int changed = config_redis_conn_changed(q->cfg, cfg);
+
+	q->cfg = cfg;
+	if (!changed)
+		return;
+	log_info("redis: connection settings changed, reconnecting");
+	rc_drop(&q->cmd, "settings changed");
+	for (int i = 0; i < q->nq; i++)
+		rc_drop(&q->blk[i], "settings changed");
+	/* Reconnect at once, not after the backoff the drop armed. */
+	ev_timer_stop(q->loop, &q->cmd.retry);
+	rc_start(&q->cmd);
+	for (int i = 0; i < q->nq; i++) {
+		ev_timer_stop(q->loop, &q->blk[i].retry);
+		rc_start(&q->blk[i]);
+	}
+}
+
+void
+redisq_stop_fetch(struct redisq *q)
+{
+	q->fetch_stopped = 1;
+	quiesce(q);
+}
+
+void
+redisq_requeue_all(struct redisq *q, redisq_done_fn *fn, void *arg)
+{
+	q->fetch_stopped = 1;
+	if (q->cmd.state != RC_READY) {
+		fn(arg, 0);
+		return;
+	}
+	q->requeue_fn = fn;
+	q->requeue_arg = arg;
+	quiesce(q);
+}
+
+int
+redisq_ready(const struct redisq *q)
+{
+	return q->cmd.state == RC_READY && q->recovered;
+}
+
+const char *
+redisq_queue(const struct redisq *q, int qi)
+{
+	return q->qkey[qi];
+}
+
+const char *
+redisq_dead_key(const struct redisq *q, int qi)
+{
+	return q->dkey[qi];
+}

@@ -1,1 +1,665 @@
-/* placeholder */
+/*
+ * worker: every task's state machine, from fetched to acknowledged, and
+ * the in-flight window that is the daemon's only back-pressure.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "handler.h"
+#include "log.h"
+#include "notify.h"
+#include "pgstore.h"
+#include "redisq.h"
+#include "taskid.h"
+#include "worker.h"
+
+enum tstate {
+	T_WAITING,	/* taken, waits for a slot */
+	T_LOADING,	/* row requested */
+	T_DELAY,	/* timer running */
+	T_COMPLETING,	/* UPDATE sent */
+	T_ACKING,	/* LREM sent */
+	T_DEAD,		/* move to the dead list sent */
+	T_BACKOFF,	/* a step failed; the timer retries it */
+};
+
+struct task {
+	struct task *prev, *next;
+	struct worker *w;
+	int qi;
+	int64_t id;
+	enum tstate state;
+	enum tstate resume;	/* the step a T_BACKOFF retries */
+	ev_timer timer;
+	ev_tstamp delay_start;
+	ev_tstamp missing_since;
+	struct pgreq *req;
+	struct pgrow *row;
+	struct backoff bo;
+	int failures;
+	const char *reason;	/* why it goes to the dead list */
+	size_t len;
+	char val[];		/* the value as taken, NUL added */
+};
+
+struct worker {
+	struct ev_loop *loop;
+	const struct config *cfg;
+	worker_exit_fn *exit_fn;
+	void *exit_arg;
+	struct redisq *q;
+	struct pgstore *ps;
+	struct task *head, *tail;
+	int ntasks;
+	int nactive;		/* tasks not T_WAITING */
+	int stopping;
+	int abandoning;
+	int requeueing;
+	int exiting;
+	ev_timer shutdown;
+	struct worker_stats stats;
+	char status[256];
+};
+
+static void task_load(struct task *t);
+static void task_complete(struct task *t);
+static void task_ack(struct task *t);
+static void task_dead(struct task *t, const char *reason);
+static void dead_send(struct task *t);
+static void check_drained(struct worker *w);
+
+/* A value as it may safely appear in a log line: printable, bounded. */
+static const char *
+printable(const struct task *t, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < t->len && o + 5 < len; i++) {
+		unsigned char ch = t->val[i];
+
+		if (i == 40) {
+			o += snprintf(buf + o, len - o, "...(%zu bytes)",
+			    t->len);
+			break;
+		}
+		if (isprint(ch) && ch != '"' && ch != '\\')
+			buf[o++] = ch;
+		else
+			o += snprintf(buf + o, len - o, "\\x%02x", ch);
+	}
+	buf[o < len ? o : len - 1] = '\0';
+	return buf;
+}
+
+static int
+room(void *arg)
+{
+	struct worker *w = arg;
+
+	/* While PostgreSQL is away nothing new is taken. */
+	if (w->stopping || pgstore_nready(w->ps) == 0)
+		return 0;
+	return w->cfg->worker.concurrency - w->ntasks;
+}
+
+/* ---- task lifecycle ---- */
+
+static void
+task_free(struct task *t)
+{
+	struct worker *w = t->w;
+
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		w->head = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	else
+		w->tail = t->prev;
+	w->ntasks--;
+	if (t->state != T_WAITING)
+		w->nactive--;
+	ev_timer_stop(w->loop, &t->timer);
+	pgstore_cancel(t->req);
+	pgrow_free(t->row);
+	free(t);
+}
+
+/* Starts waiting tasks while there are free slots. */
+static void
+start_waiting(struct worker *w)
+{
+	for (struct task *t = w->head; t != NULL &&
+	    w->nactive < w->cfg->worker.concurrency; t = t->next) {
+		if (t->state != T_WAITING)
+			continue;
+		w->nactive++;
+		task_load(t);
+	}
+}
+
+/* A task left memory: make room for the next. */
+static void
+task_done(struct task *t)
+{
+	struct worker *w = t->w;
+
+	task_free(t);
+	if (w->exiting)
+		return;
+	if (w->stopping) {
+		check_drained(w);
+		return;
+	}
+	start_waiting(w);
+	redisq_kick(w->q);
+}
+
+static void
+retry_cb(struct ev_loop *loop, ev_timer *timer, int revents)
+{
+	struct task *t = timer->data;
+
+	(void)loop;
+	(void)revents;
+	switch (t->resume) {
+	case T_LOADING:
+		task_load(t);
+		break;
+	case T_COMPLETING:
+		task_complete(t);
+		break;
+	case T_ACKING:
+		task_ack(t);
+		break;
+	case T_DEAD:
+		dead_send(t);
+		break;
+	default:
+		log_errorx("task %lld: cannot resume state %d",
+		    (long long)t->id, (int)t->resume);
+		break;
+	}
+}
+
+/* A step failed for a reason that may pass: try it again later. */
+static void
+task_retry(struct task *t, enum tstate step, const char *why)
+{
+	struct worker *w = t->w;
+	int delay;
+
+	if (t->failures++ == 0)
+		backoff_init(&t->bo, w->cfg->worker.retry_min_ms,
+		    w->cfg->worker.retry_max_ms, (uint64_t)t->id ^
+		    (uint64_t)(uintptr_t)t);
+	delay = backoff_next(&t->bo);
+	w->stats.retries++;
+	log_debug("task %lld: %s; retrying in %d ms", (long long)t->id, why,
+	    delay);
+	t->state = T_BACKOFF;
+	t->resume = step;
+	ev_timer_stop(w->loop, &t->timer);
+	ev_init(&t->timer, retry_cb);
+	ev_timer_set(&t->timer, delay / 1000.0, 0.);
+	ev_timer_start(w->loop, &t->timer);
+	if (w->stopping && w->abandoning)
+		check_drained(w);
+}
+
+static void
+ack_cb(void *arg, int ok)
+{
+	struct task *t = arg;
+
+	if (t->w->exiting)
+		return;
+	if (!ok) {
+		task_retry(t, T_ACKING, "acknowledgement not confirmed");
+		return;
+	}
+	log_debug("task %lld: acknowledged", (long long)t->id);
+	task_done(t);
+}
+
+static void
+task_ack(struct task *t)
+{
+	struct worker *w = t->w;
+
+	t->state = T_ACKING;
+	if (redisq_ack(w->q, t->qi, t->val, t->len, ack_cb, t) == -1)
+		task_retry(t, T_ACKING, "redis is not connected");
+}
+
+static void
+dead_cb(void *arg, int ok)
+{
+	struct task *t = arg;
+	struct worker *w = t->w;
+
+	if (w->exiting)
+		return;
+	if (!ok) {
+		task_retry(t, T_DEAD, "dead-lettering not confirmed");
+		return;
+	}
+	w->stats.dead++;
+	task_done(t);
+}
+
+static void
+dead_send(struct task *t)
+{
+	t->state = T_DEAD;
+	if (redisq_dead(t->w->q, t->qi, t->val, t->len, dead_cb, t) == -1)
+		task_retry(t, T_DEAD, "redis is not connected");
+}
+
+static void
+task_dead(struct task *t, const char *reason)
+{
+	struct worker *w = t->w;
+	char buf[128];
+
+	log_warnx("task \"%s\" from %s is dead: %s; moved to %s",
+	    printable(t, buf, sizeof(buf)), redisq_queue(w->q, t->qi), reason,
+	    redisq_dead_key(w->q, t->qi));
+	t->reason = reason;
+	dead_send(t);
+}
+
+static void
+complete_cb(void *arg, enum pgstore_result res, struct pgrow *row,
+    const char *msg)
+{
+	struct task *t = arg;
+
+	(void)row;
+	t->req = NULL;
+	if (res != PGSTORE_OK) {
+		task_retry(t, T_COMPLETING, msg ? msg : "update failed");
+		return;
+	}
+	t->w->stats.completed++;
+	log_debug("task %lld: completed", (long long)t->id);
+	task_ack(t);
+}
+
+static void
+task_complete(struct task *t)
+{
+	t->state = T_COMPLETING;
+	t->req = pgstore_complete(t->w->ps, t->id, complete_cb, t);
+	if (t->req == NULL)
+		task_retry(t, T_COMPLETING, "out of memory");
+}
+
+static void
+delay_cb(struct ev_loop *loop, ev_timer *timer, int revents)
+{
+	struct task *t = timer->data;
+	struct worker *w = t->w;
+
+	(void)loop;
+	(void)revents;
+	if (handler_run(w->cfg, t->id, t->row) == -1) {
+		task_dead(t, "the handler failed");
+		return;
+	}
+	pgrow_free(t->row);
+	t->row = NULL;
+	task_complete(t);
+}
+
+static void
+arm_delay(struct task *t)
+{
+	struct worker *w = t->w;
+	ev_tstamp left = t->delay_start + w->cfg->worker.delay_ms / 1000.0 -
+	    ev_now(w->loop);
+
+	ev_timer_stop(w->loop, &t->timer);
+	ev_init(&t->timer, delay_cb);
+	ev_timer_set(&t->timer, left > 0 ? left : 0., 0.);
+	ev_timer_start(w->loop, &t->timer);
+}
+
+static void
+load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
+    const char *msg)
+{
+	struct task *t = arg;
+	struct worker *w = t->w;
+	ev_tstamp now = ev_now(w->loop);
+
+	t->req = NULL;
+	switch (res) {
+	case PGSTORE_ERROR:
+		task_retry(t, T_LOADING, msg ? msg : "load failed");
+		return;
+	case PGSTORE_NOTFOUND:
+		/* A producer may push before its INSERT commits. */
+		if (t->missing_since == 0)
+			t->missing_since = now;
+		if ((now - t->missing_since) * 1000 <
+		    w->cfg->worker.missing_row_grace_ms) {
+			task_retry(t, T_LOADING, "no row yet");
+			return;
+		}
+		task_dead(t, "no row with that id");
+		return;
+	case PGSTORE_OK:
+		break;
+	}
+	if (row->status &&
+	    strcmp(row->status, w->cfg->postgres.completed_status) == 0) {
+		log_debug("task %lld: already %s, acknowledging",
+		    (long long)t->id, row->status);
+		pgrow_free(row);
+		w->stats.skipped++;
+		task_ack(t);
+		return;
+	}
+	t->row = row;
+	t->state = T_DELAY;
+	t->delay_start = now;
+	arm_delay(t);
+}
+
+static void
+task_load(struct task *t)
+{
+	t->state = T_LOADING;
+	t->req = pgstore_load(t->w->ps, t->id, load_cb, t);
+	if (t->req == NULL)
+		task_retry(t, T_LOADING, "out of memory");
+}
+
+/* ---- what redisq asks of us ---- */
+
+static void
+on_id(void *arg, int qi, const char *val, size_t len)
+{
+	struct worker *w = arg;
+	struct task *t = calloc(1, sizeof(*t) + len + 1);
+	const char *why;
+
+	if (t == NULL) {
+		/* It stays in the processing list; the next start has it. */
+		log_errorx("out of memory for a task from %s",
+		    redisq_queue(w->q, qi));
+		return;
+	}
+	t->w = w;
+	t->qi = qi;
+	t->len = len;
+	memcpy(t->val, val, len);
+	ev_init(&t->timer, delay_cb);
+	t->timer.data = t;
+	t->prev = w->tail;
+	if (w->tail)
+		w->tail->next = t;
+	else
+		w->head = t;
+	w->tail = t;
+	w->ntasks++;
+	t->state = T_WAITING;
+
+	if (taskid_parse(val, len, &t->id, &why) == -1) {
+		w->nactive++;
+		task_dead(t, why);
+		return;
+	}
+	log_debug("task %lld: taken from %s", (long long)t->id,
+	    redisq_queue(w->q, qi));
+	if (w->stopping)
+		return;		/* goes back with the rest */
+	if (w->nactive < w->cfg->worker.concurrency) {
+		w->nactive++;
+		task_load(t);
+	}
+}
+
+static void
+foreach_held(void *arg, int qi, redisq_add_fn *add, void *ctx)
+{
+	struct worker *w = arg;
+
+	for (struct task *t = w->head; t != NULL; t = t->next)
+		if (t->qi == qi)
+			add(ctx, t->val, t->len);
+}
+
+static void
+on_state(void *arg)
+{
+	struct worker *w = arg;
+
+	worker_update_status(w);
+	if (!w->stopping)
+		redisq_kick(w->q);
+}
+
+static void
+on_fatal(void *arg, const char *why)
+{
+	struct worker *w = arg;
+
+	log_errorx("%s", why);
+	w->exiting = 1;
+	w->exit_fn(w->exit_arg, 70);
+}
+
+static void
+pg_state(void *arg)
+{
+	struct worker *w = arg;
+
+	if (w->q)
+		on_state(w);
+}
+
+/* ---- shutdown ---- */
+
+static void
+requeued_cb(void *arg, int ok)
+{
+	struct worker *w = arg;
+
+	if (w->exiting)
+		return;
+	if (ok)
+		log_info("stopped: unfinished ids are back at the head of "
+		    "their queues");
+	else
+		log_warnx("stopped without reaching redis: unfinished ids "
+		    "stay in the processing lists until the next start");
+	w->exiting = 1;
+	w->exit_fn(w->exit_arg, 0);
+}
+
+/* Once nothing is in flight, put the rest back and leave. */
+static void
+check_drained(struct worker *w)
+{
+	struct task *t, *next;
+
+	if (w->requeueing || w->exiting)
+		return;
+	for (t = w->head; t != NULL; t = t->next) {
+		if (t->state == T_WAITING)
+			continue;
+		if (!w->abandoning)
+			return;
+		/* Out of time: only answers Redis owes us are awaited. */
+		if (t->state == T_ACKING || t->state == T_DEAD)
+			return;
+	}
+	for (t = w->head; t != NULL; t = next) {
+		next = t->next;
+		task_free(t);
+	}
+	w->requeueing = 1;
+	ev_timer_stop(w->loop, &w->shutdown);
+	redisq_requeue_all(w->q, requeued_cb, w);
+}
+
+/* Tasks that are not waiting on Redis are dropped from memory. */
+static void
+abandon(struct worker *w)
+{
+	int n = 0;
+
+	w->abandoning = 1;
+	for (struct task *t = w->head; t != NULL; t = t->next)
+		n += t->state != T_WAITING && t->state != T_ACKING &&
+		    t->state != T_DEAD;
+	if (n > 0)
+		log_notice("shutdown: %d task(s) unfinished, putting them back",
+		    n);
+	check_drained(w);
+}
+
+static void
+shutdown_cb(struct ev_loop *loop, ev_timer *timer, int revents)
+{
+	(void)loop;
+	(void)revents;
+	abandon(timer->data);
+}
+
+void
+worker_stop(struct worker *w, int now)
+{
+	if (!w->stopping) {
+		w->stopping = 1;
+		log_info("stopping: %d task(s) in flight, waiting up to %d ms",
+		    w->nactive, w->cfg->worker.shutdown_timeout_ms);
+		redisq_stop_fetch(w->q);
+		ev_timer_set(&w->shutdown,
+		    w->cfg->worker.shutdown_timeout_ms / 1000.0, 0.);
+		ev_timer_start(w->loop, &w->shutdown);
+		worker_update_status(w);
+		if (!now) {
+			check_drained(w);
+			return;
+		}
+	}
+	abandon(w);
+}
+
+/* ---- the rest ---- */
+
+void
+worker_update_status(struct worker *w)
+{
+	char buf[sizeof(w->status)];
+	int retrying = 0;
+
+	for (struct task *t = w->head; t != NULL; t = t->next)
+		retrying += t->state == T_BACKOFF;
+	if (w->stopping)
+		snprintf(buf, sizeof(buf), "stopping: %d task(s) in flight",
+		    w->nactive);
+	else if (!redisq_ready(w->q))
+		snprintf(buf, sizeof(buf), "waiting for redis at %s",
+		    w->cfg->redis.unix_socket[0] ? w->cfg->redis.unix_socket :
+		    w->cfg->redis.host);
+	else if (pgstore_nready(w->ps) == 0)
+		snprintf(buf, sizeof(buf), "waiting for postgres");
+	else
+		snprintf(buf, sizeof(buf), "serving: %d in flight, %d "
+		    "retrying, %llu completed, %llu already done, %llu dead; "
+		    "postgres %d/%d", w->nactive, retrying,
+		    (unsigned long long)w->stats.completed,
+		    (unsigned long long)w->stats.skipped,
+		    (unsigned long long)w->stats.dead,
+		    pgstore_nready(w->ps), pgstore_nconns(w->ps));
+	if (strcmp(buf, w->status) == 0)
+		return;
+	memcpy(w->status, buf, sizeof(buf));
+	notify_status("%s", buf);
+}
+
+struct worker *
+worker_new(struct ev_loop *loop, const struct config *cfg,
+    worker_exit_fn *exit_fn, void *arg)
+{
+	static const struct redisq_callbacks cbs = {
+		.room = room,
+		.on_id = on_id,
+		.foreach_held = foreach_held,
+		.on_state = on_state,
+		.on_fatal = on_fatal,
+	};
+	struct worker *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return NULL;
+	w->loop = loop;
+	w->cfg = cfg;
+	w->exit_fn = exit_fn;
+	w->exit_arg = arg;
+	ev_init(&w->shutdown, shutdown_cb);
+	w->shutdown.data = w;
+	w->ps = pgstore_new(loop, cfg, pg_state, w);
+	if (w->ps)
+		w->q = redisq_new(loop, cfg, &cbs, w);
+	if (w->ps == NULL || w->q == NULL) {
+		worker_free(w);
+		return NULL;
+	}
+	worker_update_status(w);
+	return w;
+}
+
+void
+worker_free(struct worker *w)
+{
+	struct task *t, *next;
+
+	if (w == NULL)
+		return;
+	w->exiting = 1;
+	ev_timer_stop(w->loop, &w->shutdown);
+	/* Redis answers what is pending (ignored: exiting) while it closes. */
+	redisq_free(w->q);
+	for (t = w->head; t != NULL; t = next) {
+		next = t->next;
+		task_free(t);
+	}
+	pgstore_free(w->ps);
+	free(w);
+}
+
+void
+worker_reconfigure(struct worker *w, const struct config *cfg)
+{
+	int delay_changed = cfg->worker.delay_ms != w->cfg->worker.delay_ms;
+
+	pgstore_reconfigure(w->ps, cfg);
+	redisq_reconfigure(w->q, cfg);
+	w->cfg = cfg;
+	if (delay_changed)
+		for (struct task *t = w->head; t != NULL; t = t->next)
+			if (t->state == T_DELAY)
+				arm_delay(t);
+	if (!w->stopping) {
+		start_waiting(w);
+		redisq_kick(w->q);
+	}
+	worker_update_status(w);
+}
+
+const struct worker_stats *
+worker_stats(const struct worker *w)
+{
+	return &w->stats;
+}

@@ -1,0 +1,56 @@
+/*
+ * pgstore: the PostgreSQL side. A pool of nonblocking libpq connections on
+ * the loop, statements prepared per session, loads and completions batched.
+ */
+#ifndef TASKWORKERD_PGSTORE_H
+#define TASKWORKERD_PGSTORE_H
+
+#include <stdint.h>
+#include <ev.h>
+
+#include "config.h"
+
+/* A loaded row: its status and the configured extra columns (NULL = SQL NULL). */
+struct pgrow {
+	char *status;
+	int ncols;
+	char *cols[];
+};
+
+enum pgstore_result {
+	PGSTORE_OK,		/* loaded / completed */
+	PGSTORE_NOTFOUND,	/* no row with that id */
+	PGSTORE_ERROR,		/* the server refused the statement; retry later */
+};
+
+/*
+ * Answer to a request; runs exactly once unless the request was cancelled.
+ * On a successful load ROW belongs to the callee (pgrow_free). MSG says why
+ * on PGSTORE_ERROR.
+ */
+typedef void pgstore_fn(void *arg, enum pgstore_result res, struct pgrow *row,
+    const char *msg);
+/* Called when the number of ready connections changes. */
+typedef void pgstore_state_fn(void *arg);
+
+struct pgstore;
+struct pgreq;
+
+struct pgstore *pgstore_new(struct ev_loop *loop, const struct config *cfg,
+    pgstore_state_fn *state_fn, void *arg);
+void pgstore_free(struct pgstore *ps);
+/* New settings; when they shape the sessions, all reconnect with them. */
+void pgstore_reconfigure(struct pgstore *ps, const struct config *cfg);
+
+struct pgreq *pgstore_load(struct pgstore *ps, int64_t id, pgstore_fn *fn,
+    void *arg);
+struct pgreq *pgstore_complete(struct pgstore *ps, int64_t id, pgstore_fn *fn,
+    void *arg);
+/* The callback of REQ will not run; REQ must not be used again. */
+void pgstore_cancel(struct pgreq *req);
+
+int pgstore_nready(const struct pgstore *ps);
+int pgstore_nconns(const struct pgstore *ps);
+void pgrow_free(struct pgrow *row);
+
+#endif
