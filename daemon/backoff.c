@@ -1,1 +1,69 @@
-/* placeholder */
+/*
+ * backoff: the delay before the next reconnect or retry, doubling from
+ * min_ms up to max_ms, with equal jitter from a xorshift64 generator.
+ */
+#include <stdint.h>
+
+#include "backoff.h"
+
+#define BACKOFF_SEED	0x9e3779b97f4a7c15ULL	/* used when given 0 */
+#define BACKOFF_MAX_SHIFT	32	/* 1 << 32 exceeds any int delay */
+
+static uint64_t
+xorshift64(uint64_t *state)
+{
+	uint64_t x = *state;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	*state = x;
+	return x;
+}
+
+void
+backoff_init(struct backoff *b, int min_ms, int max_ms, uint64_t seed)
+{
+	if (min_ms < 1)
+		min_ms = 1;
+	if (max_ms < min_ms)
+		max_ms = min_ms;
+	b->min_ms = min_ms;
+	b->max_ms = max_ms;
+	b->attempt = 0;
+	b->rng = seed != 0 ? seed : BACKOFF_SEED;
+}
+
+int
+backoff_next(struct backoff *b)
+{
+	int64_t d, lo;
+	int shift = b->attempt;
+
+	if (shift < 0)
+		shift = 0;
+	if (shift >= BACKOFF_MAX_SHIFT)
+		d = b->max_ms;
+	else {
+		d = (int64_t)b->min_ms << shift;
+		if (d > b->max_ms)
+			d = b->max_ms;
+	}
+	if (d < 1)
+		d = 1;
+	if (d < b->max_ms)
+		b->attempt++;
+	if (b->rng == 0)
+		b->rng = BACKOFF_SEED;
+
+	/* Equal jitter: half of d for sure, the other half at random. */
+	lo = d / 2;
+	d = lo + (int64_t)(xorshift64(&b->rng) % (uint64_t)(d - lo + 1));
+	return d < 1 ? 1 : (int)d;
+}
+
+void
+backoff_reset(struct backoff *b)
+{
+	b->attempt = 0;
+}

@@ -1,5 +1,5 @@
 /*
- * backoff: exponential delays with full jitter for reconnects and retries.
+ * backoff: exponential delays with equal jitter (a delay in [d/2, d]) for reconnects and retries.
  * Pure arithmetic; the caller owns the timer.
  */
 #ifndef TASKWORKERD_BACKOFF_H

@@ -1,1 +1,1066 @@
-/* placeholder */
+/*
+ * config: read the libconfig file, check every key against one table and
+ * build the immutable struct config; defaults and validation live here.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <libconfig.h>
+#include <libpq-fe.h>
+
+#include "config.h"
+
+#define CONFIG_MAX_BYTES	(1024 * 1024)
+#define MSG_MAX			1024
+
+enum kind {
+	K_INT,
+	K_STRING,
+	K_LIST,
+	K_LEVEL,
+	K_FACILITY,
+	K_HANDLER,
+};
+
+/* String checks, for a string key or for every entry of a list. */
+#define F_NONEMPTY	0x01	/* "" is refused */
+#define F_NOSPACE	0x02	/* no whitespace or control bytes */
+#define F_UNIQUE	0x04	/* list entries must differ */
+
+struct name_value {
+	const char *name;
+	int value;
+};
+
+/* Extra check of a string value: NULL when fine, else a message in BUF. */
+typedef const char *check_fn(const char *s, char *buf, size_t size);
+
+struct key {
+	const char *section;
+	const char *name;
+	enum kind kind;
+	size_t off;			/* the value inside struct config */
+	size_t count_off;		/* K_LIST: the entry count */
+	long long def_int;		/* K_INT */
+	const char *def_str;		/* K_STRING and the named kinds */
+	const char *const *def_list;	/* K_LIST, NULL-terminated */
+	long long min, max;		/* K_INT: value; K_LIST: entries */
+	size_t maxlen;			/* bytes of a string, 0: no limit */
+	int flags;
+	check_fn *check;
+	const struct name_value *names;	/* the named kinds */
+};
+
+static const char *check_conninfo(const char *, char *, size_t);
+static const char *check_table(const char *, char *, size_t);
+
+static const struct name_value level_names[] = {
+	{ "debug", LOG_DEBUG },
+	{ "info", LOG_INFO },
+	{ "notice", LOG_NOTICE },
+	{ "warning", LOG_WARNING },
+	{ "error", LOG_ERR },
+	{ NULL, 0 }
+};
+
+static const struct name_value facility_names[] = {
+	{ "daemon", LOG_DAEMON },
+	{ "user", LOG_USER },
+	{ "local0", LOG_LOCAL0 },
+	{ "local1", LOG_LOCAL1 },
+	{ "local2", LOG_LOCAL2 },
+	{ "local3", LOG_LOCAL3 },
+	{ "local4", LOG_LOCAL4 },
+	{ "local5", LOG_LOCAL5 },
+	{ "local6", LOG_LOCAL6 },
+	{ "local7", LOG_LOCAL7 },
+	{ NULL, 0 }
+};
+
+static const struct name_value handler_names[] = {
+	{ "none", HANDLER_NONE },
+	{ NULL, 0 }
+};
+
+static const char *const default_queues[] = { "tasks", NULL };
+static const char *const default_columns[] = { "name", NULL };
+
+#define AT(field)	offsetof(struct config, field)
+
+#define INT(sec, key, field, def, lo, hi)				\
+	{ .section = sec, .name = key, .kind = K_INT, .off = AT(field),	\
+	  .def_int = def, .min = lo, .max = hi }
+#define STR(sec, key, field, def, len, fl, fn)				\
+	{ .section = sec, .name = key, .kind = K_STRING,		\
+	  .off = AT(field), .def_str = def, .maxlen = len,		\
+	  .flags = fl, .check = fn }
+#define LIST(sec, key, field, nfield, def, lo, hi, len, fl)		\
+	{ .section = sec, .name = key, .kind = K_LIST,			\
+	  .off = AT(field),						\
+	  .count_off = AT(nfield), .def_list = def, .min = lo,		\
+	  .max = hi, .maxlen = len, .flags = fl }
+#define NAMED(sec, key, k, field, def, table)				\
+	{ .section = sec, .name = key, .kind = k, .off = AT(field),	\
+	  .def_str = def, .names = table }
+
+static const struct key keys[] = {
+	STR("redis", "host", redis.host, "127.0.0.1", 0, F_NONEMPTY, NULL),
+	INT("redis", "port", redis.port, 6379, 1, 65535),
+	STR("redis", "unix_socket", redis.unix_socket, "", 0, 0, NULL),
+	INT("redis", "database", redis.database, 0, 0, 100000),
+	STR("redis", "username", redis.username, "", 0, 0, NULL),
+	STR("redis", "password", redis.password, "", 0, 0, NULL),
+	STR("redis", "password_file", redis.password_file, "", 0, 0, NULL),
+	LIST("redis", "queues", redis.queues, redis.nqueues, default_queues,
+	    1, 64, 200, F_NONEMPTY | F_NOSPACE | F_UNIQUE),
+	INT("redis", "connect_timeout_ms", redis.connect_timeout_ms,
+	    2000, 1, 600000),
+	INT("redis", "command_timeout_ms", redis.command_timeout_ms,
+	    10000, 100, 3600000),
+
+	STR("postgres", "conninfo", postgres.conninfo, "dbname=tasks", 0, 0,
+	    check_conninfo),
+	INT("postgres", "connections", postgres.connections, 2, 1, 64),
+	STR("postgres", "table", postgres.table, "task", 0, F_NONEMPTY,
+	    check_table),
+	STR("postgres", "id_column", postgres.id_column, "id", 0,
+	    F_NONEMPTY, NULL),
+	STR("postgres", "status_column", postgres.status_column, "status", 0,
+	    F_NONEMPTY, NULL),
+	LIST("postgres", "columns", postgres.columns, postgres.ncolumns,
+	    default_columns, 0, 64, 0, F_NONEMPTY | F_UNIQUE),
+	STR("postgres", "completed_status", postgres.completed_status,
+	    "completed", 0, F_NONEMPTY, NULL),
+	INT("postgres", "connect_timeout_ms", postgres.connect_timeout_ms,
+	    5000, 1, 600000),
+	INT("postgres", "command_timeout_ms", postgres.command_timeout_ms,
+	    30000, 100, 3600000),
+
+	STR("worker", "id", worker.id, "", 200, F_NOSPACE, NULL),
+	INT("worker", "delay_ms", worker.delay_ms, 1000, 0, 86400000),
+	INT("worker", "concurrency", worker.concurrency, 256, 1, 100000),
+	INT("worker", "shutdown_timeout_ms", worker.shutdown_timeout_ms,
+	    30000, 0, 86400000),
+	INT("worker", "retry_min_ms", worker.retry_min_ms, 100, 1, 600000),
+	INT("worker", "retry_max_ms", worker.retry_max_ms, 30000, 1, 3600000),
+	INT("worker", "missing_row_grace_ms", worker.missing_row_grace_ms,
+	    3000, 0, 3600000),
+
+	NAMED("handler", "type", K_HANDLER, handler.type, "none",
+	    handler_names),
+
+	NAMED("log", "level", K_LEVEL, log.level, "info", level_names),
+	NAMED("log", "facility", K_FACILITY, log.facility, "daemon",
+	    facility_names),
+	STR("log", "ident", log.ident, "taskworkerd", 0, F_NONEMPTY, NULL),
+};
+
+#define NKEYS	(sizeof(keys) / sizeof(keys[0]))
+
+/* One load in progress. */
+struct loader {
+	const char *path;
+	config_error_fn *err;
+	void *arg;
+	int nerrors;
+	struct config *cfg;
+	unsigned int line[NKEYS];	/* where the file set the key, or 0 */
+	unsigned char bad[NKEYS];	/* the file's value was refused */
+};
+
+static void
+report(struct loader *ld, unsigned int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Hands one error line to the caller. Control bytes are shown as \xHH so
+ * a hostile file cannot forge log lines; nothing here allocates.
+ */
+static void
+report(struct loader *ld, unsigned int line, const char *fmt, ...)
+{
+	char msg[MSG_MAX], out[PATH_MAX + 4 * MSG_MAX + 32];
+	char pfx[64];
+	const unsigned char *p;
+	size_t n;
+	va_list ap;
+
+	ld->nerrors++;
+	if (ld->err == NULL)
+		return;
+
+	va_start(ap, fmt);
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) >= (int)sizeof(msg))
+		memcpy(msg + sizeof(msg) - 4, "...", 4);
+	va_end(ap);
+
+	if (line > 0)
+		snprintf(pfx, sizeof(pfx), ":%u: ", line);
+	else
+		snprintf(pfx, sizeof(pfx), ": ");
+	n = (size_t)snprintf(out, PATH_MAX, "%s", ld->path);
+	if (n >= PATH_MAX)
+		n = PATH_MAX - 1;
+	n += (size_t)snprintf(out + n, sizeof(out) - n, "%s", pfx);
+	for (p = (const unsigned char *)msg; *p != '\0'; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			n += (size_t)snprintf(out + n, sizeof(out) - n,
+			    "\\x%02x", *p);
+		else
+			out[n++] = (char)*p;
+	}
+	out[n] = '\0';
+	ld->err(ld->arg, out);
+}
+
+static const struct key *
+find_key(const char *section, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++)
+		if (strcmp(keys[i].section, section) == 0 &&
+		    strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+static int
+section_known(const char *section)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++)
+		if (strcmp(keys[i].section, section) == 0)
+			return 1;
+	return 0;
+}
+
+static void *
+field(struct config *cfg, size_t off)
+{
+	return (char *)cfg + off;
+}
+
+static const struct name_value *
+find_name(const struct name_value *names, const char *name)
+{
+	for (; names->name != NULL; names++)
+		if (strcmp(names->name, name) == 0)
+			return names;
+	return NULL;
+}
+
+static void
+free_list(char **list)
+{
+	char **p;
+
+	if (list == NULL)
+		return;
+	for (p = list; *p != NULL; p++)
+		free(*p);
+	free(list);
+}
+
+/* Stores V into the named field of K. */
+static void
+store_named(struct config *cfg, const struct key *k, int v)
+{
+	if (k->kind == K_HANDLER)
+		*(enum handler_type *)field(cfg, k->off) = (enum handler_type)v;
+	else
+		*(int *)field(cfg, k->off) = v;
+}
+
+static int
+set_defaults(struct config *cfg)
+{
+	const struct key *k;
+	const struct name_value *nv;
+	char **list;
+	size_t i, j, n;
+
+	for (i = 0; i < NKEYS; i++) {
+		k = &keys[i];
+		switch (k->kind) {
+		case K_INT:
+			*(int *)field(cfg, k->off) = (int)k->def_int;
+			break;
+		case K_STRING:
+			if ((*(char **)field(cfg, k->off) =
+			    strdup(k->def_str)) == NULL)
+				return -1;
+			break;
+		case K_LIST:
+			for (n = 0; k->def_list[n] != NULL; n++)
+				;
+			if ((list = calloc(n + 1, sizeof(*list))) == NULL)
+				return -1;
+			*(char ***)field(cfg, k->off) = list;
+			for (j = 0; j < n; j++)
+				if ((list[j] = strdup(k->def_list[j])) == NULL)
+					return -1;
+			*(int *)field(cfg, k->count_off) = (int)n;
+			break;
+		case K_LEVEL:
+		case K_FACILITY:
+		case K_HANDLER:
+			nv = find_name(k->names, k->def_str);
+			store_named(cfg, k, nv != NULL ? nv->value : 0);
+			break;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Checks one string against the flags and length limit of K. WHAT names
+ * it in messages ("redis.queues[2]"). Returns 0 when fine.
+ */
+static int
+check_string(struct loader *ld, const struct key *k, const char *what,
+    unsigned int line, const char *s)
+{
+	char buf[MSG_MAX];
+	const char *why;
+	const unsigned char *p;
+	int bad = 0;
+
+	if ((k->flags & F_NONEMPTY) && *s == '\0') {
+		report(ld, line, "%s: must not be empty", what);
+		return -1;
+	}
+	if (k->maxlen > 0 && strlen(s) > k->maxlen) {
+		report(ld, line, "%s: must be at most %zu bytes long", what,
+		    k->maxlen);
+		bad = -1;
+	}
+	if (k->flags & F_NOSPACE) {
+		for (p = (const unsigned char *)s; *p != '\0'; p++)
+			if (*p <= 0x20 || *p == 0x7f)
+				break;
+		if (*p != '\0') {
+			report(ld, line, "%s: must not contain whitespace or "
+			    "control characters", what);
+			bad = -1;
+		}
+	}
+	if (bad == 0 && k->check != NULL &&
+	    (why = k->check(s, buf, sizeof(buf))) != NULL) {
+		report(ld, line, "%s: %s", what, why);
+		bad = -1;
+	}
+	return bad;
+}
+
+static void
+set_int(struct loader *ld, const struct key *k, const config_setting_t *s,
+    unsigned int line)
+{
+	long long v;
+	int type = config_setting_type(s);
+
+	if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
+		report(ld, line, "%s.%s: expected an integer", k->section,
+		    k->name);
+		return;
+	}
+	v = config_setting_get_int64(s);
+	if (v < k->min || v > k->max) {
+		report(ld, line, "%s.%s: must be between %lld and %lld",
+		    k->section, k->name, k->min, k->max);
+		return;
+	}
+	*(int *)field(ld->cfg, k->off) = (int)v;
+}
+
+static void
+set_string(struct loader *ld, const struct key *k, const config_setting_t *s,
+    unsigned int line)
+{
+	char what[128];
+	const char *v;
+	char *copy;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING ||
+	    (v = config_setting_get_string(s)) == NULL) {
+		report(ld, line, "%s.%s: expected a string", k->section,
+		    k->name);
+		return;
+	}
+	snprintf(what, sizeof(what), "%s.%s", k->section, k->name);
+	if (check_string(ld, k, what, line, v) == -1)
+		return;
+	if ((copy = strdup(v)) == NULL) {
+		report(ld, line, "%s: out of memory", what);
+		return;
+	}
+	free(*(char **)field(ld->cfg, k->off));
+	*(char **)field(ld->cfg, k->off) = copy;
+}
+
+static void
+set_list(struct loader *ld, const struct key *k, const config_setting_t *s,
+    unsigned int line)
+{
+	const config_setting_t *e;
+	const char *v;
+	char what[128], **list;
+	int type = config_setting_type(s), n, i, j, bad = 0;
+
+	if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
+		report(ld, line, "%s.%s: expected a list of strings",
+		    k->section, k->name);
+		return;
+	}
+	n = config_setting_length(s);
+	for (i = 0; i < n; i++) {
+		e = config_setting_get_elem(s, (unsigned int)i);
+		if (e == NULL || config_setting_type(e) != CONFIG_TYPE_STRING ||
+		    config_setting_get_string(e) == NULL) {
+			report(ld, line, "%s.%s: expected a list of strings",
+			    k->section, k->name);
+			return;
+		}
+	}
+	if (n < k->min || n > k->max) {
+		report(ld, line, "%s.%s: must have between %lld and %lld "
+		    "entries", k->section, k->name, k->min, k->max);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		e = config_setting_get_elem(s, (unsigned int)i);
+		v = config_setting_get_string(e);
+		snprintf(what, sizeof(what), "%s.%s[%d]", k->section, k->name,
+		    i);
+		if (check_string(ld, k, what, config_setting_source_line(e),
+		    v) == -1) {
+			bad = 1;
+			continue;
+		}
+		if (!(k->flags & F_UNIQUE))
+			continue;
+		for (j = 0; j < i; j++)
+			if (strcmp(v, config_setting_get_string(
+			    config_setting_get_elem(s, (unsigned int)j))) == 0)
+				break;
+		if (j < i) {
+			report(ld, config_setting_source_line(e),
+			    "%s: \"%.100s\" is already %s.%s[%d]", what, v,
+			    k->section, k->name, j);
+			bad = 1;
+		}
+	}
+	if (bad)
+		return;
+
+	if ((list = calloc((size_t)n + 1, sizeof(*list))) == NULL)
+		goto nomem;
+	for (i = 0; i < n; i++) {
+		v = config_setting_get_string(config_setting_get_elem(s,
+		    (unsigned int)i));
+		if ((list[i] = strdup(v)) == NULL) {
+			free_list(list);
+			goto nomem;
+		}
+	}
+	free_list(*(char ***)field(ld->cfg, k->off));
+	*(char ***)field(ld->cfg, k->off) = list;
+	*(int *)field(ld->cfg, k->count_off) = n;
+	return;
+nomem:
+	report(ld, line, "%s.%s: out of memory", k->section, k->name);
+}
+
+static void
+set_named(struct loader *ld, const struct key *k, const config_setting_t *s,
+    unsigned int line)
+{
+	const struct name_value *nv;
+	const char *v;
+	char valid[256];
+	size_t n = 0;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING ||
+	    (v = config_setting_get_string(s)) == NULL) {
+		report(ld, line, "%s.%s: expected a string", k->section,
+		    k->name);
+		return;
+	}
+	if ((nv = find_name(k->names, v)) != NULL) {
+		store_named(ld->cfg, k, nv->value);
+		return;
+	}
+	valid[0] = '\0';
+	for (nv = k->names; nv->name != NULL && n < sizeof(valid); nv++)
+		n += (size_t)snprintf(valid + n, sizeof(valid) - n, "%s%s",
+		    n > 0 ? ", " : "", nv->name);
+	report(ld, line, "%s.%s: unknown value \"%.100s\" (valid: %s)",
+	    k->section, k->name, v, valid);
+}
+
+/* One setting inside a section group. */
+static void
+set_key(struct loader *ld, const char *section, const config_setting_t *s)
+{
+	const struct key *k;
+	const char *name = config_setting_name(s);
+	unsigned int line = config_setting_source_line(s);
+	int nerrors = ld->nerrors;
+
+	if (name == NULL || (k = find_key(section, name)) == NULL) {
+		report(ld, line, "unknown key '%s.%s'", section,
+		    name != NULL ? name : "");
+		return;
+	}
+	ld->line[k - keys] = line;
+	switch (k->kind) {
+	case K_INT:
+		set_int(ld, k, s, line);
+		break;
+	case K_STRING:
+		set_string(ld, k, s, line);
+		break;
+	case K_LIST:
+		set_list(ld, k, s, line);
+		break;
+	case K_LEVEL:
+	case K_FACILITY:
+	case K_HANDLER:
+		set_named(ld, k, s, line);
+		break;
+	}
+	if (ld->nerrors > nerrors)
+		ld->bad[k - keys] = 1;
+}
+
+static void
+walk(struct loader *ld, const config_t *lc)
+{
+	const config_setting_t *root, *sec, *s;
+	const char *name;
+	int i, j, n, m;
+
+	if ((root = config_root_setting(lc)) == NULL)
+		return;
+	n = config_setting_length(root);
+	for (i = 0; i < n; i++) {
+		if ((sec = config_setting_get_elem(root, (unsigned int)i)) ==
+		    NULL)
+			continue;
+		name = config_setting_name(sec);
+		if (name == NULL || !section_known(name)) {
+			report(ld, config_setting_source_line(sec),
+			    "unknown section '%s'", name != NULL ? name : "");
+			continue;
+		}
+		if (config_setting_type(sec) != CONFIG_TYPE_GROUP) {
+			report(ld, config_setting_source_line(sec),
+			    "%s: expected a group, like %s: { ... };", name,
+			    name);
+			continue;
+		}
+		m = config_setting_length(sec);
+		for (j = 0; j < m; j++)
+			if ((s = config_setting_get_elem(sec,
+			    (unsigned int)j)) != NULL)
+				set_key(ld, name, s);
+	}
+}
+
+static const char *
+check_conninfo(const char *s, char *buf, size_t size)
+{
+	PQconninfoOption *opts;
+	char *errmsg = NULL;
+	size_t n;
+
+	if ((opts = PQconninfoParse(s, &errmsg)) != NULL) {
+		PQconninfoFree(opts);
+		return NULL;
+	}
+	if (errmsg == NULL)
+		return "out of memory";
+	snprintf(buf, size, "%s", errmsg);
+	PQfreemem(errmsg);
+	n = strlen(buf);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
+	    buf[n - 1] == ' '))
+		buf[--n] = '\0';
+	return buf;
+}
+
+static const char *
+check_table(const char *s, char *buf, size_t size)
+{
+	const char *dot;
+
+	(void)buf;
+	(void)size;
+	dot = strchr(s, '.');
+	if (*s == '\0' || dot == s ||
+	    (dot != NULL && (dot[1] == '\0' || strchr(dot + 1, '.') != NULL)))
+		return "must be \"name\" or \"schema.name\"";
+	return NULL;
+}
+
+/*
+ * Reads at most LIMIT bytes of PATH into a new NUL-terminated buffer.
+ * Returns -1 with errno set on failure; *TOOBIG when the file is longer.
+ * With REGULAR, anything but a regular file (a FIFO that would block the
+ * loop on reload, a device) fails with EINVAL.
+ */
+static int
+read_file(const char *path, size_t limit, int regular, char **bufp,
+    size_t *lenp, int *toobig)
+{
+	struct stat st;
+	FILE *fp;
+	char *buf;
+	size_t len = 0, got;
+	int fd, saved;
+
+	*toobig = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC |
+	    (regular ? O_NONBLOCK : 0))) == -1)
+		return -1;
+	if (regular && fstat(fd, &st) == -1)
+		goto fail;
+	if (regular && !S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		goto fail;
+	}
+	if ((fp = fdopen(fd, "r")) == NULL)
+		goto fail;
+	if ((buf = malloc(limit + 2)) == NULL) {
+		fclose(fp);
+		errno = ENOMEM;
+		return -1;
+	}
+	errno = 0;
+	while (len < limit + 1 &&
+	    (got = fread(buf + len, 1, limit + 1 - len, fp)) > 0)
+		len += got;
+	if (ferror(fp)) {
+		saved = errno != 0 ? errno : EIO;
+		fclose(fp);
+		free(buf);
+		errno = saved;
+		return -1;
+	}
+	fclose(fp);
+	if (len > limit) {
+		*toobig = 1;
+		len = limit;
+	}
+	buf[len] = '\0';
+	*bufp = buf;
+	*lenp = len;
+	return 0;
+fail:
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+/*
+ * libconfig would silently cut a string at an escaped NUL and would read
+ * any file an @include names; refuse both before parsing.
+ */
+static void
+prescan(struct loader *ld, const char *buf, size_t len)
+{
+	enum { TEXT, STRING, LINE_COMMENT, BLOCK_COMMENT } st = TEXT;
+	unsigned int line = 1;
+	size_t i;
+	char c, next;
+
+	for (i = 0; i < len; i++) {
+		c = buf[i];
+		next = i + 1 < len ? buf[i + 1] : '\0';
+		if (c == '\n') {
+			line++;
+			if (st == LINE_COMMENT)
+				st = TEXT;
+			continue;
+		}
+		switch (st) {
+		case TEXT:
+			if (c == '"')
+				st = STRING;
+			else if (c == '#')
+				st = LINE_COMMENT;
+			else if (c == '/' && next == '/')
+				st = LINE_COMMENT;
+			else if (c == '/' && next == '*') {
+				st = BLOCK_COMMENT;
+				i++;
+			} else if (c == '@' && len - i >= 8 &&
+			    strncmp(buf + i, "@include", 8) == 0)
+				report(ld, line, "@include is not supported");
+			break;
+		case STRING:
+			if (c == '"')
+				st = TEXT;
+			else if (c == '\\' && (next == 'x' || next == 'X') &&
+			    i + 3 < len && buf[i + 2] == '0' &&
+			    buf[i + 3] == '0')
+				report(ld, line, "a string holds a NUL byte "
+				    "(\\x00)");
+			else if (c == '\\' && next != '\0' && next != '\n' &&
+			    strchr("nrtf\\\"", next) != NULL)
+				i++;
+			break;
+		case LINE_COMMENT:
+			break;
+		case BLOCK_COMMENT:
+			if (c == '*' && next == '/') {
+				st = TEXT;
+				i++;
+			}
+			break;
+		}
+	}
+}
+
+static unsigned int
+line_of(const char *buf, size_t off)
+{
+	unsigned int line = 1;
+	size_t i;
+
+	for (i = 0; i < off; i++)
+		if (buf[i] == '\n')
+			line++;
+	return line;
+}
+
+/* Reads the file into a libconfig tree; -1 after reporting why not. */
+static int
+parse(struct loader *ld, config_t *lc)
+{
+	const char *nul, *text;
+	char *buf;
+	size_t len;
+	FILE *fp;
+	int toobig, rc;
+
+	if (read_file(ld->path, CONFIG_MAX_BYTES, 0, &buf, &len, &toobig) ==
+	    -1) {
+		report(ld, 0, "cannot read: %s", strerror(errno));
+		return -1;
+	}
+	if (toobig) {
+		report(ld, 0, "file is larger than %d bytes",
+		    CONFIG_MAX_BYTES);
+		free(buf);
+		return -1;
+	}
+	if ((nul = memchr(buf, '\0', len)) != NULL) {
+		report(ld, line_of(buf, (size_t)(nul - buf)),
+		    "NUL byte in the file: not a text file");
+		free(buf);
+		return -1;
+	}
+	rc = ld->nerrors;
+	prescan(ld, buf, len);
+	if (ld->nerrors > rc || len == 0) {
+		free(buf);
+		return ld->nerrors > rc ? -1 : 0;
+	}
+	if ((fp = fmemopen(buf, len, "r")) == NULL) {
+		report(ld, 0, "cannot read: %s", strerror(errno));
+		free(buf);
+		return -1;
+	}
+	rc = config_read(lc, fp);
+	fclose(fp);
+	free(buf);
+	if (rc != CONFIG_TRUE) {
+		text = config_error_text(lc);
+		report(ld, config_error_line(lc) > 0 ?
+		    (unsigned int)config_error_line(lc) : 0, "%s",
+		    text != NULL ? text : "syntax error");
+		return -1;
+	}
+	return 0;
+}
+
+static unsigned int
+line_of_key(const struct loader *ld, const char *section, const char *name)
+{
+	const struct key *k = find_key(section, name);
+
+	return k != NULL ? ld->line[k - keys] : 0;
+}
+
+static int
+key_bad(const struct loader *ld, const char *section, const char *name)
+{
+	const struct key *k = find_key(section, name);
+
+	return k != NULL && ld->bad[k - keys];
+}
+
+/* Reads the first line of redis.password_file into cfg->redis.password. */
+static void
+load_password_file(struct loader *ld)
+{
+	struct config *cfg = ld->cfg;
+	const char *file = cfg->redis.password_file, *slash;
+	unsigned int line = line_of_key(ld, "redis", "password_file");
+	char *path, *buf, *pw;
+	size_t len, n;
+	int toobig, dirlen;
+
+	/* A relative path is relative to the config file's directory. */
+	slash = strrchr(ld->path, '/');
+	if (file[0] != '/' && slash != NULL) {
+		dirlen = (int)(slash - ld->path);
+		if (asprintf(&path, "%.*s/%s", dirlen, ld->path, file) == -1)
+			path = NULL;
+	} else
+		path = strdup(file);
+	if (path == NULL) {
+		report(ld, line, "redis.password_file: out of memory");
+		return;
+	}
+	if (read_file(path, 64 * 1024, 1, &buf, &len, &toobig) == -1) {
+		report(ld, line, "redis.password_file: cannot read %s: %s",
+		    path, errno == EINVAL ? "not a regular file" :
+		    strerror(errno));
+		free(path);
+		return;
+	}
+	n = strcspn(buf, "\n");
+	if (n > 0 && buf[n - 1] == '\r')
+		n--;
+	if (memchr(buf, '\0', n) != NULL)
+		report(ld, line, "redis.password_file: %s holds a NUL byte",
+		    path);
+	else if (n == 0)
+		report(ld, line, "redis.password_file: %s is empty", path);
+	else if ((pw = strndup(buf, n)) == NULL)
+		report(ld, line, "redis.password_file: out of memory");
+	else {
+		free(cfg->redis.password);
+		cfg->redis.password = pw;
+	}
+	explicit_bzero(buf, len);
+	free(buf);
+	free(path);
+}
+
+/*
+ * Checks that span several keys, and fills in derived values. A key whose
+ * own value was refused is left out, so one mistake gives one error.
+ */
+static void
+finish(struct loader *ld)
+{
+	struct config *cfg = ld->cfg;
+	char host[HOST_NAME_MAX + 1];
+
+	if (cfg->worker.retry_max_ms < cfg->worker.retry_min_ms &&
+	    !key_bad(ld, "worker", "retry_min_ms") &&
+	    !key_bad(ld, "worker", "retry_max_ms")) {
+		unsigned int line = line_of_key(ld, "worker", "retry_max_ms");
+
+		if (line == 0)
+			line = line_of_key(ld, "worker", "retry_min_ms");
+		report(ld, line, "worker.retry_max_ms: must not be less than "
+		    "worker.retry_min_ms (%d)", cfg->worker.retry_min_ms);
+	}
+	if (strcmp(cfg->postgres.id_column, cfg->postgres.status_column) ==
+	    0 && !key_bad(ld, "postgres", "id_column") &&
+	    !key_bad(ld, "postgres", "status_column")) {
+		unsigned int line = line_of_key(ld, "postgres",
+		    "status_column");
+
+		if (line == 0)
+			line = line_of_key(ld, "postgres", "id_column");
+		report(ld, line, "postgres.status_column: must differ from "
+		    "postgres.id_column");
+	}
+	if (cfg->redis.password_file[0] != '\0' &&
+	    !key_bad(ld, "redis", "password")) {
+		if (cfg->redis.password[0] != '\0')
+			report(ld, line_of_key(ld, "redis", "password_file"),
+			    "redis.password_file: cannot be used together "
+			    "with redis.password");
+		else
+			load_password_file(ld);
+	}
+	if (cfg->worker.id[0] == '\0' && ld->nerrors == 0) {
+		memset(host, 0, sizeof(host));
+		if (gethostname(host, sizeof(host) - 1) == -1)
+			report(ld, line_of_key(ld, "worker", "id"),
+			    "worker.id: cannot get the host name: %s",
+			    strerror(errno));
+		else if (host[0] == '\0')
+			report(ld, line_of_key(ld, "worker", "id"),
+			    "worker.id: the host name is empty; set worker.id");
+		else {
+			char *id = strdup(host);
+
+			if (id == NULL)
+				report(ld, 0, "out of memory");
+			else {
+				free(cfg->worker.id);
+				cfg->worker.id = id;
+			}
+		}
+	}
+}
+
+struct config *
+config_load(const char *path, config_error_fn *err, void *arg)
+{
+	struct loader ld;
+	config_t lc;
+
+	memset(&ld, 0, sizeof(ld));
+	ld.path = path != NULL ? path : "(null)";
+	ld.err = err;
+	ld.arg = arg;
+	if (path == NULL) {
+		report(&ld, 0, "no config file given");
+		return NULL;
+	}
+	if ((ld.cfg = calloc(1, sizeof(*ld.cfg))) == NULL ||
+	    (ld.cfg->path = strdup(path)) == NULL ||
+	    set_defaults(ld.cfg) == -1) {
+		report(&ld, 0, "out of memory");
+		config_free(ld.cfg);
+		return NULL;
+	}
+
+	config_init(&lc);
+	if (parse(&ld, &lc) == 0) {
+		walk(&ld, &lc);
+		finish(&ld);
+	}
+	config_destroy(&lc);
+
+	if (ld.nerrors > 0) {
+		config_free(ld.cfg);
+		return NULL;
+	}
+	return ld.cfg;
+}
+
+void
+config_free(struct config *cfg)
+{
+	const struct key *k;
+	char **s;
+	size_t i;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < NKEYS; i++) {
+		k = &keys[i];
+		if (k->kind == K_STRING) {
+			s = (char **)field(cfg, k->off);
+			if (*s != NULL && k->off == AT(redis.password))
+				explicit_bzero(*s, strlen(*s));
+			free(*s);
+		} else if (k->kind == K_LIST)
+			free_list(*(char ***)field(cfg, k->off));
+	}
+	free(cfg->path);
+	free(cfg);
+}
+
+static int
+str_differ(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a != b;
+	return strcmp(a, b) != 0;
+}
+
+static int
+list_differ(char *const *a, int na, char *const *b, int nb)
+{
+	int i;
+
+	if (na != nb)
+		return 1;
+	for (i = 0; i < na; i++)
+		if (str_differ(a[i], b[i]))
+			return 1;
+	return 0;
+}
+
+int
+config_redis_conn_changed(const struct config *a, const struct config *b)
+{
+	return str_differ(a->redis.host, b->redis.host) ||
+	    a->redis.port != b->redis.port ||
+	    str_differ(a->redis.unix_socket, b->redis.unix_socket) ||
+	    a->redis.database != b->redis.database ||
+	    str_differ(a->redis.username, b->redis.username) ||
+	    str_differ(a->redis.password, b->redis.password) ||
+	    a->redis.connect_timeout_ms != b->redis.connect_timeout_ms ||
+	    a->redis.command_timeout_ms != b->redis.command_timeout_ms;
+}
+
+int
+config_postgres_changed(const struct config *a, const struct config *b)
+{
+	return str_differ(a->postgres.conninfo, b->postgres.conninfo) ||
+	    a->postgres.connections != b->postgres.connections ||
+	    str_differ(a->postgres.table, b->postgres.table) ||
+	    str_differ(a->postgres.id_column, b->postgres.id_column) ||
+	    str_differ(a->postgres.status_column, b->postgres.status_column) ||
+	    list_differ(a->postgres.columns, a->postgres.ncolumns,
+	    b->postgres.columns, b->postgres.ncolumns) ||
+	    str_differ(a->postgres.completed_status,
+	    b->postgres.completed_status) ||
+	    a->postgres.connect_timeout_ms != b->postgres.connect_timeout_ms ||
+	    a->postgres.command_timeout_ms != b->postgres.command_timeout_ms;
+}
+
+static const char *
+value_name(const struct name_value *names, int value)
+{
+	for (; names->name != NULL; names++)
+		if (names->value == value)
+			return names->name;
+	return "unknown";
+}
+
+const char *
+config_level_name(int level)
+{
+	return value_name(level_names, level);
+}
+
+const char *
+config_facility_name(int facility)
+{
+	return value_name(facility_names, facility);
+}
+
+void
+config_foreach_key(void (*fn)(void *arg, const char *section,
+    const char *key), void *arg)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++)
+		fn(arg, keys[i].section, keys[i].name);
+}

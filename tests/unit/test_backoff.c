@@ -1,1 +1,153 @@
-int main(void){return 0;}
+/*
+ * test_backoff: delays double from min to max with equal jitter, stay
+ * within [d/2, d], never reach 0 and survive a thousand failures.
+ */
+#include <limits.h>
+#include <stdint.h>
+
+#include "backoff.h"
+#include "tap.h"
+
+/* The ceiling of the window for the Nth failure, worked out slowly. */
+static int64_t
+window(int min_ms, int max_ms, int n)
+{
+	int64_t d = min_ms;
+
+	while (n-- > 0 && d < max_ms)
+		d *= 2;
+	return d > max_ms ? max_ms : d;
+}
+
+static void
+test_windows(int min_ms, int max_ms, uint64_t seed, int rounds)
+{
+	struct backoff b;
+	int64_t d;
+	int i, v, inside = 1, first_bad = -1, bad_v = 0;
+
+	backoff_init(&b, min_ms, max_ms, seed);
+	for (i = 0; i < rounds; i++) {
+		d = window(min_ms, max_ms, i);
+		v = backoff_next(&b);
+		if (v < d / 2 || v > d || v < 1) {
+			if (inside) {
+				first_bad = i;
+				bad_v = v;
+			}
+			inside = 0;
+		}
+	}
+	ok(inside, "min %d max %d seed %llu: %d delays inside [d/2, d] "
+	    "(first miss at %d: %d)", min_ms, max_ms,
+	    (unsigned long long)seed, rounds, first_bad, bad_v);
+}
+
+static void
+test_growth(void)
+{
+	struct backoff b;
+	int i, v, hi = 0, lo = INT_MAX;
+
+	backoff_init(&b, 100, 30000, 1);
+	v = backoff_next(&b);
+	ok(v >= 50 && v <= 100, "first delay in [50, 100]: %d", v);
+	v = backoff_next(&b);
+	ok(v >= 100 && v <= 200, "second delay in [100, 200]: %d", v);
+	v = backoff_next(&b);
+	ok(v >= 200 && v <= 400, "third delay in [200, 400]: %d", v);
+
+	for (i = 0; i < 20; i++)
+		backoff_next(&b);
+	for (i = 0; i < 200; i++) {
+		v = backoff_next(&b);
+		if (v > hi)
+			hi = v;
+		if (v < lo)
+			lo = v;
+	}
+	ok(lo >= 15000 && hi <= 30000, "capped delays in [15000, 30000]: "
+	    "%d..%d", lo, hi);
+	ok(hi - lo > 1000, "capped delays are jittered: %d..%d", lo, hi);
+	ok(b.attempt < 32, "attempt stops growing at the cap: %d", b.attempt);
+
+	backoff_reset(&b);
+	ok(b.attempt == 0, "reset clears the attempt count: %d", b.attempt);
+	v = backoff_next(&b);
+	ok(v >= 50 && v <= 100, "after reset the delay is back in [50, 100]: "
+	    "%d", v);
+}
+
+static void
+test_extremes(void)
+{
+	struct backoff b;
+	int i, v, bad = 0, zero = 0;
+
+	backoff_init(&b, 1, INT_MAX, 12345);
+	for (i = 0; i < 1000; i++) {
+		b.attempt = i;	/* past the cap, as if never stopped */
+		v = backoff_next(&b);
+		if (v < 1)
+			zero++;
+		if (i >= 40 && v < INT_MAX / 2)
+			bad++;
+	}
+	ok(zero == 0 && bad == 0, "1 .. INT_MAX: 1000 attempts, no zero "
+	    "(%d) and no overflow (%d)", zero, bad);
+
+	backoff_init(&b, 1, 1, 7);
+	for (i = 0; i < 1000; i++)
+		if (backoff_next(&b) != 1)
+			bad++;
+	ok(bad == 0, "min = max = 1 always gives 1 (%d misses)", bad);
+
+	backoff_init(&b, 2, 3, 7);
+	zero = 0;
+	for (i = 0; i < 1000; i++) {
+		v = backoff_next(&b);
+		if (v < 1 || v > 3)
+			zero++;
+	}
+	ok(zero == 0, "min 2 max 3 stays in [1, 3] (%d misses)", zero);
+}
+
+static void
+test_seed(void)
+{
+	struct backoff a, b;
+	int i, same = 1, differ = 0;
+
+	backoff_init(&a, 100, 100000, 0);
+	ok(a.rng != 0, "seed 0 is replaced by a nonzero state: %llx",
+	    (unsigned long long)a.rng);
+
+	backoff_init(&a, 1000, 1000, 99);
+	backoff_init(&b, 1000, 1000, 99);
+	for (i = 0; i < 100; i++)
+		if (backoff_next(&a) != backoff_next(&b))
+			same = 0;
+	ok(same, "the same seed gives the same delays");
+
+	backoff_init(&a, 1000, 1000, 1);
+	backoff_init(&b, 1000, 1000, 2);
+	for (i = 0; i < 100; i++)
+		if (backoff_next(&a) != backoff_next(&b))
+			differ++;
+	ok(differ > 50, "different seeds give different delays (%d of 100)",
+	    differ);
+}
+
+int
+main(void)
+{
+	test_windows(100, 30000, 1, 1000);
+	test_windows(100, 30000, 0, 1000);
+	test_windows(1, 1000, 42, 1000);
+	test_windows(7, 3600000, 0xdeadbeef, 1000);
+	test_windows(1000, INT_MAX, 3, 1000);
+	test_growth();
+	test_extremes();
+	test_seed();
+	return done_testing();
+}
