@@ -155,6 +155,8 @@ static const struct key keys[] = {
 	INT("worker", "retry_max_ms", worker.retry_max_ms, 30000, 1, 3600000),
 	INT("worker", "missing_row_grace_ms", worker.missing_row_grace_ms,
 	    3000, 0, 3600000),
+	INT("worker", "heartbeat_ttl_ms", worker.heartbeat_ttl_ms, 15000, 1000,
+	    300000),
 
 	NAMED("handler", "type", K_HANDLER, handler.type, "none",
 	    handler_names),

@@ -49,6 +49,7 @@ struct config {
 		int retry_min_ms;
 		int retry_max_ms;
 		int missing_row_grace_ms;
+		int heartbeat_ttl_ms;	/* a silent worker's ids are reclaimed */
 	} worker;
 
 	struct {

@@ -69,6 +69,38 @@ static const char dead_lua[] =
 	"end\n"
 	"return 0\n";
 
+/*
+ * KEYS: queue, queue:workers, queue:heartbeat:SELF; ARGV: self, ttl ms,
+ * what the heartbeat says. Renews this worker's heartbeat, then gives
+ * every registered worker whose heartbeat is gone its ids back to the
+ * head of the queue, in order, and forgets it. Being one script, it runs
+ * once even when several workers find the same dead one. Returns
+ * {worker, count, ...} for what it moved.
+ */
+static const char beat_lua[] =
+	"redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])\n"
+	"redis.call('SADD', KEYS[2], ARGV[1])\n"
+	"local out = {}\n"
+	"for _, w in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
+	"  if w ~= ARGV[1] and\n"
+	"      redis.call('EXISTS', KEYS[1] .. ':heartbeat:' .. w) == 0 then\n"
+	"    local p = KEYS[1] .. ':processing:' .. w\n"
+	"    local n = 0\n"
+	"    while redis.call('LMOVE', p, KEYS[1], 'RIGHT', 'LEFT') do\n"
+	"      n = n + 1\n"
+	"    end\n"
+	"    redis.call('SREM', KEYS[2], w)\n"
+	"    out[#out+1] = w; out[#out+1] = n\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
+/* KEYS: queue:workers, queue:heartbeat:SELF; ARGV: self. A clean exit. */
+static const char leave_lua[] =
+	"redis.call('DEL', KEYS[2])\n"
+	"redis.call('SREM', KEYS[1], ARGV[1])\n"
+	"return 0\n";
+
 enum rc_state { RC_DOWN, RC_HANDSHAKE, RC_READY };
 
 struct rconn {
@@ -95,7 +127,8 @@ struct redisq {
 	struct redisq_callbacks cb;
 	void *arg;
 	int nq;
-	char **qkey, **pkey, **dkey;
+	char **qkey, **pkey, **dkey;	/* queue, processing, dead */
+	char **wkey, **hkey;		/* workers set, own heartbeat */
 	struct rconn cmd;
 	struct rconn *blk;
 	int recovered;		/* reconciled since the command conn came up */
@@ -107,10 +140,14 @@ struct redisq {
 	redisq_done_fn *requeue_fn;	/* set while everything goes back */
 	void *requeue_arg;
 	ev_timer recheck;
+	ev_timer beat;
+	int left;		/* said goodbye: no more heartbeats */
 };
 
 static void rc_start(struct rconn *c);
 static void quiesce(struct redisq *q);
+static void send_beat(struct redisq *q);
+static void beat_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static void
 recheck_in(struct redisq *q, double seconds)
@@ -297,6 +334,69 @@ version_ok(const char *info, char *version, size_t len)
 }
 
 static void
+beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r;
+	struct redisq *q;
+	int qi = (int)(intptr_t)priv;
+
+	if (c == NULL || reply == NULL)
+		return;
+	q = c->q;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		log_warnx("redis: heartbeat on %s failed: %s", q->qkey[qi],
+		    reply->str);
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY)
+		return;
+	for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+		redisReply *w = reply->element[i], *n = reply->element[i + 1];
+
+		if (w->type != REDIS_REPLY_STRING ||
+		    n->type != REDIS_REPLY_INTEGER)
+			continue;
+		log_notice("redis: worker %s has no heartbeat; %lld id(s) "
+		    "from its %s:processing list went back to the head of %s",
+		    w->str, n->integer, q->qkey[qi], q->qkey[qi]);
+	}
+}
+
+/* Renews the heartbeat of every queue and reclaims dead workers' ids. */
+static void
+send_beat(struct redisq *q)
+{
+	const struct config *cfg = q->cfg;
+	char ttl[16], info[300];
+
+	snprintf(ttl, sizeof(ttl), "%d", cfg->worker.heartbeat_ttl_ms);
+	snprintf(info, sizeof(info), "pid %d", (int)getpid());
+	for (int qi = 0; qi < q->nq; qi++) {
+		const char *argv[] = { "EVAL", beat_lua, "3", q->qkey[qi],
+		    q->wkey[qi], q->hkey[qi], cfg->worker.id, ttl, info };
+
+		if (rc_command(&q->cmd, beat_reply_cb, (void *)(intptr_t)qi,
+		    9, argv, NULL) == -1)
+			return;
+	}
+	ev_timer_stop(q->loop, &q->beat);
+	ev_timer_set(&q->beat, cfg->worker.heartbeat_ttl_ms / 3000.0, 0.);
+	ev_timer_start(q->loop, &q->beat);
+}
+
+static void
+beat_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct redisq *q = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (q->cmd.state == RC_READY && !q->left)
+		send_beat(q);
+}
+
+static void
 rc_ready(struct rconn *c)
 {
 	struct redisq *q = c->q;
@@ -310,6 +410,7 @@ rc_ready(struct rconn *c)
 	if (c->qi < 0) {
 		/* Whatever this worker left in its lists goes back first. */
 		q->need_reconcile = 1;
+		send_beat(q);
 		state_changed(q);
 	}
 	redisq_kick(q);
@@ -576,6 +677,17 @@ send_reconcile(struct redisq *q, int held)
 		if (rc == -1)
 			return -1;
 		q->reconcile_left++;
+		if (!held) {
+			/* Nothing of ours is left: no heartbeat to watch. */
+			const char *argv[] = { "EVAL", leave_lua, "2",
+			    q->wkey[qi], q->hkey[qi], q->cfg->worker.id };
+
+			if (rc_command(&q->cmd, reconcile_cb,
+			    (void *)(intptr_t)qi, 6, argv, NULL) == -1)
+				return -1;
+			q->reconcile_left++;
+			q->left = 1;
+		}
 	}
 	return 0;
 }
@@ -888,10 +1000,14 @@ free_keys(struct redisq *q)
 		free(q->qkey[i]);
 		free(q->pkey[i]);
 		free(q->dkey[i]);
+		free(q->wkey[i]);
+		free(q->hkey[i]);
 	}
 	free(q->qkey);
 	free(q->pkey);
 	free(q->dkey);
+	free(q->wkey);
+	free(q->hkey);
 }
 
 struct redisq *
@@ -911,8 +1027,10 @@ redisq_new(struct ev_loop *loop, const struct config *cfg,
 	q->qkey = calloc(q->nq, sizeof(char *));
 	q->pkey = calloc(q->nq, sizeof(char *));
 	q->dkey = calloc(q->nq, sizeof(char *));
+	q->wkey = calloc(q->nq, sizeof(char *));
+	q->hkey = calloc(q->nq, sizeof(char *));
 	q->blk = calloc(q->nq, sizeof(*q->blk));
-	ok = q->qkey && q->pkey && q->dkey && q->blk;
+	ok = q->qkey && q->pkey && q->dkey && q->wkey && q->hkey && q->blk;
 	for (int i = 0; ok && i < q->nq; i++) {
 		const char *name = cfg->redis.queues[i];
 
@@ -920,7 +1038,11 @@ redisq_new(struct ev_loop *loop, const struct config *cfg,
 		q->pkey[i] = key_printf("%s:processing:%s", name,
 		    cfg->worker.id);
 		q->dkey[i] = key_printf("%s:dead%s", name, "");
-		ok = q->qkey[i] && q->pkey[i] && q->dkey[i];
+		q->wkey[i] = key_printf("%s:workers%s", name, "");
+		q->hkey[i] = key_printf("%s:heartbeat:%s", name,
+		    cfg->worker.id);
+		ok = q->qkey[i] && q->pkey[i] && q->dkey[i] && q->wkey[i] &&
+		    q->hkey[i];
 	}
 	if (!ok) {
 		free_keys(q);
@@ -930,6 +1052,8 @@ redisq_new(struct ev_loop *loop, const struct config *cfg,
 	}
 	ev_timer_init(&q->recheck, recheck_cb, QERR_RECHECK, 0.);
 	q->recheck.data = q;
+	ev_init(&q->beat, beat_cb);
+	q->beat.data = q;
 	q->need_reconcile = 1;
 	rc_init(q, &q->cmd, -1);
 	for (int i = 0; i < q->nq; i++)
@@ -950,6 +1074,7 @@ redisq_free(struct redisq *q)
 		rc_close(&q->blk[i]);
 	rc_close(&q->cmd);
 	ev_timer_stop(q->loop, &q->recheck);
+	ev_timer_stop(q->loop, &q->beat);
 	free_keys(q);
 	free(q->blk);
 	free(q);

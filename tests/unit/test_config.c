@@ -237,6 +237,8 @@ check_defaults(const char *what, const struct config *c)
 	ok(c->worker.retry_max_ms == 30000, "%s: worker.retry_max_ms", what);
 	ok(c->worker.missing_row_grace_ms == 3000,
 	    "%s: worker.missing_row_grace_ms", what);
+	ok(c->worker.heartbeat_ttl_ms == 15000,
+	    "%s: worker.heartbeat_ttl_ms", what);
 
 	ok(c->handler.type == HANDLER_NONE, "%s: handler.type", what);
 
@@ -344,7 +346,7 @@ test_shipped(void)
 	else
 		d.text = text;
 	config_foreach_key(check_documented, &d);
-	ok(d.nkeys == 30, "config_foreach_key walks 30 keys (%d)", d.nkeys);
+	ok(d.nkeys == 31, "config_foreach_key walks 31 keys (%d)", d.nkeys);
 	ok(text != NULL && d.missing == 0, "every key is set in the example "
 	    "(%d missing)", d.missing);
 	ok(text != NULL && d.uncommented == 0, "every key in the example has "
@@ -528,6 +530,9 @@ test_ranges(void)
 	    "worker: { missing_row_grace_ms = 3600001; };\n", 1,
 	    "worker.missing_row_grace_ms: must be between 0 and 3600000",
 	    NULL);
+	expect_error("heartbeat below a second",
+	    "worker: { heartbeat_ttl_ms = 999; };\n", 1,
+	    "worker.heartbeat_ttl_ms: must be between 1000 and 300000", NULL);
 
 	expect_error("no queues", "redis: { queues = []; };\n", 1,
 	    "redis.queues: must have between 1 and 64 entries", NULL);
