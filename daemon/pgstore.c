@@ -51,6 +51,7 @@ struct pgconn {
 	ev_timer timer;		/* retry, connect timeout, command timeout */
 	struct backoff bo;
 	int down_logged;
+	char why[256];		/* the last failure, as logged */
 	int ready;		/* counted in pgstore.nready */
 	PGresult *res;		/* the result being collected */
 	enum req_kind batch_kind;
@@ -71,6 +72,9 @@ struct pgstore {
 	char *sql_load;
 	char *sql_complete;
 	int ncols;
+	char last_error[256];	/* why the last session or statement failed */
+	char batch_error[256];	/* the last statement error logged */
+	ev_tstamp batch_error_at;
 };
 
 static void conn_start(struct pgconn *c);
@@ -206,14 +210,21 @@ conn_lost(struct pgconn *c, const char *why)
 
 	if (why == NULL && c->conn)
 		why = pq_message(PQerrorMessage(c->conn), buf, sizeof(buf));
+	if (why == NULL)
+		why = "connection lost";
+	/* Copied first: WHY may point into the session being closed. */
+	snprintf(c->ps->last_error, sizeof(c->ps->last_error), "%s", why);
+	why = c->ps->last_error;
 	conn_close(c);
 	delay = backoff_next(&c->bo);
-	if (!c->down_logged)
+	/* Once per outage, and again only when the reason changes. */
+	if (!c->down_logged || strcmp(c->why, why) != 0)
 		log_warnx("postgres connection %d: %s; reconnecting", c->idx,
-		    why ? why : "connection lost");
+		    why);
 	else
 		log_debug("postgres connection %d: %s; retrying in %d ms",
-		    c->idx, why ? why : "connection lost", delay);
+		    c->idx, why, delay);
+	snprintf(c->why, sizeof(c->why), "%s", why);
 	c->down_logged = 1;
 	timer_arm(c, delay);
 }
@@ -386,8 +397,15 @@ static void
 conn_start(struct pgconn *c)
 {
 	struct pgstore *ps = c->ps;
-	const char *keys[] = { "dbname", "fallback_application_name", NULL };
-	const char *vals[] = { ps->cfg->postgres.conninfo, "taskworkerd", NULL };
+	/*
+	 * Keepalives find a peer that vanished without a word; the conninfo
+	 * string comes after them and so may override them.
+	 */
+	const char *keys[] = { "keepalives", "keepalives_idle",
+	    "keepalives_interval", "keepalives_count", "dbname",
+	    "fallback_application_name", NULL };
+	const char *vals[] = { "1", "15", "5", "3", ps->cfg->postgres.conninfo,
+	    "taskworkerd", NULL };
 
 	c->conn = PQconnectStartParams(keys, vals, 1);
 	c->state = PC_CONNECTING;
@@ -475,10 +493,28 @@ batch_answer(struct pgconn *c, PGresult *res)
 	c->nbatch = 0;
 
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		struct pgstore *ps = c->ps;
+		ev_tstamp now = ev_now(ps->loop);
+
 		msg = pq_message(PQresultErrorMessage(res), buf, sizeof(buf));
-		log_warnx("postgres connection %d: %s of %d task(s) failed: %s",
-		    c->idx, c->batch_kind == REQ_LOAD ? "load" : "update", n,
-		    msg);
+		/* The same error for every retry would drown the log. */
+		if (strcmp(msg, ps->batch_error) != 0 ||
+		    now - ps->batch_error_at >= 60)
+			log_warnx("postgres connection %d: %s of %d task(s) "
+			    "failed, will retry: %s", c->idx,
+			    c->batch_kind == REQ_LOAD ? "load" : "update", n,
+			    msg);
+		else
+			log_debug("postgres connection %d: %s of %d task(s) "
+			    "failed again: %s", c->idx, c->batch_kind ==
+			    REQ_LOAD ? "load" : "update", n, msg);
+		if (strcmp(msg, ps->batch_error) != 0 ||
+		    now - ps->batch_error_at >= 60) {
+			snprintf(ps->batch_error, sizeof(ps->batch_error),
+			    "%s", msg);
+			ps->batch_error_at = now;
+		}
+		snprintf(ps->last_error, sizeof(ps->last_error), "%s", msg);
 		for (int i = 0; i < n; i++)
 			answer(batch[i], PGSTORE_ERROR, NULL, msg);
 		return;
@@ -656,13 +692,14 @@ conn_read(struct pgconn *c)
 			char buf[512];
 
 			if (st != PGRES_COMMAND_OK) {
-				const char *m = pq_message(res ?
+				char why[600];
+
+				snprintf(why, sizeof(why), "cannot prepare "
+				    "statement: %s", pq_message(res ?
 				    PQresultErrorMessage(res) :
-				    PQerrorMessage(c->conn), buf, sizeof(buf));
-				log_errorx("postgres connection %d: cannot "
-				    "prepare statement: %s", c->idx, m);
+				    PQerrorMessage(c->conn), buf, sizeof(buf)));
 				PQclear(res);
-				conn_lost(c, m);
+				conn_lost(c, why);
 				return;
 			}
 			PQclear(res);
@@ -881,6 +918,12 @@ int
 pgstore_nready(const struct pgstore *ps)
 {
 	return ps->nready;
+}
+
+const char *
+pgstore_last_error(const struct pgstore *ps)
+{
+	return ps->last_error[0] ? ps->last_error : NULL;
 }
 
 int

@@ -51,6 +51,8 @@ void pgstore_cancel(struct pgreq *req);
 
 int pgstore_nready(const struct pgstore *ps);
 int pgstore_nconns(const struct pgstore *ps);
+/* Why the last session or statement failed, or NULL. */
+const char *pgstore_last_error(const struct pgstore *ps);
 void pgrow_free(struct pgrow *row);
 
 #endif

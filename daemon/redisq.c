@@ -115,6 +115,7 @@ struct rconn {
 	ev_timer timeout;
 	struct backoff bo;
 	int down_logged;
+	char why[160];		/* the last failure, as logged */
 	long long client_id;
 	int blocked;		/* a BLMOVE is out */
 	int unblock_sent;
@@ -142,6 +143,7 @@ struct redisq {
 	ev_timer recheck;
 	ev_timer beat;
 	int left;		/* said goodbye: no more heartbeats */
+	char last_error[160];	/* why the command connection is down */
 };
 
 static void rc_start(struct rconn *c);
@@ -205,12 +207,17 @@ rc_lost(struct rconn *c, const char *why)
 	}
 	ev_timer_stop(q->loop, &c->timeout);
 	delay = backoff_next(&c->bo);
-	if (!c->down_logged)
-		log_warnx("redis %s: %s; reconnecting", c->name,
-		    why ? why : "connection lost");
+	if (why == NULL)
+		why = "connection lost";
+	/* Once per outage, and again only when the reason changes. */
+	if (!c->down_logged || strcmp(c->why, why) != 0)
+		log_warnx("redis %s: %s; reconnecting", c->name, why);
 	else
-		log_debug("redis %s: %s; retrying in %d ms", c->name,
-		    why ? why : "connection lost", delay);
+		log_debug("redis %s: %s; retrying in %d ms", c->name, why,
+		    delay);
+	snprintf(c->why, sizeof(c->why), "%s", why);
+	if (c->qi < 0)
+		snprintf(q->last_error, sizeof(q->last_error), "%s", why);
 	c->down_logged = 1;
 	ev_timer_set(&c->retry, delay / 1000.0, 0.);
 	ev_timer_start(q->loop, &c->retry);
@@ -1125,6 +1132,12 @@ int
 redisq_ready(const struct redisq *q)
 {
 	return q->cmd.state == RC_READY && q->recovered;
+}
+
+const char *
+redisq_last_error(const struct redisq *q)
+{
+	return q->last_error[0] ? q->last_error : NULL;
 }
 
 const char *

@@ -55,6 +55,8 @@ void redisq_requeue_all(struct redisq *q, redisq_done_fn *fn, void *arg);
 
 /* Connected, recovered and fetching. */
 int redisq_ready(const struct redisq *q);
+/* Why the command connection last went down, or NULL. */
+const char *redisq_last_error(const struct redisq *q);
 const char *redisq_queue(const struct redisq *q, int qi);
 const char *redisq_dead_key(const struct redisq *q, int qi);
 

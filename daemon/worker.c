@@ -569,11 +569,14 @@ worker_update_status(struct worker *w)
 		snprintf(buf, sizeof(buf), "stopping: %d task(s) in flight",
 		    w->nactive);
 	else if (!redisq_ready(w->q))
-		snprintf(buf, sizeof(buf), "waiting for redis at %s",
+		snprintf(buf, sizeof(buf), "waiting for redis at %s%s%s",
 		    w->cfg->redis.unix_socket[0] ? w->cfg->redis.unix_socket :
-		    w->cfg->redis.host);
+		    w->cfg->redis.host, redisq_last_error(w->q) ? ": " : "",
+		    redisq_last_error(w->q) ? redisq_last_error(w->q) : "");
 	else if (pgstore_nready(w->ps) == 0)
-		snprintf(buf, sizeof(buf), "waiting for postgres");
+		snprintf(buf, sizeof(buf), "waiting for postgres%s%s",
+		    pgstore_last_error(w->ps) ? ": " : "",
+		    pgstore_last_error(w->ps) ? pgstore_last_error(w->ps) : "");
 	else
 		snprintf(buf, sizeof(buf), "serving: %d in flight, %d "
 		    "retrying, %llu completed, %llu already done, %llu dead; "
