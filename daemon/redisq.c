@@ -597,13 +597,14 @@ reconcile_cb(redisAsyncContext *ac, void *r, void *priv)
 
 	if (c == NULL || reply == NULL)
 		return;		/* the command connection was lost: again later */
-	if (reply->type == REDIS_REPLY_ERROR) {
-		log_warnx("redis: cannot recover %s: %s", q->pkey[qi],
-		    reply->str);
-		rc_drop(c, "recovery failed");
-		return;
-	}
-	if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+	/*
+	 * One queue whose key went bad (wrong type) must not hold up the
+	 * others: its ids stay listed until the next recovery.
+	 */
+	if (reply->type == REDIS_REPLY_ERROR)
+		log_warnx("redis: cannot put the ids of %s back: %s; they stay "
+		    "there until the next recovery", q->pkey[qi], reply->str);
+	else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
 		log_notice("redis: %lld id(s) from %s went back to the head "
 		    "of %s", reply->integer, q->pkey[qi], q->qkey[qi]);
 	if (--q->reconcile_left > 0)
