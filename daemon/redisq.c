@@ -17,6 +17,13 @@
 #include "log.h"
 #include "redisq.h"
 
+/* hiredis 1.0 alone took the connect callback's context without const. */
+#if HIREDIS_MAJOR == 1 && HIREDIS_MINOR == 0
+#define CONNECT_CB_CONST
+#else
+#define CONNECT_CB_CONST const
+#endif
+
 #define FETCH_BATCH	128
 #define BLOCK_SECONDS	5	/* a BLMOVE returns at least this often */
 #define UNBLOCK_RETRY	0.02	/* CLIENT UNBLOCK raced the BLMOVE: again */
@@ -303,7 +310,7 @@ retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void
-connect_cb(const redisAsyncContext *ac, int status)
+connect_cb(CONNECT_CB_CONST redisAsyncContext *ac, int status)
 {
 	struct rconn *c = ac->data;
 
