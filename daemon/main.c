@@ -272,7 +272,8 @@ main(int argc, char **argv)
 
 	ev_run(d.loop, 0);
 
-	notify_send("STOPPING=1");
+	if (d.stop_requests == 0)
+		notify_send("STOPPING=1");	/* leaving for another reason */
 	ev_timer_stop(d.loop, &d.status);
 	ev_timer_stop(d.loop, &d.watchdog);
 	worker_free(d.worker);

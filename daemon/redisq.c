@@ -738,14 +738,13 @@ nblocked(const struct redisq *q)
  * Brings fetching to rest: no script out, no BLMOVE out. Then reconciles
  * or, when asked, puts everything back.
  */
+/* Every BLMOVE out is asked to return (nil, or an id it just took). */
 static void
-quiesce(struct redisq *q)
+unblock_all(struct redisq *q)
 {
 	char idbuf[32];
 	const char *argv[3] = { "CLIENT", "UNBLOCK", idbuf };
 
-	if (q->cmd.state != RC_READY)
-		return;
 	for (int i = 0; i < q->nq; i++) {
 		struct rconn *b = &q->blk[i];
 
@@ -756,6 +755,14 @@ quiesce(struct redisq *q)
 		    argv, NULL) == 0)
 			b->unblock_sent = 1;
 	}
+}
+
+static void
+quiesce(struct redisq *q)
+{
+	if (q->cmd.state != RC_READY)
+		return;
+	unblock_all(q);
 	if (q->script_inflight || nblocked(q) > 0 || q->reconcile_left > 0)
 		return;
 	if (q->requeue_fn) {
@@ -899,8 +906,11 @@ redisq_kick(struct redisq *q)
 	if (q->script_inflight)
 		return;
 	room = q->cb.room(q->arg);
-	if (room <= 0)
+	if (room <= 0) {
+		/* No slot (or PostgreSQL is away): take nothing more. */
+		unblock_all(q);
 		return;
+	}
 	if (!q->known_empty) {
 		if (room - nblocked(q) > 0)
 			send_fetch(q, room - nblocked(q) > FETCH_BATCH ?
