@@ -775,14 +775,23 @@ quiesce(struct redisq *q)
 }
 
 static void
+qerr_clear(struct redisq *q, int qi)
+{
+	if (!q->blk[qi].qerr)
+		return;
+	log_info("redis: %s can be taken from again", q->qkey[qi]);
+	q->blk[qi].qerr = 0;
+}
+
+static void
 fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct rconn *c = rc_reply(ac);
 	redisReply *reply = r;
 	struct redisq *q;
-	size_t got = 0;
+	size_t got = 0, asked = (size_t)(intptr_t)priv;
+	uint64_t failed = 0;	/* queues that answered with an error */
 
-	(void)priv;
 	if (c == NULL || reply == NULL)
 		return;		/* rc_lost marked the need to reconcile */
 	q = c->q;
@@ -808,20 +817,25 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 					log_warnx("redis: cannot take ids from "
 					    "%s: %s", q->qkey[-qi - 1], v->str);
 				b->qerr = 1;
+				failed |= UINT64_C(1) << (-qi - 1);
 				recheck_in(q, QERR_RECHECK);
 				continue;
 			}
 			if (qi < 0 || qi >= q->nq ||
 			    v->type != REDIS_REPLY_STRING)
 				continue;
-			if (q->blk[qi].qerr)
-				log_info("redis: %s is a list again",
-				    q->qkey[qi]);
-			q->blk[qi].qerr = 0;
+			qerr_clear(q, (int)qi);
 			got++;
 			q->cb.on_id(q->arg, (int)qi, v->str, v->len);
 		}
 	}
+	/*
+	 * Fewer ids than asked: the script went through every queue, so one
+	 * that failed before and not now is usable again (a list, or gone).
+	 */
+	for (int i = 0; got < asked && i < q->nq; i++)
+		if (!(failed & (UINT64_C(1) << i)))
+			qerr_clear(q, i);
 	q->known_empty = got == 0;
 	redisq_kick(q);
 }
@@ -868,8 +882,8 @@ send_fetch(struct redisq *q, int n)
 		argv_add(&b, q->pkey[i], strlen(q->pkey[i]));
 	}
 	argv_add(&b, nbuf, strlen(nbuf));
-	if (!b.failed &&
-	    rc_command(&q->cmd, fetch_cb, NULL, b.n, b.argv, b.lens) == 0)
+	if (!b.failed && rc_command(&q->cmd, fetch_cb, (void *)(intptr_t)n,
+	    b.n, b.argv, b.lens) == 0)
 		q->script_inflight = 1;
 	free(b.argv);
 	free(b.lens);
@@ -925,7 +939,9 @@ redisq_kick(struct redisq *q)
 	for (int i = 0; i < q->nq; i++) {
 		struct rconn *b = &q->blk[i];
 
-		if (b->state == RC_READY && !b->blocked && !b->qerr)
+		if (b->qerr)
+			recheck_in(q, QERR_RECHECK);	/* not waited on */
+		else if (b->state == RC_READY && !b->blocked)
 			send_block(b);
 	}
 }
