@@ -249,12 +249,7 @@ class RedisServer:
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.send_signal(sig)
-                try:
-                    self.proc.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
+            self._reap()
         else:
             kill_pid(self.pid, sig, expect=f":{self.port}")
         self.pid = None

@@ -490,6 +490,15 @@ class TW:
 
 
 @pytest.fixture
+def aof_redis():
+    """A redis-server of its own that keeps its data over a crash."""
+    rs = twservers.RedisServer(extra_args=["--appendonly", "yes",
+                                           "--appendfsync", "always"]).start()
+    yield rs
+    rs.cleanup()
+
+
+@pytest.fixture
 def tw(servers):
     t = TW(servers)
     t.reset()

@@ -6,7 +6,6 @@ import time
 import pytest
 import redis
 
-import twservers
 from conftest import EX_OK, WRAPPER, scaled, wait_until
 
 
@@ -96,14 +95,6 @@ def test_sigterm_while_postgres_is_down(tw, servers, taskworkerd):
     assert tw.lrange(tw.processing()) == []
     assert tw.ids_in("tasks") == ids
     assert tw.completed(ids) == []
-
-
-@pytest.fixture
-def aof_redis():
-    rs = twservers.RedisServer(extra_args=["--appendonly", "yes",
-                                           "--appendfsync", "always"]).start()
-    yield rs
-    rs.cleanup()
 
 
 @pytest.mark.slow

@@ -50,15 +50,6 @@ def test_postgres_connections_killed(tw, taskworkerd):
     finish(tw, ids, d)
 
 
-@pytest.fixture
-def aof_redis():
-    """A redis-server of its own that keeps its data over a crash."""
-    rs = twservers.RedisServer(extra_args=["--appendonly", "yes",
-                                           "--appendfsync", "always"]).start()
-    yield rs
-    rs.cleanup()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["restart", "kill"])
 def test_redis_restart(tw, aof_redis, taskworkerd, how):
