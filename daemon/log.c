@@ -32,14 +32,13 @@ void
 log_reconfigure(const char *ident, int facility, int level)
 {
 	cur_level = level;
-	if (use_syslog && (cur_ident == NULL || strcmp(cur_ident, ident) != 0)) {
-		closelog();
-		free(cur_ident);
-		cur_ident = strdup(ident);
-		openlog(cur_ident, LOG_PID | LOG_NDELAY, facility);
-	} else if (use_syslog) {
-		openlog(cur_ident, LOG_PID | LOG_NDELAY, facility);
-	}
+	if (!use_syslog)
+		return;
+	/* openlog keeps the pointer: the old identity lives until then. */
+	closelog();
+	free(cur_ident);
+	cur_ident = strdup(ident);
+	openlog(cur_ident, LOG_PID | LOG_NDELAY, facility);
 }
 
 void

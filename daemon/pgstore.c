@@ -499,21 +499,18 @@ batch_answer(struct pgconn *c, PGresult *res)
 		msg = pq_message(PQresultErrorMessage(res), buf, sizeof(buf));
 		/* The same error for every retry would drown the log. */
 		if (strcmp(msg, ps->batch_error) != 0 ||
-		    now - ps->batch_error_at >= 60)
+		    now - ps->batch_error_at >= 60) {
 			log_warnx("postgres connection %d: %s of %d task(s) "
 			    "failed, will retry: %s", c->idx,
 			    c->batch_kind == REQ_LOAD ? "load" : "update", n,
 			    msg);
-		else
-			log_debug("postgres connection %d: %s of %d task(s) "
-			    "failed again: %s", c->idx, c->batch_kind ==
-			    REQ_LOAD ? "load" : "update", n, msg);
-		if (strcmp(msg, ps->batch_error) != 0 ||
-		    now - ps->batch_error_at >= 60) {
 			snprintf(ps->batch_error, sizeof(ps->batch_error),
 			    "%s", msg);
 			ps->batch_error_at = now;
-		}
+		} else
+			log_debug("postgres connection %d: %s of %d task(s) "
+			    "failed again: %s", c->idx, c->batch_kind ==
+			    REQ_LOAD ? "load" : "update", n, msg);
 		snprintf(ps->last_error, sizeof(ps->last_error), "%s", msg);
 		for (int i = 0; i < n; i++)
 			answer(batch[i], PGSTORE_ERROR, NULL, msg);
