@@ -51,12 +51,6 @@ log_close(void)
 	cur_ident = NULL;
 }
 
-int
-log_level(void)
-{
-	return cur_level;
-}
-
 static const char *
 prio_name(int prio)
 {

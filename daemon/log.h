@@ -14,7 +14,6 @@ void log_open(const char *ident, int facility, int level, int to_stderr);
 /* Change the level (and syslog identity) after a reload. */
 void log_reconfigure(const char *ident, int facility, int level);
 void log_close(void);
-int log_level(void);
 
 void log_debug(const char *fmt, ...) PRINTFLIKE(1, 2);
 void log_info(const char *fmt, ...) PRINTFLIKE(1, 2);

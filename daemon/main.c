@@ -126,8 +126,10 @@ reload(struct daemon *d)
 			worker_reconfigure(d->worker, next);
 			config_free(d->cfg);
 			d->cfg = next;
-			log_info("reloaded: delay %d ms, concurrency %d",
-			    next->worker.delay_ms, next->worker.concurrency);
+			log_info("reloaded: delay %d ms, concurrency %d, log "
+			    "level %s", next->worker.delay_ms,
+			    next->worker.concurrency,
+			    config_level_name(next->log.level));
 		}
 	}
 	notify_send("READY=1");

@@ -47,6 +47,13 @@ struct task {
 	char val[];		/* the value as taken, NUL added */
 };
 
+struct worker_stats {
+	uint64_t completed;	/* rows marked completed by this process */
+	uint64_t skipped;	/* already completed: acknowledged only */
+	uint64_t dead;		/* ids moved to a dead list */
+	uint64_t retries;	/* steps retried after a server error */
+};
+
 struct worker {
 	struct ev_loop *loop;
 	const struct config *cfg;
@@ -659,10 +666,4 @@ worker_reconfigure(struct worker *w, const struct config *cfg)
 		redisq_kick(w->q);
 	}
 	worker_update_status(w);
-}
-
-const struct worker_stats *
-worker_stats(const struct worker *w)
-{
-	return &w->stats;
 }

@@ -15,13 +15,6 @@ struct worker;
 /* The worker is done (after worker_stop) or cannot go on: exit with CODE. */
 typedef void worker_exit_fn(void *arg, int code);
 
-struct worker_stats {
-	uint64_t completed;	/* rows marked completed by this process */
-	uint64_t skipped;	/* already completed: acknowledged only */
-	uint64_t dead;		/* ids moved to a dead list */
-	uint64_t retries;	/* steps retried after a server error */
-};
-
 struct worker *worker_new(struct ev_loop *loop, const struct config *cfg,
     worker_exit_fn *exit_fn, void *arg);
 void worker_free(struct worker *w);
@@ -34,6 +27,5 @@ void worker_reconfigure(struct worker *w, const struct config *cfg);
 void worker_stop(struct worker *w, int now);
 /* Sends STATUS= to systemd when it changed. */
 void worker_update_status(struct worker *w);
-const struct worker_stats *worker_stats(const struct worker *w);
 
 #endif
