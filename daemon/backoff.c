@@ -24,14 +24,20 @@ xorshift64(uint64_t *state)
 void
 backoff_init(struct backoff *b, int min_ms, int max_ms, uint64_t seed)
 {
+	backoff_limits(b, min_ms, max_ms);
+	b->attempt = 0;
+	b->rng = seed != 0 ? seed : BACKOFF_SEED;
+}
+
+void
+backoff_limits(struct backoff *b, int min_ms, int max_ms)
+{
 	if (min_ms < 1)
 		min_ms = 1;
 	if (max_ms < min_ms)
 		max_ms = min_ms;
 	b->min_ms = min_ms;
 	b->max_ms = max_ms;
-	b->attempt = 0;
-	b->rng = seed != 0 ? seed : BACKOFF_SEED;
 }
 
 int

@@ -15,6 +15,8 @@ struct backoff {
 };
 
 void backoff_init(struct backoff *b, int min_ms, int max_ms, uint64_t seed);
+/* New bounds (a reload); the count of failures is kept. */
+void backoff_limits(struct backoff *b, int min_ms, int max_ms);
 /* The delay before the next attempt; counts one more failure. */
 int backoff_next(struct backoff *b);
 /* A success: the next delay starts from min_ms again. */

@@ -862,6 +862,9 @@ pgstore_reconfigure(struct pgstore *ps, const struct config *cfg)
 {
 	if (!config_postgres_changed(ps->cfg, cfg)) {
 		ps->cfg = cfg;
+		for (int i = 0; i < ps->nconns; i++)
+			backoff_limits(&ps->conns[i].bo,
+			    cfg->worker.retry_min_ms, cfg->worker.retry_max_ms);
 		return;
 	}
 	log_info("postgres: settings changed, reconnecting %d session(s)",

@@ -1127,6 +1127,11 @@ redisq_reconfigure(struct redisq *q, const struct config *cfg)
 	int changed = config_redis_conn_changed(q->cfg, cfg);
 
 	q->cfg = cfg;
+	backoff_limits(&q->cmd.bo, cfg->worker.retry_min_ms,
+	    cfg->worker.retry_max_ms);
+	for (int i = 0; i < q->nq; i++)
+		backoff_limits(&q->blk[i].bo, cfg->worker.retry_min_ms,
+		    cfg->worker.retry_max_ms);
 	if (!changed)
 		return;
 	log_info("redis: connection settings changed, reconnecting");

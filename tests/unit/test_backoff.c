@@ -138,6 +138,25 @@ test_seed(void)
 	    differ);
 }
 
+/* A reload changes the bounds; the failures counted so far still count. */
+static void
+test_limits(void)
+{
+	struct backoff b;
+	int v;
+
+	backoff_init(&b, 100, 100000, 5);
+	for (int i = 0; i < 5; i++)
+		backoff_next(&b);
+	backoff_limits(&b, 100, 500);
+	ok(b.attempt == 5, "new limits keep the attempt count: %d", b.attempt);
+	v = backoff_next(&b);
+	ok(v >= 250 && v <= 500, "the new cap applies at once: %d", v);
+	backoff_limits(&b, 0, -3);
+	ok(b.min_ms == 1 && b.max_ms == 1, "limits are clamped: %d..%d",
+	    b.min_ms, b.max_ms);
+}
+
 int
 main(void)
 {
@@ -149,5 +168,6 @@ main(void)
 	test_growth();
 	test_extremes();
 	test_seed();
+	test_limits();
 	return done_testing();
 }
