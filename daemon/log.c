@@ -110,3 +110,22 @@ LOGFN(log_warn, LOG_WARNING, 1)
 LOGFN(log_warnx, LOG_WARNING, 0)
 LOGFN(log_error, LOG_ERR, 1)
 LOGFN(log_errorx, LOG_ERR, 0)
+
+int
+outage_note(struct outage *o, const char *why)
+{
+	int news = !o->down || strcmp(o->why, why) != 0;
+
+	o->down = 1;
+	snprintf(o->why, sizeof(o->why), "%s", why);
+	return news;
+}
+
+int
+outage_end(struct outage *o)
+{
+	int was = o->down;
+
+	o->down = 0;
+	return was;
+}

@@ -23,4 +23,18 @@ void log_warnx(const char *fmt, ...) PRINTFLIKE(1, 2);
 void log_error(const char *fmt, ...) PRINTFLIKE(1, 2);
 void log_errorx(const char *fmt, ...) PRINTFLIKE(1, 2);
 
+/*
+ * A connection's outage as the log tells it: a warning when it starts and
+ * again only when its reason changes, not one per retry.
+ */
+struct outage {
+	int down;
+	char why[256];
+};
+
+/* Records WHY; nonzero when it is news that deserves a warning. */
+int outage_note(struct outage *o, const char *why);
+/* The connection is back; nonzero when it had been down. */
+int outage_end(struct outage *o);
+
 #endif

@@ -50,8 +50,7 @@ struct pgconn {
 	int io_fd, io_events;
 	ev_timer timer;		/* retry, connect timeout, command timeout */
 	struct backoff bo;
-	int down_logged;
-	char why[256];		/* the last failure, as logged */
+	struct outage outage;
 	int ready;		/* counted in pgstore.nready */
 	PGresult *res;		/* the result being collected */
 	enum req_kind batch_kind;
@@ -217,15 +216,12 @@ conn_lost(struct pgconn *c, const char *why)
 	why = c->ps->last_error;
 	conn_close(c);
 	delay = backoff_next(&c->bo);
-	/* Once per outage, and again only when the reason changes. */
-	if (!c->down_logged || strcmp(c->why, why) != 0)
+	if (outage_note(&c->outage, why))
 		log_warnx("postgres connection %d: %s; reconnecting", c->idx,
 		    why);
 	else
 		log_debug("postgres connection %d: %s; retrying in %d ms",
 		    c->idx, why, delay);
-	snprintf(c->why, sizeof(c->why), "%s", why);
-	c->down_logged = 1;
 	timer_arm(c, delay);
 }
 
@@ -343,11 +339,8 @@ static void
 conn_became_ready(struct pgconn *c)
 {
 	ev_timer_stop(c->ps->loop, &c->timer);
-	if (c->down_logged)
-		log_info("postgres connection %d: connected again", c->idx);
-	else
-		log_info("postgres connection %d: connected", c->idx);
-	c->down_logged = 0;
+	log_info("postgres connection %d: connected%s", c->idx,
+	    outage_end(&c->outage) ? " again" : "");
 	backoff_reset(&c->bo);
 	c->state = PC_IDLE;
 	set_ready(c, 1);

@@ -121,8 +121,7 @@ struct rconn {
 	ev_timer retry;
 	ev_timer timeout;
 	struct backoff bo;
-	int down_logged;
-	char why[160];		/* the last failure, as logged */
+	struct outage outage;
 	long long client_id;
 	int blocked;		/* a BLMOVE is out */
 	int unblock_sent;
@@ -216,16 +215,13 @@ rc_lost(struct rconn *c, const char *why)
 	delay = backoff_next(&c->bo);
 	if (why == NULL)
 		why = "connection lost";
-	/* Once per outage, and again only when the reason changes. */
-	if (!c->down_logged || strcmp(c->why, why) != 0)
+	if (outage_note(&c->outage, why))
 		log_warnx("redis %s: %s; reconnecting", c->name, why);
 	else
 		log_debug("redis %s: %s; retrying in %d ms", c->name, why,
 		    delay);
-	snprintf(c->why, sizeof(c->why), "%s", why);
 	if (c->qi < 0)
 		snprintf(q->last_error, sizeof(q->last_error), "%s", why);
-	c->down_logged = 1;
 	ev_timer_set(&c->retry, delay / 1000.0, 0.);
 	ev_timer_start(q->loop, &c->retry);
 	if (c->qi < 0) {
@@ -414,13 +410,14 @@ static void
 rc_ready(struct rconn *c)
 {
 	struct redisq *q = c->q;
+	int was_down;
 
 	c->state = RC_READY;
 	backoff_reset(&c->bo);
-	if (c->qi < 0 || c->down_logged)
+	was_down = outage_end(&c->outage);
+	if (c->qi < 0 || was_down)
 		log_info("redis %s: connected%s", c->name,
-		    c->down_logged ? " again" : "");
-	c->down_logged = 0;
+		    was_down ? " again" : "");
 	if (c->qi < 0) {
 		/* Whatever this worker left in its lists goes back first. */
 		q->need_reconcile = 1;
