@@ -73,3 +73,23 @@ backoff_reset(struct backoff *b)
 {
 	b->attempt = 0;
 }
+
+int
+backoff_retry_delay(int failed, int min_ms, int max_ms, uint64_t *rng)
+{
+	int64_t hi;
+	int shift = failed - 1;
+
+	if (min_ms < 1)
+		min_ms = 1;
+	if (max_ms < min_ms)
+		max_ms = min_ms;
+	if (shift < 0)
+		shift = 0;
+	hi = shift >= BACKOFF_MAX_SHIFT ? max_ms : (int64_t)min_ms << shift;
+	if (hi > max_ms)
+		hi = max_ms;
+	if (*rng == 0)
+		*rng = BACKOFF_SEED;
+	return min_ms + (int)(xorshift64(rng) % (uint64_t)(hi - min_ms + 1));
+}

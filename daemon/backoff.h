@@ -22,4 +22,11 @@ int backoff_next(struct backoff *b);
 /* A success: the next delay starts from min_ms again. */
 void backoff_reset(struct backoff *b);
 
+/*
+ * The wait before a task's next run after FAILED runs failed (1 or more):
+ * full jitter, uniform in [min_ms, min(max_ms, min_ms * 2^(failed-1))].
+ * RNG is xorshift state (0 is replaced by a fixed seed).
+ */
+int backoff_retry_delay(int failed, int min_ms, int max_ms, uint64_t *rng);
+
 #endif

@@ -89,11 +89,14 @@ static const struct name_value facility_names[] = {
 
 static const struct name_value handler_names[] = {
 	{ "none", HANDLER_NONE },
+	{ "exec", HANDLER_EXEC },
+	{ "sql", HANDLER_SQL },
 	{ NULL, 0 }
 };
 
 static const char *const default_queues[] = { "tasks", NULL };
 static const char *const default_columns[] = { "name", NULL };
+static const char *const default_empty[] = { NULL };
 
 #define AT(field)	offsetof(struct config, field)
 
@@ -123,6 +126,7 @@ static const struct key keys[] = {
 	STR("redis", "password_file", redis.password_file, "", 0, 0, NULL),
 	LIST("redis", "queues", redis.queues, redis.nqueues, default_queues,
 	    1, 64, 200, F_NONEMPTY | F_NOSPACE | F_UNIQUE),
+	INT("redis", "dead_max", redis.dead_max, 100000, 1, 1000000000),
 	INT("redis", "connect_timeout_ms", redis.connect_timeout_ms,
 	    2000, 1, 600000),
 	INT("redis", "command_timeout_ms", redis.command_timeout_ms,
@@ -141,6 +145,12 @@ static const struct key keys[] = {
 	    default_columns, 0, 64, 0, F_NONEMPTY | F_UNIQUE),
 	STR("postgres", "completed_status", postgres.completed_status,
 	    "completed", 0, F_NONEMPTY, NULL),
+	STR("postgres", "failed_status", postgres.failed_status, "failed", 0,
+	    F_NONEMPTY, NULL),
+	STR("postgres", "attempts_column", postgres.attempts_column, "", 0, 0,
+	    NULL),
+	STR("postgres", "error_column", postgres.error_column, "", 0, 0,
+	    NULL),
 	INT("postgres", "connect_timeout_ms", postgres.connect_timeout_ms,
 	    5000, 1, 600000),
 	INT("postgres", "command_timeout_ms", postgres.command_timeout_ms,
@@ -160,6 +170,22 @@ static const struct key keys[] = {
 
 	NAMED("handler", "type", K_HANDLER, handler.type, "none",
 	    handler_names),
+	LIST("handler", "command", handler.command, handler.ncommand,
+	    default_empty, 0, 256, 0, 0),
+	LIST("handler", "environment", handler.environment,
+	    handler.nenvironment, default_empty, 0, 1024, 0, F_NONEMPTY),
+	STR("handler", "working_directory", handler.working_directory, "", 0,
+	    0, NULL),
+	INT("handler", "timeout_ms", handler.timeout_ms, 1800000, 0,
+	    604800000),
+	INT("handler", "kill_grace_ms", handler.kill_grace_ms, 5000, 0,
+	    3600000),
+	INT("handler", "max_processes", handler.max_processes, 32, 1, 100000),
+	STR("handler", "statement", handler.statement, "", 0, 0, NULL),
+
+	INT("retry", "attempts", retry.attempts, 5, 1, 1000),
+	INT("retry", "min_ms", retry.min_ms, 1000, 1, 86400000),
+	INT("retry", "max_ms", retry.max_ms, 3600000, 1, 604800000),
 
 	NAMED("log", "level", K_LEVEL, log.level, "info", level_names),
 	NAMED("log", "facility", K_FACILITY, log.facility, "daemon",
@@ -865,6 +891,117 @@ load_password_file(struct loader *ld)
 	free(path);
 }
 
+/* MIN_KEY <= MAX_KEY of SECTION, reported at whichever the file set. */
+static void
+check_bounds(struct loader *ld, const char *section, const char *min_key,
+    int min, const char *max_key, int max)
+{
+	unsigned int line;
+
+	if (max >= min || key_bad(ld, section, min_key) ||
+	    key_bad(ld, section, max_key))
+		return;
+	line = line_of_key(ld, section, max_key);
+	if (line == 0)
+		line = line_of_key(ld, section, min_key);
+	report(ld, line, "%s.%s: must not be less than %s.%s (%d)", section,
+	    max_key, section, min_key, min);
+}
+
+/* "NAME=value" with NAME a shell-style variable name. */
+static int
+env_entry_ok(const char *s)
+{
+	const char *p = s;
+
+	if (!(*p == '_' || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z')))
+		return 0;
+	while (*p == '_' || (*p >= 'A' && *p <= 'Z') ||
+	    (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9'))
+		p++;
+	return *p == '=';
+}
+
+/* What the chosen handler needs; -t finds a command that cannot run. */
+static void
+check_handler(struct loader *ld)
+{
+	struct config *cfg = ld->cfg;
+	unsigned int line;
+	struct stat st;
+
+	for (int i = 0; i < cfg->handler.nenvironment; i++)
+		if (!env_entry_ok(cfg->handler.environment[i]))
+			report(ld, line_of_key(ld, "handler", "environment"),
+			    "handler.environment[%d]: expected \"NAME=value\", "
+			    "not \"%.100s\"", i, cfg->handler.environment[i]);
+	if (cfg->handler.working_directory[0] != '\0' &&
+	    (stat(cfg->handler.working_directory, &st) == -1 ||
+	    !S_ISDIR(st.st_mode)))
+		report(ld, line_of_key(ld, "handler", "working_directory"),
+		    "handler.working_directory: %s is not a directory",
+		    cfg->handler.working_directory);
+	switch (cfg->handler.type) {
+	case HANDLER_EXEC:
+		line = line_of_key(ld, "handler", "command");
+		if (line == 0)
+			line = line_of_key(ld, "handler", "type");
+		if (cfg->handler.ncommand == 0) {
+			report(ld, line, "handler.command: required when "
+			    "handler.type is \"exec\"");
+			break;
+		}
+		if (cfg->handler.command[0][0] != '/')
+			report(ld, line, "handler.command: \"%.200s\" is not an "
+			    "absolute path", cfg->handler.command[0]);
+		else if (stat(cfg->handler.command[0], &st) == -1)
+			report(ld, line, "handler.command: %s: %s",
+			    cfg->handler.command[0], strerror(errno));
+		else if (!S_ISREG(st.st_mode) ||
+		    access(cfg->handler.command[0], X_OK) == -1)
+			report(ld, line, "handler.command: %s is not an "
+			    "executable file", cfg->handler.command[0]);
+		break;
+	case HANDLER_SQL:
+		if (cfg->handler.statement[0] == '\0') {
+			line = line_of_key(ld, "handler", "statement");
+			report(ld, line ? line : line_of_key(ld, "handler",
+			    "type"), "handler.statement: required when "
+			    "handler.type is \"sql\"");
+		}
+		break;
+	case HANDLER_NONE:
+		break;
+	}
+}
+
+/* The optional columns are names distinct from the id and status columns. */
+static void
+check_columns(struct loader *ld)
+{
+	const struct config *cfg = ld->cfg;
+	const char *names[] = { "attempts_column", "error_column" };
+	const char *vals[] = { cfg->postgres.attempts_column,
+	    cfg->postgres.error_column };
+
+	for (int i = 0; i < 2; i++) {
+		if (vals[i][0] == '\0' || key_bad(ld, "postgres", names[i]))
+			continue;
+		if (strcmp(vals[i], cfg->postgres.id_column) == 0 ||
+		    strcmp(vals[i], cfg->postgres.status_column) == 0 ||
+		    (i == 1 && strcmp(vals[1], vals[0]) == 0))
+			report(ld, line_of_key(ld, "postgres", names[i]),
+			    "postgres.%s: must differ from the id, status and "
+			    "attempts columns", names[i]);
+	}
+	if (strcmp(cfg->postgres.failed_status,
+	    cfg->postgres.completed_status) == 0 &&
+	    !key_bad(ld, "postgres", "failed_status"))
+		report(ld, line_of_key(ld, "postgres", "failed_status"),
+		    "postgres.failed_status: must differ from "
+		    "postgres.completed_status");
+}
+
 /*
  * Checks that span several keys, and fills in derived values. A key whose
  * own value was refused is left out, so one mistake gives one error.
@@ -875,16 +1012,12 @@ finish(struct loader *ld)
 	struct config *cfg = ld->cfg;
 	char host[HOST_NAME_MAX + 1];
 
-	if (cfg->worker.retry_max_ms < cfg->worker.retry_min_ms &&
-	    !key_bad(ld, "worker", "retry_min_ms") &&
-	    !key_bad(ld, "worker", "retry_max_ms")) {
-		unsigned int line = line_of_key(ld, "worker", "retry_max_ms");
-
-		if (line == 0)
-			line = line_of_key(ld, "worker", "retry_min_ms");
-		report(ld, line, "worker.retry_max_ms: must not be less than "
-		    "worker.retry_min_ms (%d)", cfg->worker.retry_min_ms);
-	}
+	check_bounds(ld, "worker", "retry_min_ms", cfg->worker.retry_min_ms,
+	    "retry_max_ms", cfg->worker.retry_max_ms);
+	check_bounds(ld, "retry", "min_ms", cfg->retry.min_ms, "max_ms",
+	    cfg->retry.max_ms);
+	check_handler(ld);
+	check_columns(ld);
 	if (strcmp(cfg->postgres.id_column, cfg->postgres.status_column) ==
 	    0 && !key_bad(ld, "postgres", "id_column") &&
 	    !key_bad(ld, "postgres", "status_column")) {
@@ -1032,6 +1165,12 @@ config_postgres_changed(const struct config *a, const struct config *b)
 	    b->postgres.columns, b->postgres.ncolumns) ||
 	    str_differ(a->postgres.completed_status,
 	    b->postgres.completed_status) ||
+	    str_differ(a->postgres.failed_status, b->postgres.failed_status) ||
+	    str_differ(a->postgres.attempts_column,
+	    b->postgres.attempts_column) ||
+	    str_differ(a->postgres.error_column, b->postgres.error_column) ||
+	    a->handler.type != b->handler.type ||
+	    str_differ(a->handler.statement, b->handler.statement) ||
 	    a->postgres.connect_timeout_ms != b->postgres.connect_timeout_ms ||
 	    a->postgres.command_timeout_ms != b->postgres.command_timeout_ms;
 }

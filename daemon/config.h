@@ -9,6 +9,8 @@
 
 enum handler_type {
 	HANDLER_NONE = 0,
+	HANDLER_EXEC,
+	HANDLER_SQL,
 };
 
 struct config {
@@ -24,6 +26,7 @@ struct config {
 		char *password_file;
 		char **queues;
 		int nqueues;
+		int dead_max;		/* QUEUE:dead keeps the newest this many */
 		int connect_timeout_ms;
 		int command_timeout_ms;
 	} redis;
@@ -37,6 +40,9 @@ struct config {
 		char **columns;
 		int ncolumns;
 		char *completed_status;
+		char *failed_status;
+		char *attempts_column;	/* "" when not recorded */
+		char *error_column;	/* "" when not recorded */
 		int connect_timeout_ms;
 		int command_timeout_ms;
 	} postgres;
@@ -54,7 +60,22 @@ struct config {
 
 	struct {
 		enum handler_type type;
+		char **command;		/* exec: argv, NULL-terminated */
+		int ncommand;
+		char **environment;	/* exec: "KEY=value" */
+		int nenvironment;
+		char *working_directory;
+		int timeout_ms;		/* 0: no limit */
+		int kill_grace_ms;
+		int max_processes;
+		char *statement;	/* sql: $1 is the id */
 	} handler;
+
+	struct {
+		int attempts;		/* runs in all */
+		int min_ms;
+		int max_ms;
+	} retry;
 
 	struct {
 		int level;		/* syslog priority, LOG_DEBUG..LOG_ERR */

@@ -1,17 +1,58 @@
 /*
- * handler: the work a task does once its delay has passed.
- * "none" does nothing: the delay is the work.
+ * handler: the work a task does once its delay has passed: "none" (the
+ * delay is the work), "exec" (a program) or "sql" (a statement). A run
+ * answers later, exactly once; worker.c never knows which handler runs.
  */
 #ifndef TASKWORKERD_HANDLER_H
 #define TASKWORKERD_HANDLER_H
 
 #include <stdint.h>
+#include <ev.h>
 
 #include "config.h"
 
+struct handler;
+struct hrun;
+struct pgstore;
 struct pgrow;
 
-/* Runs the configured handler on a loaded row; 0 on success, -1 on failure. */
-int handler_run(const struct config *cfg, int64_t id, const struct pgrow *row);
+enum handler_result {
+	HR_DONE,	/* the work is done; the row is still to be completed */
+	HR_COMPLETED,	/* done, and the row completed with it (sql) */
+	HR_FAILED,	/* this attempt failed; REASON says why */
+	HR_RETRY,	/* could not run for a passing reason: not an attempt */
+	HR_STOPPED,	/* handler_stop ended it */
+};
+
+/* REASON lives during the call; never called from inside handler_*(). */
+typedef void handler_done_fn(void *arg, enum handler_result res,
+    const char *reason);
+
+/* What a run is given; handler_start copies what it keeps. */
+struct handler_task {
+	int64_t id;
+	const char *queue;
+	int attempt;			/* 1-based */
+	const struct pgrow *row;
+};
+
+struct handler *handler_new(struct ev_loop *loop, const struct config *cfg,
+    struct pgstore *ps);
+/* Runs started later use CFG; running ones finish under their settings. */
+int handler_reconfigure(struct handler *h, const struct config *cfg);
+/* Stops every run at once (children are killed); no callback runs. */
+void handler_free(struct handler *h);
+
+/* NULL when out of memory. */
+struct hrun *handler_start(struct handler *h, const struct handler_task *t,
+    handler_done_fn *fn, void *arg);
+/* Asks the run to end (a program: SIGTERM, SIGKILL after the grace time); FN runs once it has. */
+void handler_stop(struct hrun *r);
+/* Forgets the run: FN never runs, a program is killed. */
+void handler_cancel(struct hrun *r);
+
+/* Programs running, and runs waiting for a slot (handler.max_processes). */
+int handler_running(const struct handler *h);
+int handler_waiting(const struct handler *h);
 
 #endif

@@ -1,8 +1,10 @@
 /*
- * pgstore: PostgreSQL connections driven by libev. Requests wait in a FIFO;
- * each idle session takes a batch and answers it with one prepared statement.
+ * pgstore: PostgreSQL connections driven by libev, in pipeline mode.
+ * Requests wait in FIFOs; an idle session takes a batch and sends it as
+ * one statement, or as one transaction per request, each ended by a sync.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +18,21 @@
 #include "pgstore.h"
 
 #define MAX_BATCH	512
+#define MAX_SEGMENTS	128	/* transactions of one flight */
+#define ERROR_MAX	1000	/* bytes of an error written to error_column */
+#define INT8OID		20
 
-enum req_kind { REQ_LOAD, REQ_COMPLETE };
+/* In the order an idle session serves them: finishing work comes first. */
+enum req_kind { REQ_COMPLETE, REQ_FAIL, REQ_SQL, REQ_LOAD, NKINDS };
 
 struct pgreq {
 	struct pgreq *next;
 	enum req_kind kind;
+	int solo;		/* failed inside a batch: now sent alone */
 	int64_t id;
+	int final;		/* REQ_FAIL: write failed_status */
+	int attempts;		/* REQ_FAIL */
+	char *error;		/* REQ_FAIL, bounded */
 	pgstore_fn *fn;		/* NULL once cancelled */
 	void *arg;
 };
@@ -52,10 +62,14 @@ struct pgconn {
 	struct backoff bo;
 	struct outage outage;
 	int ready;		/* counted in pgstore.nready */
-	PGresult *res;		/* the result being collected */
 	enum req_kind batch_kind;
+	int per_req;		/* one transaction per request, not one statement */
 	struct pgreq *batch[MAX_BATCH];
 	int nbatch;
+	int nseg, seg;		/* transactions sent; the one being read */
+	PGresult *seg_rows;	/* REQ_LOAD: the rows of this transaction */
+	PGresult *seg_err;	/* its first error */
+	PGresult *prep_res;	/* the answer to a PREPARE */
 };
 
 struct pgstore {
@@ -66,19 +80,21 @@ struct pgstore {
 	struct pgconn *conns;
 	int nconns;
 	int nready;
-	struct reqfifo pending[2];	/* by enum req_kind */
+	struct reqfifo pending[NKINDS];
 	ev_prepare dispatch;
-	char *sql_load;
-	char *sql_complete;
+	char *sql[5];		/* by enum stmt */
+	int nstmts;		/* prepared per session */
+	int fail_params;	/* of tw_fail: 3, plus attempts and error */
 	int ncols;
-	char last_error[256];	/* why the last session or statement failed */
-	char batch_error[256];	/* the last statement error logged */
+	char last_error[640];	/* why the last session or statement failed */
+	char batch_error[640];	/* the last statement error logged */
 	ev_tstamp batch_error_at;
 };
 
 static void conn_start(struct pgconn *c);
 static void conn_lost(struct pgconn *c, const char *why);
 static void conn_dispatch(struct pgconn *c);
+static int flight_timeout(const struct pgconn *c);
 
 static void
 fifo_push(struct reqfifo *f, struct pgreq *r)
@@ -171,17 +187,31 @@ timer_arm(struct pgconn *c, int ms)
 	ev_timer_start(c->ps->loop, &c->timer);
 }
 
-/* Requests of a batch that did not get an answer go back to the front. */
+
+/* Drops what a flight kept of the transaction being read. */
+static void
+seg_clear(struct pgconn *c)
+{
+	PQclear(c->seg_rows);
+	PQclear(c->seg_err);
+	PQclear(c->prep_res);
+	c->seg_rows = c->seg_err = c->prep_res = NULL;
+}
+
+/* Requests of the flight that did not get an answer go back to the front. */
 static void
 batch_requeue(struct pgconn *c)
 {
-	struct reqfifo *f = &c->ps->pending[c->batch_kind];
+	struct pgstore *ps = c->ps;
+	int first = c->per_req ? c->seg : 0;
 
-	for (int i = c->nbatch - 1; i >= 0; i--)
-		fifo_push_front(f, c->batch[i]);
+	for (int i = c->nbatch - 1; i >= first; i--)
+		fifo_push_front(&ps->pending[c->batch[i]->kind], c->batch[i]);
+	if (c->nbatch > first)
+		ev_prepare_start(ps->loop, &ps->dispatch);
 	c->nbatch = 0;
-	if (f->n)
-		ev_prepare_start(c->ps->loop, &c->ps->dispatch);
+	c->nseg = c->seg = 0;
+	seg_clear(c);
 }
 
 static void
@@ -190,10 +220,6 @@ conn_close(struct pgconn *c)
 	set_ready(c, 0);
 	io_watch(c, 0);
 	ev_timer_stop(c->ps->loop, &c->timer);
-	if (c->res) {
-		PQclear(c->res);
-		c->res = NULL;
-	}
 	batch_requeue(c);
 	if (c->conn)
 		PQfinish(c->conn);
@@ -260,7 +286,39 @@ quote_table(PGconn *conn, const char *table)
 	return out;
 }
 
-/* Builds both statements with identifiers quoted by this session's rules. */
+
+/* Appends to the string *S; -1 (S unchanged) when out of memory. */
+static int
+appendf(char **s, const char *fmt, ...)
+{
+	char *more, *all;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&more, fmt, ap);
+	va_end(ap);
+	if (r == -1)
+		return -1;
+	r = asprintf(&all, "%s%s", *s, more);
+	free(more);
+	if (r == -1)
+		return -1;
+	free(*s);
+	*s = all;
+	return 0;
+}
+
+enum stmt { ST_LOAD, ST_COMPLETE, ST_FAIL, ST_HANDLER, ST_SETUP };
+
+static const char *const stmt_names[] = { "tw_load", "tw_complete",
+    "tw_fail", "tw_handler", "" };
+
+/*
+ * Builds the statements with identifiers quoted by this session's rules:
+ * load and complete many rows by id, record a failure of one, and with the
+ * sql handler, the operator's statement ($1 the id) and its timeout.
+ */
 static int
 build_sql(struct pgstore *ps, PGconn *conn)
 {
@@ -268,40 +326,57 @@ build_sql(struct pgstore *ps, PGconn *conn)
 	char *table = quote_table(conn, cfg->postgres.table);
 	char *idc = quote_ident(conn, cfg->postgres.id_column);
 	char *stc = quote_ident(conn, cfg->postgres.status_column);
-	char *cols = strdup("");
-	int ok = table && idc && stc && cols;
+	char *atc = cfg->postgres.attempts_column[0] ?
+	    quote_ident(conn, cfg->postgres.attempts_column) : strdup("");
+	char *erc = cfg->postgres.error_column[0] ?
+	    quote_ident(conn, cfg->postgres.error_column) : strdup("");
+	char *cols = strdup(""), *extra = NULL;
+	int ok = table && idc && stc && atc && erc && cols, n = 3;
 
 	for (int i = 0; ok && i < cfg->postgres.ncolumns; i++) {
 		char *q = quote_ident(conn, cfg->postgres.columns[i]);
-		char *more = NULL;
 
-		ok = q && asprintf(&more, "%s, %s", cols, q) != -1;
+		ok = q && appendf(&cols, ", %s", q) == 0;
 		free(q);
-		if (ok) {
-			free(cols);
-			cols = more;
-		}
 	}
-	free(ps->sql_load);
-	free(ps->sql_complete);
-	ps->sql_load = ps->sql_complete = NULL;
-	if (ok && asprintf(&ps->sql_load,
+	for (int i = 0; i < 5; i++) {
+		free(ps->sql[i]);
+		ps->sql[i] = NULL;
+	}
+	ps->nstmts = 0;
+	/* tw_fail: $1 id, $2 status or NULL to keep it, $3 completed. */
+	extra = strdup("");
+	ok = ok && extra != NULL;
+	if (ok && atc[0])
+		ok = appendf(&extra, ", %s = $%d", atc, ++n) == 0;
+	if (ok && erc[0])
+		ok = appendf(&extra, ", %s = $%d", erc, ++n) == 0;
+	ps->fail_params = n;
+	ok = ok && asprintf(&ps->sql[ST_LOAD],
 	    "SELECT %s::int8, %s::text%s FROM %s WHERE %s = ANY($1::int8[])",
-	    idc, stc, cols, table, idc) == -1) {
-		ps->sql_load = NULL;
-		ok = 0;
-	}
-	if (ok && asprintf(&ps->sql_complete,
+	    idc, stc, cols, table, idc) != -1;
+	ok = ok && asprintf(&ps->sql[ST_COMPLETE],
 	    "UPDATE %s SET %s = $1 WHERE %s = ANY($2::int8[]) "
-	    "AND %s IS DISTINCT FROM $1", table, stc, idc, stc) == -1) {
-		ps->sql_complete = NULL;
-		ok = 0;
+	    "AND %s IS DISTINCT FROM $1", table, stc, idc, stc) != -1;
+	ok = ok && asprintf(&ps->sql[ST_FAIL],
+	    "UPDATE %s SET %s = COALESCE($2, %s)%s WHERE %s = $1 "
+	    "AND %s IS DISTINCT FROM $3", table, stc, stc, extra, idc,
+	    stc) != -1;
+	ps->nstmts = 3;
+	if (ok && cfg->handler.type == HANDLER_SQL) {
+		ok = (ps->sql[ST_HANDLER] = strdup(cfg->handler.statement)) !=
+		    NULL && asprintf(&ps->sql[ST_SETUP],
+		    "SET statement_timeout = %d", cfg->handler.timeout_ms) != -1;
+		ps->nstmts = 5;
 	}
 	ps->ncols = cfg->postgres.ncolumns;
 	free(table);
 	free(idc);
 	free(stc);
+	free(atc);
+	free(erc);
 	free(cols);
+	free(extra);
 	return ok ? 0 : -1;
 }
 
@@ -317,28 +392,41 @@ conn_flush(struct pgconn *c)
 	return 0;
 }
 
+
+/* Sends the next statement to prepare (or the session setting); 1: all done. */
 static int
 prepare_next(struct pgconn *c)
 {
 	struct pgstore *ps = c->ps;
-	static const char *names[] = { "tw_load", "tw_complete" };
-	const char *sql;
+	static const Oid int8[] = { INT8OID };
+	int ok;
 
 	if (c->prep_step == 0 && build_sql(ps, c->conn) == -1)
 		return -1;
-	if (c->prep_step >= 2)
+	if (c->prep_step >= ps->nstmts)
 		return 1;
-	sql = c->prep_step == 0 ? ps->sql_load : ps->sql_complete;
-	if (!PQsendPrepare(c->conn, names[c->prep_step], sql, 0, NULL))
+	if (c->prep_step == ST_SETUP)
+		ok = PQsendQuery(c->conn, ps->sql[ST_SETUP]);
+	else
+		ok = PQsendPrepare(c->conn, stmt_names[c->prep_step],
+		    ps->sql[c->prep_step], c->prep_step == ST_HANDLER ? 1 : 0,
+		    c->prep_step == ST_HANDLER ? int8 : NULL);
+	if (!ok)
 		return -1;
 	timer_arm(c, ps->cfg->postgres.command_timeout_ms);
 	return conn_flush(c);
 }
 
+
 static void
 conn_became_ready(struct pgconn *c)
 {
 	ev_timer_stop(c->ps->loop, &c->timer);
+	/* Every flight is a pipeline: one sync per transaction. */
+	if (!PQenterPipelineMode(c->conn)) {
+		conn_lost(c, NULL);
+		return;
+	}
 	log_info("postgres connection %d: connected%s", c->idx,
 	    outage_end(&c->outage) ? " again" : "");
 	backoff_reset(&c->bo);
@@ -448,6 +536,14 @@ row_from_result(PGresult *res, int i, int ncols)
 	return row;
 }
 
+
+static void
+req_free(struct pgreq *r)
+{
+	free(r->error);
+	free(r);
+}
+
 static void
 answer(struct pgreq *r, enum pgstore_result res, struct pgrow *row,
     const char *msg)
@@ -456,7 +552,7 @@ answer(struct pgreq *r, enum pgstore_result res, struct pgrow *row,
 		r->fn(r->arg, res, row, msg);
 	else
 		pgrow_free(row);
-	free(r);
+	req_free(r);
 }
 
 struct rowref {
@@ -472,82 +568,186 @@ cmp_rowref(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Hands every request of the batch its answer from RES. */
+
+/* Hands every load request of REQS its row from RES, or "not found". */
 static void
-batch_answer(struct pgconn *c, PGresult *res)
+answer_rows(struct pgstore *ps, struct pgreq **reqs, int n, PGresult *res)
 {
-	struct pgreq *batch[MAX_BATCH];
-	int n = c->nbatch;
-	ExecStatusType st = PQresultStatus(res);
-	char buf[512];
-	const char *msg = NULL;
+	int nt = res ? PQntuples(res) : 0, t = 0;
+	struct rowref *rows = calloc(nt ? nt : 1, sizeof(*rows));
 
-	memcpy(batch, c->batch, n * sizeof(batch[0]));
-	c->nbatch = 0;
-
-	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-		struct pgstore *ps = c->ps;
-		ev_tstamp now = ev_now(ps->loop);
-
-		msg = pq_message(PQresultErrorMessage(res), buf, sizeof(buf));
-		/* The same error for every retry would drown the log. */
-		if (strcmp(msg, ps->batch_error) != 0 ||
-		    now - ps->batch_error_at >= 60) {
-			log_warnx("postgres connection %d: %s of %d task(s) "
-			    "failed, will retry: %s", c->idx,
-			    c->batch_kind == REQ_LOAD ? "load" : "update", n,
-			    msg);
-			snprintf(ps->batch_error, sizeof(ps->batch_error),
-			    "%s", msg);
-			ps->batch_error_at = now;
-		} else
-			log_debug("postgres connection %d: %s of %d task(s) "
-			    "failed again: %s", c->idx, c->batch_kind ==
-			    REQ_LOAD ? "load" : "update", n, msg);
-		snprintf(ps->last_error, sizeof(ps->last_error), "%s", msg);
+	if (rows == NULL) {
 		for (int i = 0; i < n; i++)
-			answer(batch[i], PGSTORE_ERROR, NULL, msg);
+			answer(reqs[i], PGSTORE_ERROR, NULL, "out of memory");
 		return;
 	}
-	if (c->batch_kind == REQ_COMPLETE) {
-		for (int i = 0; i < n; i++)
-			answer(batch[i], PGSTORE_OK, NULL, NULL);
-		return;
+	for (int j = 0; j < nt; j++) {
+		rows[j].id = strtoll(PQgetvalue(res, j, 0), NULL, 10);
+		rows[j].idx = j;
 	}
 	/* Requests are sorted by id (batch_send); sort the rows and merge. */
-	{
-		int nt = PQntuples(res), t = 0;
-		struct rowref *rows = calloc(nt ? nt : 1, sizeof(*rows));
+	qsort(rows, nt, sizeof(*rows), cmp_rowref);
+	for (int i = 0; i < n; i++) {
+		struct pgreq *r = reqs[i];
+		struct pgrow *row;
 
-		if (rows == NULL) {
-			for (int i = 0; i < n; i++)
-				answer(batch[i], PGSTORE_ERROR, NULL,
-				    "out of memory");
-			return;
+		while (t < nt && rows[t].id < r->id)
+			t++;
+		if (t == nt || rows[t].id != r->id) {
+			answer(r, PGSTORE_NOTFOUND, NULL, NULL);
+			continue;
 		}
-		for (int j = 0; j < nt; j++) {
-			rows[j].id = strtoll(PQgetvalue(res, j, 0), NULL, 10);
-			rows[j].idx = j;
-		}
-		qsort(rows, nt, sizeof(*rows), cmp_rowref);
-		for (int i = 0; i < n; i++) {
-			struct pgreq *r = batch[i];
-			struct pgrow *row;
-
-			while (t < nt && rows[t].id < r->id)
-				t++;
-			if (t == nt || rows[t].id != r->id) {
-				answer(r, PGSTORE_NOTFOUND, NULL, NULL);
-				continue;
-			}
-			row = row_from_result(res, rows[t].idx, c->ps->ncols);
-			if (row == NULL)
-				answer(r, PGSTORE_ERROR, NULL, "out of memory");
-			else
-				answer(r, PGSTORE_OK, row, NULL);
-		}
-		free(rows);
+		row = row_from_result(res, rows[t].idx, ps->ncols);
+		if (row == NULL)
+			answer(r, PGSTORE_ERROR, NULL, "out of memory");
+		else
+			answer(r, PGSTORE_OK, row, NULL);
 	}
+	free(rows);
+}
+
+/*
+ * Errors that say nothing about the rows: the server or the session is in
+ * trouble (connection, transaction conflicts, resources, shutdown, read
+ * only). They are retried without counting against any task.
+ */
+static int
+transient(const char *sqlstate)
+{
+	static const char *const classes[] = { "08", "25", "26", "40", "53",
+	    "57", "58", "F0", NULL };
+
+	if (sqlstate == NULL || strlen(sqlstate) != 5)
+		return 1;
+	if (strcmp(sqlstate, "55P03") == 0 || strcmp(sqlstate, "55006") == 0 ||
+	    strcmp(sqlstate, "0A000") == 0)
+		return 1;
+	for (int i = 0; classes[i]; i++)
+		if (strncmp(sqlstate, classes[i], 2) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Errors that belong to one row: bad data, a constraint, a trigger or
+ * function that raised, a row-level security check. Anything else that is
+ * not passing (a missing privilege on the table, a dropped column) is the
+ * setup's fault and would fail every row alike: it is retried, not
+ * counted. The sql handler's statement is the operator's: any error of
+ * its transaction that is not passing fails the task.
+ */
+static int
+row_error(enum req_kind kind, const char *sqlstate, const char *primary)
+{
+	static const char *const classes[] = { "09", "22", "23", "27", "2F",
+	    "38", "39", "44", "P0", NULL };
+
+	if (transient(sqlstate))
+		return 0;
+	if (kind == REQ_SQL)
+		return 1;
+	for (int i = 0; classes[i]; i++)
+		if (strncmp(sqlstate, classes[i], 2) == 0)
+			return 1;
+	return strcmp(sqlstate, "42501") == 0 && primary != NULL &&
+	    strstr(primary, "row-level security") != NULL;
+}
+
+/* The same error for every retry would drown the log. */
+static void
+log_batch_error(struct pgconn *c, int n, const char *msg)
+{
+	struct pgstore *ps = c->ps;
+	ev_tstamp now = ev_now(ps->loop);
+	static const char *const what[] = { "update", "failure record",
+	    "sql handler", "load" };
+
+	if (strcmp(msg, ps->batch_error) != 0 || now - ps->batch_error_at >= 60) {
+		log_warnx("postgres connection %d: %s of %d task(s) failed, "
+		    "will retry: %s", c->idx, what[c->batch_kind], n, msg);
+		snprintf(ps->batch_error, sizeof(ps->batch_error), "%s", msg);
+		ps->batch_error_at = now;
+	} else
+		log_debug("postgres connection %d: %s of %d task(s) failed "
+		    "again: %s", c->idx, what[c->batch_kind], n, msg);
+	snprintf(ps->last_error, sizeof(ps->last_error), "%s", msg);
+}
+
+/*
+ * A transaction of N requests failed with ERR. A passing trouble is
+ * retried; a batch is split so each row is tried alone; a row tried alone
+ * has failed on its own.
+ */
+static void
+seg_failed(struct pgconn *c, struct pgreq **reqs, int n, PGresult *err)
+{
+	struct pgstore *ps = c->ps;
+	const char *state = PQresultErrorField(err, PG_DIAG_SQLSTATE);
+	const char *primary = PQresultErrorField(err, PG_DIAG_MESSAGE_PRIMARY);
+	char buf[512], msg[600];
+
+	if (primary != NULL)
+		snprintf(msg, sizeof(msg), "SQLSTATE %s: %s", state ? state :
+		    "?????", primary);
+	else
+		snprintf(msg, sizeof(msg), "%s", pq_message(
+		    PQresultErrorMessage(err), buf, sizeof(buf)));
+	if (state != NULL && strcmp(state, "57014") == 0 &&
+	    c->batch_kind == REQ_SQL && ps->cfg->handler.timeout_ms > 0) {
+		snprintf(msg, sizeof(msg), "timed out after %d ms",
+		    ps->cfg->handler.timeout_ms);
+		answer(reqs[0], PGSTORE_FAILED, NULL, msg);
+		return;
+	}
+	if (!row_error(c->batch_kind, state, primary)) {
+		log_batch_error(c, n, msg);
+		for (int i = 0; i < n; i++)
+			answer(reqs[i], PGSTORE_ERROR, NULL, msg);
+		return;
+	}
+	if (n > 1) {
+		log_debug("postgres connection %d: a batch of %d failed (%s); "
+		    "trying each alone", c->idx, n, msg);
+		for (int i = n - 1; i >= 0; i--) {
+			reqs[i]->solo = 1;
+			fifo_push_front(&ps->pending[reqs[i]->kind], reqs[i]);
+		}
+		ev_prepare_start(ps->loop, &ps->dispatch);
+		return;
+	}
+	log_debug("postgres connection %d: task %lld failed: %s", c->idx,
+	    (long long)reqs[0]->id, msg);
+	answer(reqs[0], PGSTORE_FAILED, NULL, msg);
+}
+
+/* The sync of one transaction came back: answer its requests. */
+static void
+seg_end(struct pgconn *c)
+{
+	struct pgstore *ps = c->ps;
+	struct pgreq *reqs[MAX_BATCH];
+	PGresult *err = c->seg_err, *rows = c->seg_rows;
+	int n = c->per_req ? 1 : c->nbatch;
+
+	memcpy(reqs, &c->batch[c->per_req ? c->seg : 0], n * sizeof(reqs[0]));
+	c->seg_err = c->seg_rows = NULL;
+	/* The flight's state is settled before any answer runs. */
+	if (++c->seg == c->nseg) {
+		c->nbatch = c->nseg = c->seg = 0;
+		c->state = PC_IDLE;
+		ev_timer_stop(ps->loop, &c->timer);
+		ev_prepare_start(ps->loop, &ps->dispatch);
+	} else
+		timer_arm(c, flight_timeout(c));
+	if (err != NULL)
+		seg_failed(c, reqs, n, err);
+	else if (c->batch_kind == REQ_LOAD)
+		answer_rows(ps, reqs, n, rows);
+	else
+		for (int i = 0; i < n; i++)
+			answer(reqs[i], PGSTORE_OK, NULL, NULL);
+	PQclear(err);
+	PQclear(rows);
 }
 
 static int
@@ -559,36 +759,78 @@ cmp_req_id(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Takes up to N live requests of KIND and sends them as one statement. */
-static void
-batch_send(struct pgconn *c, enum req_kind kind, int n)
+
+/* How long one transaction of the flight may take. */
+static int
+flight_timeout(const struct pgconn *c)
 {
-	struct pgstore *ps = c->ps;
-	struct reqfifo *f = &ps->pending[kind];
+	const struct config *cfg = c->ps->cfg;
+
+	return cfg->postgres.command_timeout_ms + (c->batch_kind == REQ_SQL ?
+	    cfg->handler.timeout_ms : 0);
+}
+
+static int
+send_stmt(struct pgconn *c, enum stmt st, int n, const char *const *params)
+{
+	return PQsendQueryPrepared(c->conn, stmt_names[st], n, params, NULL,
+	    NULL, 0);
+}
+
+/* Sends request R as a transaction of its own (without the sync). */
+static int
+send_one(struct pgconn *c, const struct pgreq *r)
+{
+	const struct config *cfg = c->ps->cfg;
+	char id[24], arr[24], att[16];
+	const char *p[5];
+	int n = 3;
+
+	snprintf(id, sizeof(id), "%lld", (long long)r->id);
+	snprintf(arr, sizeof(arr), "{%lld}", (long long)r->id);
+	switch (r->kind) {
+	case REQ_LOAD:
+		p[0] = arr;
+		return send_stmt(c, ST_LOAD, 1, p);
+	case REQ_SQL:
+		p[0] = id;
+		if (!send_stmt(c, ST_HANDLER, 1, p))
+			return 0;
+		/* completed in the same transaction */
+		__attribute__((fallthrough));
+	case REQ_COMPLETE:
+		p[0] = cfg->postgres.completed_status;
+		p[1] = arr;
+		return send_stmt(c, ST_COMPLETE, 2, p);
+	case REQ_FAIL:
+		p[0] = id;
+		p[1] = r->final ? cfg->postgres.failed_status : NULL;
+		p[2] = cfg->postgres.completed_status;
+		snprintf(att, sizeof(att), "%d", r->attempts);
+		if (cfg->postgres.attempts_column[0])
+			p[n++] = att;
+		if (cfg->postgres.error_column[0])
+			p[n++] = r->error;
+		return send_stmt(c, ST_FAIL, n, p);
+	case NKINDS:
+		break;
+	}
+	return 0;
+}
+
+/* Sends the batch as one statement over every id. */
+static int
+send_many(struct pgconn *c)
+{
 	const char *params[2];
 	char *arr, *p;
-	struct pgreq *r;
 	int sent;
 
-	c->nbatch = 0;
-	c->batch_kind = kind;
-	while (c->nbatch < n && (r = fifo_pop(f)) != NULL) {
-		if (r->fn == NULL) {
-			free(r);
-			continue;
-		}
-		c->batch[c->nbatch++] = r;
-	}
-	if (c->nbatch == 0)
-		return;
 	/* A stable row order keeps two sessions from deadlocking. */
 	qsort(c->batch, c->nbatch, sizeof(c->batch[0]), cmp_req_id);
-
 	arr = malloc(c->nbatch * 21 + 3);
-	if (arr == NULL) {
-		batch_requeue(c);
-		return;
-	}
+	if (arr == NULL)
+		return 0;
 	p = arr;
 	*p++ = '{';
 	for (int i = 0; i < c->nbatch; i++)
@@ -596,27 +838,68 @@ batch_send(struct pgconn *c, enum req_kind kind, int n)
 		    (long long)c->batch[i]->id);
 	*p++ = '}';
 	*p = '\0';
-
-	if (kind == REQ_LOAD) {
+	if (c->batch_kind == REQ_LOAD) {
 		params[0] = arr;
-		sent = PQsendQueryPrepared(c->conn, "tw_load", 1, params,
-		    NULL, NULL, 0);
+		sent = send_stmt(c, ST_LOAD, 1, params);
 	} else {
-		params[0] = ps->cfg->postgres.completed_status;
+		params[0] = c->ps->cfg->postgres.completed_status;
 		params[1] = arr;
-		sent = PQsendQueryPrepared(c->conn, "tw_complete", 2, params,
-		    NULL, NULL, 0);
+		sent = send_stmt(c, ST_COMPLETE, 2, params);
 	}
 	free(arr);
-	if (!sent || conn_flush(c) == -1) {
+	return sent;
+}
+
+/*
+ * Takes up to N live requests of KIND and sends them: loads and
+ * completions as one statement, everything else (and a row that failed in
+ * a batch) as one transaction per request, all in one pipeline.
+ */
+static void
+batch_send(struct pgconn *c, enum req_kind kind, int n)
+{
+	struct pgstore *ps = c->ps;
+	struct reqfifo *f = &ps->pending[kind];
+	struct pgreq *r;
+	int per_req = -1, ok = 1;
+
+	c->nbatch = 0;
+	c->batch_kind = kind;
+	while (c->nbatch < n && (r = f->head) != NULL) {
+		int alone = r->solo || kind == REQ_SQL || kind == REQ_FAIL;
+
+		if (r->fn == NULL) {
+			req_free(fifo_pop(f));
+			continue;
+		}
+		if (per_req == -1)
+			per_req = alone;
+		else if (alone != per_req ||
+		    (per_req && c->nbatch == MAX_SEGMENTS))
+			break;
+		c->batch[c->nbatch++] = fifo_pop(f);
+	}
+	if (c->nbatch == 0)
+		return;
+	c->per_req = per_req;
+	c->nseg = per_req ? c->nbatch : 1;
+	c->seg = 0;
+	if (per_req)
+		for (int i = 0; ok && i < c->nbatch; i++)
+			ok = send_one(c, c->batch[i]) &&
+			    PQpipelineSync(c->conn);
+	else
+		ok = send_many(c) && PQpipelineSync(c->conn);
+	if (!ok || conn_flush(c) == -1) {
 		conn_lost(c, NULL);
 		return;
 	}
 	c->state = PC_BUSY;
-	timer_arm(c, ps->cfg->postgres.command_timeout_ms);
+	timer_arm(c, flight_timeout(c));
 }
 
-/* An idle session takes its share of what waits; completions go first. */
+
+/* An idle session takes its share of what waits; finishing work first. */
 static void
 conn_dispatch(struct pgconn *c)
 {
@@ -627,7 +910,7 @@ conn_dispatch(struct pgconn *c)
 		return;
 	for (int i = 0; i < ps->nconns; i++)
 		idle += ps->conns[i].state == PC_IDLE;
-	for (int k = REQ_COMPLETE; k >= REQ_LOAD; k--) {
+	for (int k = 0; k < NKINDS; k++) {
 		int n = ps->pending[k].n;
 
 		if (n == 0)
@@ -655,71 +938,101 @@ dispatch_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		conn_dispatch(&ps->conns[i]);
 }
 
-/* Reads what the server sent; finishes the batch or the prepare step. */
+
+/* The answers to the PREPAREs (and the SET) sent one by one. */
+static void
+prepare_read(struct pgconn *c)
+{
+	while (c->conn && c->state == PC_PREPARING && !PQisBusy(c->conn)) {
+		PGresult *res = PQgetResult(c->conn);
+		ExecStatusType st;
+		char buf[512], why[600];
+
+		if (res != NULL) {
+			PQclear(c->prep_res);
+			c->prep_res = res;
+			continue;
+		}
+		/* The statement is over. */
+		res = c->prep_res;
+		c->prep_res = NULL;
+		st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+		if (st != PGRES_COMMAND_OK) {
+			snprintf(why, sizeof(why), "cannot prepare statement: %s",
+			    pq_message(res ? PQresultErrorMessage(res) :
+			    PQerrorMessage(c->conn), buf, sizeof(buf)));
+			PQclear(res);
+			conn_lost(c, why);
+			return;
+		}
+		PQclear(res);
+		c->prep_step++;
+		switch (prepare_next(c)) {
+		case 1:
+			conn_became_ready(c);
+			return;
+		case -1:
+			conn_lost(c, NULL);
+			return;
+		}
+	}
+}
+
+/*
+ * The results of a flight, in order: each statement's results end with a
+ * NULL, each transaction with PGRES_PIPELINE_SYNC. After an error the rest
+ * of that transaction comes back PGRES_PIPELINE_ABORTED.
+ */
+static void
+flight_read(struct pgconn *c)
+{
+	int nulls = 0;
+
+	while (c->conn && c->state == PC_BUSY && !PQisBusy(c->conn)) {
+		PGresult *res = PQgetResult(c->conn);
+
+		if (res == NULL) {
+			if (++nulls > 1)
+				break;	/* nothing more has arrived */
+			continue;
+		}
+		nulls = 0;
+		switch (PQresultStatus(res)) {
+		case PGRES_PIPELINE_SYNC:
+			PQclear(res);
+			seg_end(c);
+			continue;
+		case PGRES_TUPLES_OK:
+			if (c->batch_kind == REQ_LOAD && c->seg_rows == NULL) {
+				c->seg_rows = res;
+				continue;
+			}
+			break;
+		case PGRES_FATAL_ERROR:
+			if (c->seg_err == NULL) {
+				c->seg_err = res;
+				continue;
+			}
+			break;
+		default:
+			break;
+		}
+		PQclear(res);
+	}
+}
+
+/* Reads what the server sent. */
 static void
 conn_read(struct pgconn *c)
 {
-	PGresult *res;
-
 	if (!PQconsumeInput(c->conn)) {
 		conn_lost(c, NULL);
 		return;
 	}
-	while (c->conn && !PQisBusy(c->conn)) {
-		res = PQgetResult(c->conn);
-		if (res != NULL) {
-			if (c->res)
-				PQclear(c->res);
-			c->res = res;
-			continue;
-		}
-		/* The statement is over. */
-		res = c->res;
-		c->res = NULL;
-		if (c->state == PC_PREPARING) {
-			ExecStatusType st = res ? PQresultStatus(res) :
-			    PGRES_FATAL_ERROR;
-			char buf[512];
-
-			if (st != PGRES_COMMAND_OK) {
-				char why[600];
-
-				snprintf(why, sizeof(why), "cannot prepare "
-				    "statement: %s", pq_message(res ?
-				    PQresultErrorMessage(res) :
-				    PQerrorMessage(c->conn), buf, sizeof(buf)));
-				PQclear(res);
-				conn_lost(c, why);
-				return;
-			}
-			PQclear(res);
-			c->prep_step++;
-			switch (prepare_next(c)) {
-			case 1:
-				conn_became_ready(c);
-				return;
-			case -1:
-				conn_lost(c, NULL);
-				return;
-			}
-			continue;
-		}
-		if (c->state == PC_BUSY) {
-			ev_timer_stop(c->ps->loop, &c->timer);
-			c->state = PC_IDLE;
-			if (res)
-				batch_answer(c, res);
-			else
-				batch_requeue(c);
-			PQclear(res);
-			/* Answers may have queued more; dispatch all sessions. */
-			ev_prepare_start(c->ps->loop, &c->ps->dispatch);
-			return;
-		}
-		/* Idle: nothing was asked; a result here is unexpected. */
-		PQclear(res);
-		break;
-	}
+	if (c->state == PC_PREPARING)
+		prepare_read(c);
+	else if (c->state == PC_BUSY)
+		flight_read(c);
 	if (c->conn && PQstatus(c->conn) == CONNECTION_BAD)
 		conn_lost(c, NULL);
 }
@@ -820,10 +1133,11 @@ pgstore_new(struct ev_loop *loop, const struct config *cfg,
 	return ps;
 }
 
+
 static void
 fail_pending(struct pgstore *ps)
 {
-	for (int k = 0; k < 2; k++) {
+	for (int k = 0; k < NKINDS; k++) {
 		struct pgreq *r;
 
 		while ((r = fifo_pop(&ps->pending[k])) != NULL)
@@ -845,8 +1159,8 @@ pgstore_free(struct pgstore *ps)
 	fail_pending(ps);
 	ev_prepare_stop(ps->loop, &ps->dispatch);
 	free(ps->conns);
-	free(ps->sql_load);
-	free(ps->sql_complete);
+	for (int i = 0; i < 5; i++)
+		free(ps->sql[i]);
 	free(ps);
 }
 
@@ -870,6 +1184,7 @@ pgstore_reconfigure(struct pgstore *ps, const struct config *cfg)
 		log_errorx("postgres: out of memory opening sessions");
 }
 
+
 static struct pgreq *
 enqueue(struct pgstore *ps, enum req_kind kind, int64_t id, pgstore_fn *fn,
     void *arg)
@@ -885,6 +1200,38 @@ enqueue(struct pgstore *ps, enum req_kind kind, int64_t id, pgstore_fn *fn,
 	fifo_push(&ps->pending[kind], r);
 	if (ps->nready > 0)
 		ev_prepare_start(ps->loop, &ps->dispatch);
+	return r;
+}
+
+struct pgreq *
+pgstore_run_sql(struct pgstore *ps, int64_t id, pgstore_fn *fn, void *arg)
+{
+	return enqueue(ps, REQ_SQL, id, fn, arg);
+}
+
+struct pgreq *
+pgstore_fail(struct pgstore *ps, int64_t id, int final, int attempts,
+    const char *error, pgstore_fn *fn, void *arg)
+{
+	size_t len = strlen(error);
+	char *copy;
+	struct pgreq *r;
+
+	/* Bounded, and cut where a UTF-8 character starts. */
+	if (len > ERROR_MAX) {
+		len = ERROR_MAX;
+		while (len > 0 && ((unsigned char)error[len] & 0xc0) == 0x80)
+			len--;
+	}
+	if ((copy = strndup(error, len)) == NULL)
+		return NULL;
+	if ((r = enqueue(ps, REQ_FAIL, id, fn, arg)) == NULL) {
+		free(copy);
+		return NULL;
+	}
+	r->final = final;
+	r->attempts = attempts;
+	r->error = copy;
 	return r;
 }
 

@@ -20,13 +20,14 @@ struct pgrow {
 enum pgstore_result {
 	PGSTORE_OK,		/* loaded / completed */
 	PGSTORE_NOTFOUND,	/* no row with that id */
-	PGSTORE_ERROR,		/* the server refused the statement; retry later */
+	PGSTORE_ERROR,		/* a passing trouble (connection, conflict); retry later */
+	PGSTORE_FAILED,		/* the row's own statement failed; MSG says why */
 };
 
 /*
  * Answer to a request; runs exactly once unless the request was cancelled.
  * On a successful load ROW belongs to the callee (pgrow_free). MSG says why
- * on PGSTORE_ERROR.
+ * on PGSTORE_ERROR and PGSTORE_FAILED.
  */
 typedef void pgstore_fn(void *arg, enum pgstore_result res, struct pgrow *row,
     const char *msg);
@@ -46,6 +47,18 @@ struct pgreq *pgstore_load(struct pgstore *ps, int64_t id, pgstore_fn *fn,
     void *arg);
 struct pgreq *pgstore_complete(struct pgstore *ps, int64_t id, pgstore_fn *fn,
     void *arg);
+/*
+ * The sql handler: the configured statement ($1 = ID) and the completion
+ * of the row, in one transaction of their own.
+ */
+struct pgreq *pgstore_run_sql(struct pgstore *ps, int64_t id, pgstore_fn *fn,
+    void *arg);
+/*
+ * Records a failed run: attempts_column and error_column when configured
+ * and, when FINAL, failed_status (a completed row is left as it is).
+ */
+struct pgreq *pgstore_fail(struct pgstore *ps, int64_t id, int final,
+    int attempts, const char *error, pgstore_fn *fn, void *arg);
 /* The callback of REQ will not run; REQ must not be used again. */
 void pgstore_cancel(struct pgreq *req);
 

@@ -29,18 +29,26 @@
 #define UNBLOCK_RETRY	0.02	/* CLIENT UNBLOCK raced the BLMOVE: again */
 #define QERR_RECHECK	1.0	/* a queue of the wrong type is retried */
 
-/* KEYS: queue1, processing1, queue2, ...; ARGV[1]: most ids to take. */
+/*
+ * KEYS: queue1, processing1, attempts1, queue2, ...; ARGV[1]: most ids to
+ * take. Returns {queue index, id, failed runs so far, ...}; a queue that
+ * answers with an error gives {-(index + 1), message, 0}.
+ */
 static const char fetch_lua[] =
 	"local n = tonumber(ARGV[1])\n"
 	"local out = {}\n"
-	"for i = 1, #KEYS, 2 do\n"
+	"for i = 1, #KEYS, 3 do\n"
 	"  while n > 0 do\n"
 	"    local v = redis.pcall('LMOVE', KEYS[i], KEYS[i+1], 'LEFT', 'RIGHT')\n"
 	"    if type(v) == 'table' and v.err then\n"
-	"      out[#out+1] = -(i+1)/2; out[#out+1] = v.err; break\n"
+	"      out[#out+1] = -(i+2)/3; out[#out+1] = v.err; out[#out+1] = 0\n"
+	"      break\n"
 	"    end\n"
 	"    if not v then break end\n"
-	"    out[#out+1] = (i-1)/2; out[#out+1] = v; n = n - 1\n"
+	"    local a = redis.pcall('HGET', KEYS[i+2], v)\n"
+	"    if type(a) ~= 'string' then a = 0 end\n"
+	"    out[#out+1] = (i-1)/3; out[#out+1] = v; out[#out+1] = tonumber(a) or 0\n"
+	"    n = n - 1\n"
 	"  end\n"
 	"  if n == 0 then break end\n"
 	"end\n"
@@ -69,12 +77,62 @@ static const char reconcile_lua[] =
 	"for i = #back, 1, -1 do redis.call('LPUSH', KEYS[1], back[i]) end\n"
 	"return #back\n";
 
-/* KEYS: processing, dead; ARGV[1]: the value. */
+/* KEYS: processing, attempts; ARGV[1]: the value. A task done after retries. */
+static const char ack_lua[] =
+	"local n = redis.call('LREM', KEYS[1], 1, ARGV[1])\n"
+	"redis.call('HDEL', KEYS[2], ARGV[1])\n"
+	"return n\n";
+
+/*
+ * KEYS: processing, retry, attempts; ARGV: the value, delay ms, failed
+ * runs so far. Moves the id to the retry set, due by the server's clock.
+ * An id no longer in the processing list (reclaimed) is left alone.
+ */
+static const char retry_lua[] =
+	"if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end\n"
+	"local t = redis.call('TIME')\n"
+	"local due = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2])\n"
+	"redis.call('ZADD', KEYS[2], due, ARGV[1])\n"
+	"redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])\n"
+	"return 1\n";
+
+/*
+ * KEYS: processing, dead, dead:reason, attempts; ARGV: the value, the
+ * reason, dead_max. Moves the id to the dead list with its reason; past
+ * dead_max the oldest go, with their reasons. Returns {moved, dropped}.
+ */
 static const char dead_lua[] =
-	"if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then\n"
-	"  redis.call('RPUSH', KEYS[2], ARGV[1]) return 1\n"
+	"if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return {0, 0} end\n"
+	"redis.call('RPUSH', KEYS[2], ARGV[1])\n"
+	"redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])\n"
+	"redis.call('HDEL', KEYS[4], ARGV[1])\n"
+	"local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[3])\n"
+	"if over <= 0 then return {1, 0} end\n"
+	"local old = redis.call('LPOP', KEYS[2], over)\n"
+	"for _, v in ipairs(old) do\n"
+	"  if v ~= ARGV[1] then redis.call('HDEL', KEYS[3], v) end\n"
 	"end\n"
-	"return 0\n";
+	"return {1, #old}\n";
+
+/*
+ * KEYS: queue, retry, scheduled; ARGV[1]: most ids per set. Ids whose
+ * time has come (the server's clock, ms) go to the tail of the queue.
+ * One script: an id moves once however many workers run it. Returns
+ * {moved from retry, moved from scheduled}.
+ */
+static const char move_lua[] =
+	"local t = redis.call('TIME')\n"
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"local out = {}\n"
+	"for i = 2, 3 do\n"
+	"  local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, ARGV[1])\n"
+	"  if #due > 0 then\n"
+	"    redis.call('ZREM', KEYS[i], unpack(due))\n"
+	"    redis.call('RPUSH', KEYS[1], unpack(due))\n"
+	"  end\n"
+	"  out[#out+1] = #due\n"
+	"end\n"
+	"return out\n";
 
 /*
  * KEYS: queue, queue:workers, queue:heartbeat:SELF; ARGV: self, ttl ms,
@@ -110,6 +168,19 @@ static const char leave_lua[] =
 
 enum rc_state { RC_DOWN, RC_HANDSHAKE, RC_READY };
 
+/* The keys of one queue QUEUE; see README "Redis keys". */
+struct qkeys {
+	char *queue;
+	char *processing;	/* QUEUE:processing:WORKER */
+	char *dead;		/* QUEUE:dead */
+	char *reason;		/* QUEUE:dead:reason */
+	char *attempts;		/* QUEUE:attempts */
+	char *retry;		/* QUEUE:retry */
+	char *scheduled;	/* QUEUE:scheduled */
+	char *workers;		/* QUEUE:workers */
+	char *heartbeat;	/* QUEUE:heartbeat:WORKER */
+};
+
 struct rconn {
 	struct redisq *q;
 	int qi;			/* -1: the command connection */
@@ -134,14 +205,16 @@ struct redisq {
 	struct redisq_callbacks cb;
 	void *arg;
 	int nq;
-	char **qkey, **pkey, **dkey;	/* queue, processing, dead */
-	char **wkey, **hkey;		/* workers set, own heartbeat */
+	struct qkeys *k;		/* the keys of each queue */
 	struct rconn cmd;
 	struct rconn *blk;
 	int recovered;		/* reconciled since the command conn came up */
 	int need_reconcile;	/* a fetch reply was lost */
 	int reconcile_left;
 	int script_inflight;
+	int lookups;		/* attempt counts asked for BLMOVEd ids */
+	int moves_out;		/* mover scripts not yet answered */
+	ev_timer mover;
 	int known_empty;	/* the last fetch found every queue empty */
 	int fetch_stopped;
 	redisq_done_fn *requeue_fn;	/* set while everything goes back */
@@ -149,10 +222,13 @@ struct redisq {
 	ev_timer recheck;
 	ev_timer beat;
 	int left;		/* said goodbye: no more heartbeats */
+	struct outage move_outage;	/* the mover's last error */
 	char last_error[160];	/* why the command connection is down */
 };
 
 static void rc_start(struct rconn *c);
+static void move_due(struct redisq *q);
+static void mover_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void quiesce(struct redisq *q);
 static void send_beat(struct redisq *q);
 static void beat_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -225,9 +301,12 @@ rc_lost(struct rconn *c, const char *why)
 	ev_timer_set(&c->retry, delay / 1000.0, 0.);
 	ev_timer_start(q->loop, &c->retry);
 	if (c->qi < 0) {
-		if (q->script_inflight)
+		if (q->script_inflight || q->lookups)
 			q->need_reconcile = 1;
 		q->script_inflight = 0;
+		q->lookups = 0;
+		q->moves_out = 0;
+		ev_timer_stop(q->loop, &q->mover);
 		q->recovered = 0;
 		q->reconcile_left = 0;
 		state_changed(q);
@@ -355,7 +434,7 @@ beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 		return;
 	q = c->q;
 	if (reply->type == REDIS_REPLY_ERROR) {
-		log_warnx("redis: heartbeat on %s failed: %s", q->qkey[qi],
+		log_warnx("redis: heartbeat on %s failed: %s", q->k[qi].queue,
 		    reply->str);
 		return;
 	}
@@ -369,7 +448,7 @@ beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 			continue;
 		log_notice("redis: worker %s has no heartbeat; %lld id(s) "
 		    "from its %s:processing list went back to the head of %s",
-		    w->str, n->integer, q->qkey[qi], q->qkey[qi]);
+		    w->str, n->integer, q->k[qi].queue, q->k[qi].queue);
 	}
 }
 
@@ -383,8 +462,8 @@ send_beat(struct redisq *q)
 	snprintf(ttl, sizeof(ttl), "%d", cfg->worker.heartbeat_ttl_ms);
 	snprintf(info, sizeof(info), "pid %d", (int)getpid());
 	for (int qi = 0; qi < q->nq; qi++) {
-		const char *argv[] = { "EVAL", beat_lua, "3", q->qkey[qi],
-		    q->wkey[qi], q->hkey[qi], cfg->worker.id, ttl, info };
+		const char *argv[] = { "EVAL", beat_lua, "3", q->k[qi].queue,
+		    q->k[qi].workers, q->k[qi].heartbeat, cfg->worker.id, ttl, info };
 
 		if (rc_command(&q->cmd, beat_reply_cb, (void *)(intptr_t)qi,
 		    9, argv, NULL) == -1)
@@ -422,6 +501,7 @@ rc_ready(struct rconn *c)
 		/* Whatever this worker left in its lists goes back first. */
 		q->need_reconcile = 1;
 		send_beat(q);
+		move_due(q);
 		state_changed(q);
 	}
 	redisq_kick(q);
@@ -607,10 +687,10 @@ reconcile_cb(redisAsyncContext *ac, void *r, void *priv)
 	 */
 	if (reply->type == REDIS_REPLY_ERROR)
 		log_warnx("redis: cannot put the ids of %s back: %s; they stay "
-		    "there until the next recovery", q->pkey[qi], reply->str);
+		    "there until the next recovery", q->k[qi].processing, reply->str);
 	else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
 		log_notice("redis: %lld id(s) from %s went back to the head "
-		    "of %s", reply->integer, q->pkey[qi], q->qkey[qi]);
+		    "of %s", reply->integer, q->k[qi].processing, q->k[qi].queue);
 	if (--q->reconcile_left > 0)
 		return;
 	if (q->requeue_fn) {
@@ -678,8 +758,8 @@ send_reconcile(struct redisq *q, int held)
 		argv_add(&b, "EVAL", 4);
 		argv_add(&b, reconcile_lua, sizeof(reconcile_lua) - 1);
 		argv_add(&b, "2", 1);
-		argv_add(&b, q->qkey[qi], strlen(q->qkey[qi]));
-		argv_add(&b, q->pkey[qi], strlen(q->pkey[qi]));
+		argv_add(&b, q->k[qi].queue, strlen(q->k[qi].queue));
+		argv_add(&b, q->k[qi].processing, strlen(q->k[qi].processing));
 		if (held && q->cb.foreach_held)
 			q->cb.foreach_held(q->arg, qi, argv_add, &b);
 		rc = b.failed ? -1 : rc_command(&q->cmd, reconcile_cb,
@@ -692,7 +772,7 @@ send_reconcile(struct redisq *q, int held)
 		if (!held) {
 			/* Nothing of ours is left: no heartbeat to watch. */
 			const char *argv[] = { "EVAL", leave_lua, "2",
-			    q->wkey[qi], q->hkey[qi], q->cfg->worker.id };
+			    q->k[qi].workers, q->k[qi].heartbeat, q->cfg->worker.id };
 
 			if (rc_command(&q->cmd, reconcile_cb,
 			    (void *)(intptr_t)qi, 6, argv, NULL) == -1)
@@ -760,7 +840,8 @@ quiesce(struct redisq *q)
 	if (q->cmd.state != RC_READY)
 		return;
 	unblock_all(q);
-	if (q->script_inflight || nblocked(q) > 0 || q->reconcile_left > 0)
+	if (q->script_inflight || nblocked(q) > 0 || q->reconcile_left > 0 ||
+	    q->lookups > 0)
 		return;
 	if (q->requeue_fn) {
 		if (send_reconcile(q, 0) == -1)
@@ -776,8 +857,23 @@ qerr_clear(struct redisq *q, int qi)
 {
 	if (!q->blk[qi].qerr)
 		return;
-	log_info("redis: %s can be taken from again", q->qkey[qi]);
+	log_info("redis: %s can be taken from again", q->k[qi].queue);
 	q->blk[qi].qerr = 0;
+}
+
+/* Failed runs so far, as the scripts or HGET answer it (nil: none). */
+static int
+attempts_of(const redisReply *a)
+{
+	long long n = 0;
+
+	if (a == NULL)
+		return 0;
+	if (a->type == REDIS_REPLY_INTEGER)
+		n = a->integer;
+	else if (a->type == REDIS_REPLY_STRING)
+		n = strtoll(a->str, NULL, 10);
+	return n < 0 ? 0 : n > 1000000 ? 1000000 : (int)n;
 }
 
 static void
@@ -800,9 +896,10 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 		return;
 	}
 	if (reply->type == REDIS_REPLY_ARRAY) {
-		for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+		for (size_t i = 0; i + 2 < reply->elements; i += 3) {
 			redisReply *k = reply->element[i];
 			redisReply *v = reply->element[i + 1];
+			redisReply *a = reply->element[i + 2];
 			long long qi = k->type == REDIS_REPLY_INTEGER ?
 			    k->integer : -1000;
 
@@ -812,7 +909,8 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 
 				if (!b->qerr)
 					log_warnx("redis: cannot take ids from "
-					    "%s: %s", q->qkey[-qi - 1], v->str);
+					    "%s: %s", q->k[-qi - 1].queue,
+					    v->str);
 				b->qerr = 1;
 				failed |= UINT64_C(1) << (-qi - 1);
 				recheck_in(q, QERR_RECHECK);
@@ -823,7 +921,8 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 				continue;
 			qerr_clear(q, (int)qi);
 			got++;
-			q->cb.on_id(q->arg, (int)qi, v->str, v->len);
+			q->cb.on_id(q->arg, (int)qi, v->str, v->len,
+			    attempts_of(a));
 		}
 	}
 	/*
@@ -835,6 +934,57 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 			qerr_clear(q, i);
 	q->known_empty = got == 0;
 	redisq_kick(q);
+}
+
+struct lookup {
+	int qi;
+	size_t len;
+	char val[];
+};
+
+static void
+lookup_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	struct lookup *l = priv;
+	redisReply *reply = r;
+
+	if (c != NULL) {
+		c->q->lookups--;
+		/* Lost with the connection: the id goes back on recovery. */
+		if (reply != NULL)
+			c->q->cb.on_id(c->q->arg, l->qi, l->val, l->len,
+			    reply->type == REDIS_REPLY_ERROR ? 0 :
+			    attempts_of(reply));
+		redisq_kick(c->q);
+	}
+	free(l);
+}
+
+/*
+ * An id BLMOVEd into the processing list: its attempt count is asked for
+ * before the worker gets it. If that cannot be sent, recovery puts it back.
+ */
+static void
+lookup_attempts(struct redisq *q, int qi, const char *val, size_t len)
+{
+	struct lookup *l = malloc(sizeof(*l) + len);
+	const char *argv[3] = { "HGET", q->k[qi].attempts, l ? l->val : "" };
+	size_t lens[3] = { 4, strlen(q->k[qi].attempts), len };
+
+	if (l == NULL) {
+		q->need_reconcile = 1;
+		return;
+	}
+	l->qi = qi;
+	l->len = len;
+	memcpy(l->val, val, len);
+	if (rc_command(&q->cmd, lookup_cb, l, 3, argv, lens) == -1) {
+		free(l);
+		q->need_reconcile = 1;
+		return;
+	}
+	q->lookups++;
 }
 
 static void
@@ -852,11 +1002,11 @@ block_cb(redisAsyncContext *ac, void *r, void *priv)
 	c->unblock_sent = 0;
 	if (reply->type == REDIS_REPLY_STRING) {
 		q->known_empty = 0;
-		q->cb.on_id(q->arg, c->qi, reply->str, reply->len);
+		lookup_attempts(q, c->qi, reply->str, reply->len);
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		if (!c->qerr)
 			log_warnx("redis: cannot take ids from %s: %s",
-			    q->qkey[c->qi], reply->str);
+			    q->k[c->qi].queue, reply->str);
 		c->qerr = 1;
 		recheck_in(q, QERR_RECHECK);
 	}
@@ -870,13 +1020,14 @@ send_fetch(struct redisq *q, int n)
 	char nbuf[16], numkeys[16];
 
 	snprintf(nbuf, sizeof(nbuf), "%d", n);
-	snprintf(numkeys, sizeof(numkeys), "%d", 2 * q->nq);
+	snprintf(numkeys, sizeof(numkeys), "%d", 3 * q->nq);
 	argv_add(&b, "EVAL", 4);
 	argv_add(&b, fetch_lua, sizeof(fetch_lua) - 1);
 	argv_add(&b, numkeys, strlen(numkeys));
 	for (int i = 0; i < q->nq; i++) {
-		argv_add(&b, q->qkey[i], strlen(q->qkey[i]));
-		argv_add(&b, q->pkey[i], strlen(q->pkey[i]));
+		argv_add(&b, q->k[i].queue, strlen(q->k[i].queue));
+		argv_add(&b, q->k[i].processing, strlen(q->k[i].processing));
+		argv_add(&b, q->k[i].attempts, strlen(q->k[i].attempts));
 	}
 	argv_add(&b, nbuf, strlen(nbuf));
 	if (!b.failed && rc_command(&q->cmd, fetch_cb, (void *)(intptr_t)n,
@@ -891,7 +1042,7 @@ send_block(struct rconn *b)
 {
 	struct redisq *q = b->q;
 	char tbuf[16];
-	const char *argv[6] = { "BLMOVE", q->qkey[b->qi], q->pkey[b->qi],
+	const char *argv[6] = { "BLMOVE", q->k[b->qi].queue, q->k[b->qi].processing,
 	    "LEFT", "RIGHT", tbuf };
 
 	snprintf(tbuf, sizeof(tbuf), "%d", BLOCK_SECONDS);
@@ -959,6 +1110,8 @@ recheck_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* ---- acks and dead letters ---- */
 
 struct done_ctx {
+	struct redisq *q;
+	int qi;
 	redisq_done_fn *fn;
 	void *arg;
 };
@@ -974,12 +1127,19 @@ done_cb(redisAsyncContext *ac, void *r, void *priv)
 	free(priv);
 	if (c && reply && reply->type == REDIS_REPLY_ERROR)
 		log_warnx("redis: %s", reply->str);
+	/* The dead-letter script says how many old ids it dropped. */
+	if (ok && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+	    reply->element[1]->type == REDIS_REPLY_INTEGER &&
+	    reply->element[1]->integer > 0)
+		log_notice("redis: %s holds more than %d ids; dropped the "
+		    "%lld oldest with their reasons", d.q->k[d.qi].dead,
+		    d.q->cfg->redis.dead_max, reply->element[1]->integer);
 	d.fn(d.arg, ok);
 }
 
 static int
-send_done(struct redisq *q, int argc, const char **argv, const size_t *lens,
-    redisq_done_fn *fn, void *arg)
+send_done(struct redisq *q, int qi, int argc, const char **argv,
+    const size_t *lens, redisq_done_fn *fn, void *arg)
 {
 	struct done_ctx *d;
 
@@ -988,6 +1148,8 @@ send_done(struct redisq *q, int argc, const char **argv, const size_t *lens,
 	d = malloc(sizeof(*d));
 	if (d == NULL)
 		return -1;
+	d->q = q;
+	d->qi = qi;
 	d->fn = fn;
 	d->arg = arg;
 	if (rc_command(&q->cmd, done_cb, d, argc, argv, lens) == -1) {
@@ -999,53 +1161,173 @@ send_done(struct redisq *q, int argc, const char **argv, const size_t *lens,
 
 int
 redisq_ack(struct redisq *q, int qi, const char *val, size_t len,
-    redisq_done_fn *fn, void *arg)
+    int attempts, redisq_done_fn *fn, void *arg)
 {
-	const char *argv[4] = { "LREM", q->pkey[qi], "1", val };
-	size_t lens[4] = { 4, strlen(q->pkey[qi]), 1, len };
+	const struct qkeys *k = &q->k[qi];
 
-	return send_done(q, 4, argv, lens, fn, arg);
+	if (attempts == 0) {
+		const char *argv[4] = { "LREM", k->processing, "1", val };
+		size_t lens[4] = { 4, strlen(k->processing), 1, len };
+
+		return send_done(q, qi, 4, argv, lens, fn, arg);
+	} else {
+		const char *argv[6] = { "EVAL", ack_lua, "2", k->processing,
+		    k->attempts, val };
+		size_t lens[6] = { 4, sizeof(ack_lua) - 1, 1,
+		    strlen(k->processing), strlen(k->attempts), len };
+
+		return send_done(q, qi, 6, argv, lens, fn, arg);
+	}
+}
+
+int
+redisq_retry(struct redisq *q, int qi, const char *val, size_t len,
+    int delay_ms, int attempts, redisq_done_fn *fn, void *arg)
+{
+	const struct qkeys *k = &q->k[qi];
+	char dbuf[16], abuf[16];
+	const char *argv[9] = { "EVAL", retry_lua, "3", k->processing,
+	    k->retry, k->attempts, val, dbuf, abuf };
+	size_t lens[9] = { 4, sizeof(retry_lua) - 1, 1, strlen(k->processing),
+	    strlen(k->retry), strlen(k->attempts), len, 0, 0 };
+
+	lens[7] = (size_t)snprintf(dbuf, sizeof(dbuf), "%d", delay_ms);
+	lens[8] = (size_t)snprintf(abuf, sizeof(abuf), "%d", attempts);
+	return send_done(q, qi, 9, argv, lens, fn, arg);
 }
 
 int
 redisq_dead(struct redisq *q, int qi, const char *val, size_t len,
-    redisq_done_fn *fn, void *arg)
+    const char *reason, redisq_done_fn *fn, void *arg)
 {
-	const char *argv[6] = { "EVAL", dead_lua, "2", q->pkey[qi],
-	    q->dkey[qi], val };
-	size_t lens[6] = { 4, sizeof(dead_lua) - 1, 1, strlen(q->pkey[qi]),
-	    strlen(q->dkey[qi]), len };
+	const struct qkeys *k = &q->k[qi];
+	char mbuf[16], rbuf[600];
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+	const char *argv[10] = { "EVAL", dead_lua, "4", k->processing,
+	    k->dead, k->reason, k->attempts, val, rbuf, mbuf };
+	size_t lens[10] = { 4, sizeof(dead_lua) - 1, 1, strlen(k->processing),
+	    strlen(k->dead), strlen(k->reason), strlen(k->attempts), len, 0,
+	    0 };
 
-	return send_done(q, 6, argv, lens, fn, arg);
+	/* The reason as an operator reads it: when, then why. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(rbuf, sizeof(rbuf), "%Y-%m-%dT%H:%M:%S", &tm);
+	n += (size_t)snprintf(rbuf + n, sizeof(rbuf) - n, ".%03ldZ %s",
+	    ts.tv_nsec / 1000000, reason);
+	lens[8] = n < sizeof(rbuf) ? n : sizeof(rbuf) - 1;
+	lens[9] = (size_t)snprintf(mbuf, sizeof(mbuf), "%d",
+	    q->cfg->redis.dead_max);
+	return send_done(q, qi, 10, argv, lens, fn, arg);
+}
+
+/* ---- retries and scheduled ids whose time has come ---- */
+
+#define MOVE_INTERVAL	0.05	/* seconds between looks at the sets */
+#define MOVE_BATCH	1000	/* most ids per set and script */
+
+static void
+move_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r;
+	struct redisq *q;
+	int qi = (int)(intptr_t)priv, more = 0;
+
+	if (c == NULL || reply == NULL)
+		return;
+	q = c->q;
+	q->moves_out--;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		if (outage_note(&q->move_outage, reply->str))
+			log_warnx("redis: cannot move due ids of %s: %s",
+			    q->k[qi].queue, reply->str);
+	} else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+		long long a = reply->element[0]->integer;
+		long long b = reply->element[1]->integer;
+
+		if (outage_end(&q->move_outage))
+			log_info("redis: due ids of %s move again",
+			    q->k[qi].queue);
+		if (a > 0 || b > 0) {
+			log_debug("redis: %lld retry and %lld scheduled id(s) "
+			    "went to %s", a, b, q->k[qi].queue);
+			q->known_empty = 0;
+		}
+		more = a >= MOVE_BATCH || b >= MOVE_BATCH;
+	}
+	if (q->moves_out == 0) {
+		ev_timer_stop(q->loop, &q->mover);
+		ev_timer_set(&q->mover, more ? 0. : MOVE_INTERVAL, 0.);
+		ev_timer_start(q->loop, &q->mover);
+		redisq_kick(q);
+	}
+}
+
+/* One script per queue; the next round is armed once all have answered. */
+static void
+move_due(struct redisq *q)
+{
+	char nbuf[16];
+
+	snprintf(nbuf, sizeof(nbuf), "%d", MOVE_BATCH);
+	if (q->cmd.state != RC_READY || q->left || q->moves_out > 0)
+		return;
+	for (int qi = 0; qi < q->nq; qi++) {
+		const char *argv[7] = { "EVAL", move_lua, "3", q->k[qi].queue,
+		    q->k[qi].retry, q->k[qi].scheduled, nbuf };
+
+		if (rc_command(&q->cmd, move_cb, (void *)(intptr_t)qi, 7, argv,
+		    NULL) == -1)
+			return;
+		q->moves_out++;
+	}
+}
+
+static void
+mover_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	move_due(w->data);
 }
 
 /* ---- lifecycle ---- */
 
-static char *
-key_printf(const char *fmt, const char *a, const char *b)
-{
-	char *s;
-
-	if (asprintf(&s, fmt, a, b) == -1)
-		return NULL;
-	return s;
-}
-
 static void
 free_keys(struct redisq *q)
 {
-	for (int i = 0; i < q->nq; i++) {
-		free(q->qkey[i]);
-		free(q->pkey[i]);
-		free(q->dkey[i]);
-		free(q->wkey[i]);
-		free(q->hkey[i]);
+	for (int i = 0; q->k != NULL && i < q->nq; i++) {
+		struct qkeys *k = &q->k[i];
+
+		free(k->queue);
+		free(k->processing);
+		free(k->dead);
+		free(k->reason);
+		free(k->attempts);
+		free(k->retry);
+		free(k->scheduled);
+		free(k->workers);
+		free(k->heartbeat);
 	}
-	free(q->qkey);
-	free(q->pkey);
-	free(q->dkey);
-	free(q->wkey);
-	free(q->hkey);
+	free(q->k);
+}
+
+static int
+make_keys(struct qkeys *k, const char *name, const char *worker)
+{
+	return (k->queue = strdup(name)) == NULL ||
+	    asprintf(&k->processing, "%s:processing:%s", name, worker) == -1 ||
+	    asprintf(&k->dead, "%s:dead", name) == -1 ||
+	    asprintf(&k->reason, "%s:dead:reason", name) == -1 ||
+	    asprintf(&k->attempts, "%s:attempts", name) == -1 ||
+	    asprintf(&k->retry, "%s:retry", name) == -1 ||
+	    asprintf(&k->scheduled, "%s:scheduled", name) == -1 ||
+	    asprintf(&k->workers, "%s:workers", name) == -1 ||
+	    asprintf(&k->heartbeat, "%s:heartbeat:%s", name, worker) == -1 ?
+	    -1 : 0;
 }
 
 struct redisq *
@@ -1062,26 +1344,12 @@ redisq_new(struct ev_loop *loop, const struct config *cfg,
 	q->cb = *cb;
 	q->arg = arg;
 	q->nq = cfg->redis.nqueues;
-	q->qkey = calloc(q->nq, sizeof(char *));
-	q->pkey = calloc(q->nq, sizeof(char *));
-	q->dkey = calloc(q->nq, sizeof(char *));
-	q->wkey = calloc(q->nq, sizeof(char *));
-	q->hkey = calloc(q->nq, sizeof(char *));
+	q->k = calloc(q->nq, sizeof(*q->k));
 	q->blk = calloc(q->nq, sizeof(*q->blk));
-	ok = q->qkey && q->pkey && q->dkey && q->wkey && q->hkey && q->blk;
-	for (int i = 0; ok && i < q->nq; i++) {
-		const char *name = cfg->redis.queues[i];
-
-		q->qkey[i] = strdup(name);
-		q->pkey[i] = key_printf("%s:processing:%s", name,
-		    cfg->worker.id);
-		q->dkey[i] = key_printf("%s:dead%s", name, "");
-		q->wkey[i] = key_printf("%s:workers%s", name, "");
-		q->hkey[i] = key_printf("%s:heartbeat:%s", name,
-		    cfg->worker.id);
-		ok = q->qkey[i] && q->pkey[i] && q->dkey[i] && q->wkey[i] &&
-		    q->hkey[i];
-	}
+	ok = q->k && q->blk;
+	for (int i = 0; ok && i < q->nq; i++)
+		ok = make_keys(&q->k[i], cfg->redis.queues[i],
+		    cfg->worker.id) == 0;
 	if (!ok) {
 		free_keys(q);
 		free(q->blk);
@@ -1092,6 +1360,8 @@ redisq_new(struct ev_loop *loop, const struct config *cfg,
 	q->recheck.data = q;
 	ev_init(&q->beat, beat_cb);
 	q->beat.data = q;
+	ev_init(&q->mover, mover_cb);
+	q->mover.data = q;
 	q->need_reconcile = 1;
 	rc_init(q, &q->cmd, -1);
 	for (int i = 0; i < q->nq; i++)
@@ -1113,6 +1383,7 @@ redisq_free(struct redisq *q)
 	rc_close(&q->cmd);
 	ev_timer_stop(q->loop, &q->recheck);
 	ev_timer_stop(q->loop, &q->beat);
+	ev_timer_stop(q->loop, &q->mover);
 	free_keys(q);
 	free(q->blk);
 	free(q);
@@ -1179,11 +1450,11 @@ redisq_last_error(const struct redisq *q)
 const char *
 redisq_queue(const struct redisq *q, int qi)
 {
-	return q->qkey[qi];
+	return q->k[qi].queue;
 }
 
 const char *
 redisq_dead_key(const struct redisq *q, int qi)
 {
-	return q->dkey[qi];
+	return q->k[qi].dead;
 }

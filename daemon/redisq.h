@@ -15,8 +15,12 @@ typedef void redisq_add_fn(void *ctx, const char *val, size_t len);
 struct redisq_callbacks {
 	/* How many more ids the worker can take now (may be <= 0). */
 	int (*room)(void *arg);
-	/* An id moved into QUEUE:processing:WORKER; VAL lives during the call. */
-	void (*on_id)(void *arg, int qi, const char *val, size_t len);
+	/*
+	 * An id moved into QUEUE:processing:WORKER; VAL lives during the call.
+	 * ATTEMPTS: its runs that failed so far (QUEUE:attempts).
+	 */
+	void (*on_id)(void *arg, int qi, const char *val, size_t len,
+	    int attempts);
 	/* Calls ADD for every value of queue QI the worker holds in memory. */
 	void (*foreach_held)(void *arg, int qi, redisq_add_fn *add, void *ctx);
 	/* Readiness changed (see redisq_ready). */
@@ -38,12 +42,24 @@ void redisq_reconfigure(struct redisq *q, const struct config *cfg);
 
 /* The worker has room again: fetch if possible. */
 void redisq_kick(struct redisq *q);
-/* Removes VAL from QI's processing list. -1 (FN not called) when down. */
+/*
+ * Removes VAL from QI's processing list (and its attempt count when
+ * ATTEMPTS > 0). -1 (FN not called) when down.
+ */
 int redisq_ack(struct redisq *q, int qi, const char *val, size_t len,
-    redisq_done_fn *fn, void *arg);
-/* Moves VAL from QI's processing list to its dead list. */
+    int attempts, redisq_done_fn *fn, void *arg);
+/*
+ * Moves VAL from QI's processing list to QUEUE:retry, due in DELAY_MS,
+ * and records ATTEMPTS failed runs; one script.
+ */
+int redisq_retry(struct redisq *q, int qi, const char *val, size_t len,
+    int delay_ms, int attempts, redisq_done_fn *fn, void *arg);
+/*
+ * Moves VAL from QI's processing list to its dead list and records REASON
+ * (with the time) in QUEUE:dead:reason; trims the list to redis.dead_max.
+ */
 int redisq_dead(struct redisq *q, int qi, const char *val, size_t len,
-    redisq_done_fn *fn, void *arg);
+    const char *reason, redisq_done_fn *fn, void *arg);
 /* Takes no more ids. */
 void redisq_stop_fetch(struct redisq *q);
 /*

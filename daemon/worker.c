@@ -22,8 +22,11 @@ enum tstate {
 	T_WAITING,	/* taken, waits for a slot */
 	T_LOADING,	/* row requested */
 	T_DELAY,	/* timer running */
+	T_RUNNING,	/* the handler runs */
 	T_COMPLETING,	/* UPDATE sent */
 	T_ACKING,	/* LREM sent */
+	T_MARKING,	/* the failed attempt is being recorded in postgres */
+	T_RETRYING,	/* move to QUEUE:retry sent */
 	T_DEAD,		/* move to the dead list sent */
 	T_BACKOFF,	/* a step failed; the timer retries it */
 };
@@ -40,9 +43,13 @@ struct task {
 	ev_tstamp missing_since;
 	struct pgreq *req;
 	struct pgrow *row;
+	struct hrun *run;
 	struct backoff bo;
 	int failures;
-	const char *reason;	/* why it goes to the dead list */
+	int attempt;		/* this run, 1-based (QUEUE:attempts + 1) */
+	int final;		/* the failed attempt was the last */
+	int retry_ms;		/* the wait before the next attempt */
+	char *why;		/* why the attempt failed or the task is dead */
 	size_t len;
 	char val[];		/* the value as taken, NUL added */
 };
@@ -50,6 +57,7 @@ struct task {
 struct worker_stats {
 	uint64_t completed;	/* rows marked completed by this process */
 	uint64_t skipped;	/* already completed: acknowledged only */
+	uint64_t retried;	/* failed attempts moved to QUEUE:retry */
 	uint64_t dead;		/* ids moved to a dead list */
 	uint64_t retries;	/* steps retried after a server error */
 };
@@ -61,6 +69,8 @@ struct worker {
 	void *exit_arg;
 	struct redisq *q;
 	struct pgstore *ps;
+	struct handler *h;
+	uint64_t rng;		/* jitter of task retries */
 	struct task *head, *tail;
 	int ntasks;
 	int nactive;		/* tasks not T_WAITING */
@@ -74,11 +84,16 @@ struct worker {
 };
 
 static void task_load(struct task *t);
+static void task_run(struct task *t);
 static void task_complete(struct task *t);
 static void task_ack(struct task *t);
+static void task_mark(struct task *t);
+static void task_fail(struct task *t, const char *reason);
 static void task_dead(struct task *t, const char *reason);
+static void retry_send(struct task *t);
 static void dead_send(struct task *t);
 static void check_drained(struct worker *w);
+static int awaited(const struct task *t);
 
 /* A value as it may safely appear in a log line: printable, bounded. */
 static const char *
@@ -134,7 +149,10 @@ task_free(struct task *t)
 		w->nactive--;
 	ev_timer_stop(w->loop, &t->timer);
 	pgstore_cancel(t->req);
+	if (t->run)
+		handler_cancel(t->run);
 	pgrow_free(t->row);
+	free(t->why);
 	free(t);
 }
 
@@ -178,6 +196,15 @@ retry_cb(struct ev_loop *loop, ev_timer *timer, int revents)
 	switch (t->resume) {
 	case T_LOADING:
 		task_load(t);
+		break;
+	case T_RUNNING:
+		task_run(t);
+		break;
+	case T_MARKING:
+		task_mark(t);
+		break;
+	case T_RETRYING:
+		retry_send(t);
 		break;
 	case T_COMPLETING:
 		task_complete(t);
@@ -241,7 +268,8 @@ task_ack(struct task *t)
 	struct worker *w = t->w;
 
 	t->state = T_ACKING;
-	if (redisq_ack(w->q, t->qi, t->val, t->len, ack_cb, t) == -1)
+	if (redisq_ack(w->q, t->qi, t->val, t->len, t->attempt - 1, ack_cb,
+	    t) == -1)
 		task_retry(t, T_ACKING, "redis is not connected");
 }
 
@@ -261,14 +289,18 @@ dead_cb(void *arg, int ok)
 	task_done(t);
 }
 
+
 static void
 dead_send(struct task *t)
 {
 	t->state = T_DEAD;
-	if (redisq_dead(t->w->q, t->qi, t->val, t->len, dead_cb, t) == -1)
+	if (redisq_dead(t->w->q, t->qi, t->val, t->len, t->why, dead_cb,
+	    t) == -1)
 		task_retry(t, T_DEAD, "redis is not connected");
 }
 
+
+/* REASON is recorded with the id in QUEUE:dead:reason. */
 static void
 task_dead(struct task *t, const char *reason)
 {
@@ -278,9 +310,119 @@ task_dead(struct task *t, const char *reason)
 	log_warnx("task \"%s\" from %s is dead: %s; moved to %s",
 	    printable(t, buf, sizeof(buf)), redisq_queue(w->q, t->qi), reason,
 	    redisq_dead_key(w->q, t->qi));
-	t->reason = reason;
+	if (reason != t->why) {
+		free(t->why);
+		t->why = strdup(reason);
+		if (t->why == NULL) {
+			task_retry(t, T_DEAD, "out of memory");
+			return;
+		}
+	}
 	dead_send(t);
 }
+
+static void
+retried_cb(void *arg, int ok)
+{
+	struct task *t = arg;
+
+	if (t->w->exiting)
+		return;
+	if (!ok) {
+		task_retry(t, T_RETRYING, "the move to the retry set was not "
+		    "confirmed");
+		return;
+	}
+	t->w->stats.retried++;
+	task_done(t);
+}
+
+static void
+retry_send(struct task *t)
+{
+	t->state = T_RETRYING;
+	if (redisq_retry(t->w->q, t->qi, t->val, t->len, t->retry_ms,
+	    t->attempt, retried_cb, t) == -1)
+		task_retry(t, T_RETRYING, "redis is not connected");
+}
+
+/* The failed attempt is recorded: on to the retry set or the dead list. */
+static void
+task_settle(struct task *t)
+{
+	if (t->final)
+		task_dead(t, t->why);
+	else
+		retry_send(t);
+}
+
+static void
+mark_cb(void *arg, enum pgstore_result res, struct pgrow *row,
+    const char *msg)
+{
+	struct task *t = arg;
+
+	pgrow_free(row);
+	t->req = NULL;
+	if (res == PGSTORE_ERROR) {
+		task_retry(t, T_MARKING, msg ? msg : "update failed");
+		return;
+	}
+	/* The row refuses even this: Redis still records why. */
+	if (res == PGSTORE_FAILED)
+		log_warnx("task %lld: cannot record the failure in its row: %s",
+		    (long long)t->id, msg);
+	task_settle(t);
+}
+
+static void
+task_mark(struct task *t)
+{
+	t->state = T_MARKING;
+	t->req = pgstore_fail(t->w->ps, t->id, t->final, t->attempt, t->why,
+	    mark_cb, t);
+	if (t->req == NULL)
+		task_retry(t, T_MARKING, "out of memory");
+}
+
+/*
+ * The failure policy, in one place: an attempt failed for REASON. Before
+ * the last attempt the id waits in QUEUE:retry; after it, the row gets
+ * failed_status and the id goes to the dead list.
+ */
+static void
+task_fail(struct task *t, const char *reason)
+{
+	struct worker *w = t->w;
+	const struct config *cfg = w->cfg;
+	char *why;
+
+	if (asprintf(&why, "attempt %d/%d: %s", t->attempt,
+	    cfg->retry.attempts, reason) == -1) {
+		task_retry(t, T_RUNNING, "out of memory");
+		return;
+	}
+	free(t->why);
+	t->why = why;
+	pgrow_free(t->row);
+	t->row = NULL;
+	t->final = t->attempt >= cfg->retry.attempts;
+	if (t->final)
+		log_warnx("task %lld: %s; no attempt left", (long long)t->id,
+		    why);
+	else {
+		t->retry_ms = backoff_retry_delay(t->attempt,
+		    cfg->retry.min_ms, cfg->retry.max_ms, &w->rng);
+		log_notice("task %lld: %s; next attempt in %d ms",
+		    (long long)t->id, why, t->retry_ms);
+	}
+	if (t->final || cfg->postgres.attempts_column[0] != '\0' ||
+	    cfg->postgres.error_column[0] != '\0')
+		task_mark(t);
+	else
+		task_settle(t);
+}
+
 
 static void
 complete_cb(void *arg, enum pgstore_result res, struct pgrow *row,
@@ -290,6 +432,10 @@ complete_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 
 	(void)row;
 	t->req = NULL;
+	if (res == PGSTORE_FAILED) {
+		task_fail(t, msg);
+		return;
+	}
 	if (res != PGSTORE_OK) {
 		task_retry(t, T_COMPLETING, msg ? msg : "update failed");
 		return;
@@ -308,21 +454,71 @@ task_complete(struct task *t)
 		task_retry(t, T_COMPLETING, "out of memory");
 }
 
+
+static void
+run_cb(void *arg, enum handler_result res, const char *reason)
+{
+	struct task *t = arg;
+	struct worker *w = t->w;
+
+	t->run = NULL;
+	if (w->exiting)
+		return;
+	if (w->abandoning) {
+		/* Out of time: the id goes back with the rest. */
+		log_debug("task %lld: handler stopped", (long long)t->id);
+		task_free(t);
+		check_drained(w);
+		return;
+	}
+	switch (res) {
+	case HR_DONE:
+		log_debug("task %lld: handler done", (long long)t->id);
+		pgrow_free(t->row);
+		t->row = NULL;
+		task_complete(t);
+		break;
+	case HR_COMPLETED:
+		pgrow_free(t->row);
+		t->row = NULL;
+		w->stats.completed++;
+		log_debug("task %lld: completed by its handler",
+		    (long long)t->id);
+		task_ack(t);
+		break;
+	case HR_FAILED:
+		task_fail(t, reason ? reason : "the handler failed");
+		break;
+	case HR_RETRY:
+	case HR_STOPPED:
+		task_retry(t, T_RUNNING, reason ? reason : "handler stopped");
+		break;
+	}
+}
+
+static void
+task_run(struct task *t)
+{
+	struct worker *w = t->w;
+	struct handler_task ht = {
+		.id = t->id,
+		.queue = redisq_queue(w->q, t->qi),
+		.attempt = t->attempt,
+		.row = t->row,
+	};
+
+	t->state = T_RUNNING;
+	t->run = handler_start(w->h, &ht, run_cb, t);
+	if (t->run == NULL)
+		task_retry(t, T_RUNNING, "out of memory");
+}
+
 static void
 delay_cb(struct ev_loop *loop, ev_timer *timer, int revents)
 {
-	struct task *t = timer->data;
-	struct worker *w = t->w;
-
 	(void)loop;
 	(void)revents;
-	if (handler_run(w->cfg, t->id, t->row) == -1) {
-		task_dead(t, "the handler failed");
-		return;
-	}
-	pgrow_free(t->row);
-	t->row = NULL;
-	task_complete(t);
+	task_run(timer->data);
 }
 
 static void
@@ -350,6 +546,9 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 	switch (res) {
 	case PGSTORE_ERROR:
 		task_retry(t, T_LOADING, msg ? msg : "load failed");
+		return;
+	case PGSTORE_FAILED:
+		task_fail(t, msg);
 		return;
 	case PGSTORE_NOTFOUND:
 		/* A producer may push before its INSERT commits. */
@@ -392,7 +591,7 @@ task_load(struct task *t)
 /* ---- what redisq asks of us ---- */
 
 static void
-on_id(void *arg, int qi, const char *val, size_t len)
+on_id(void *arg, int qi, const char *val, size_t len, int attempts)
 {
 	struct worker *w = arg;
 	struct task *t = calloc(1, sizeof(*t) + len + 1);
@@ -406,6 +605,7 @@ on_id(void *arg, int qi, const char *val, size_t len)
 	}
 	t->w = w;
 	t->qi = qi;
+	t->attempt = attempts + 1;
 	t->len = len;
 	memcpy(t->val, val, len);
 	ev_init(&t->timer, delay_cb);
@@ -505,8 +705,8 @@ check_drained(struct worker *w)
 			continue;
 		if (!w->abandoning)
 			return;
-		/* Out of time: only answers Redis owes us are awaited. */
-		if (t->state == T_ACKING || t->state == T_DEAD)
+		/* Out of time: only Redis' answers and stopping handlers. */
+		if (awaited(t))
 			return;
 	}
 	for (t = w->head; t != NULL; t = next) {
@@ -518,16 +718,30 @@ check_drained(struct worker *w)
 	redisq_requeue_all(w->q, requeued_cb, w);
 }
 
-/* Tasks that are not waiting on Redis are dropped from memory. */
+
+/* Out of time at shutdown: what must still be waited for. */
+static int
+awaited(const struct task *t)
+{
+	return t->state == T_ACKING || t->state == T_DEAD ||
+	    t->state == T_RETRYING || (t->state == T_RUNNING && t->run);
+}
+
+/* Handlers are stopped; tasks not waiting on anyone are dropped. */
 static void
 abandon(struct worker *w)
 {
 	int n = 0;
 
 	w->abandoning = 1;
-	for (struct task *t = w->head; t != NULL; t = t->next)
-		n += t->state != T_WAITING && t->state != T_ACKING &&
-		    t->state != T_DEAD;
+	for (struct task *t = w->head; t != NULL; t = t->next) {
+		if (t->state == T_WAITING || awaited(t))
+			n += t->state == T_RUNNING;
+		else
+			n++;
+		if (t->state == T_RUNNING && t->run)
+			handler_stop(t->run);
+	}
 	if (n > 0)
 		log_notice("shutdown: %d task(s) unfinished, putting them back",
 		    n);
@@ -586,10 +800,12 @@ worker_update_status(struct worker *w)
 		    pgstore_last_error(w->ps) ? pgstore_last_error(w->ps) : "");
 	else
 		snprintf(buf, sizeof(buf), "serving: %d in flight, %d "
-		    "retrying, %llu completed, %llu already done, %llu dead; "
-		    "postgres %d/%d", w->nactive, retrying,
+		    "retrying, %d running, %llu completed, %llu already done, "
+		    "%llu retried, %llu dead; postgres %d/%d", w->nactive,
+		    retrying, handler_running(w->h),
 		    (unsigned long long)w->stats.completed,
 		    (unsigned long long)w->stats.skipped,
+		    (unsigned long long)w->stats.retried,
 		    (unsigned long long)w->stats.dead,
 		    pgstore_nready(w->ps), pgstore_nconns(w->ps));
 	if (strcmp(buf, w->status) == 0)
@@ -619,10 +835,14 @@ worker_new(struct ev_loop *loop, const struct config *cfg,
 	w->exit_arg = arg;
 	ev_init(&w->shutdown, shutdown_cb);
 	w->shutdown.data = w;
+	w->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
+	    (uint64_t)(uintptr_t)w;
 	w->ps = pgstore_new(loop, cfg, pg_state, w);
 	if (w->ps)
+		w->h = handler_new(loop, cfg, w->ps);
+	if (w->h)
 		w->q = redisq_new(loop, cfg, &cbs, w);
-	if (w->ps == NULL || w->q == NULL) {
+	if (w->ps == NULL || w->h == NULL || w->q == NULL) {
 		worker_free(w);
 		return NULL;
 	}
@@ -645,6 +865,7 @@ worker_free(struct worker *w)
 		next = t->next;
 		task_free(t);
 	}
+	handler_free(w->h);
 	pgstore_free(w->ps);
 	free(w);
 }
@@ -656,6 +877,7 @@ worker_reconfigure(struct worker *w, const struct config *cfg)
 
 	pgstore_reconfigure(w->ps, cfg);
 	redisq_reconfigure(w->q, cfg);
+	handler_reconfigure(w->h, cfg);
 	w->cfg = cfg;
 	if (delay_changed)
 		for (struct task *t = w->head; t != NULL; t = t->next)

@@ -157,9 +157,48 @@ test_limits(void)
 	    b.min_ms, b.max_ms);
 }
 
+/* Task retries: full jitter inside [min, min(max, min * 2^(failed-1))]. */
+static void
+test_retry_delay(void)
+{
+	uint64_t rng = 0;
+	int lo_seen = 0, hi_seen = 0, bad = 0;
+
+	for (int failed = 1; failed <= 40; failed++) {
+		int64_t hi = failed > 20 ? 3600000 : (int64_t)1000 << (failed - 1);
+		int got_min = INT_MAX, got_max = 0;
+
+		if (hi > 3600000)
+			hi = 3600000;
+		for (int i = 0; i < 2000; i++) {
+			int d = backoff_retry_delay(failed, 1000, 3600000, &rng);
+
+			bad += d < 1000 || d > hi;
+			got_min = d < got_min ? d : got_min;
+			got_max = d > got_max ? d : got_max;
+		}
+		/* Full jitter: the whole window is used, not only its top. */
+		lo_seen += got_min < 1000 + (hi - 1000) / 10 + 1;
+		hi_seen += got_max > hi - (hi - 1000) / 10 - 1;
+	}
+	ok(bad == 0, "retry delays stay inside their window (%d outside)", bad);
+	ok(lo_seen == 40 && hi_seen == 40, "the whole window is drawn from "
+	    "(%d low ends, %d high ends of 40)", lo_seen, hi_seen);
+	ok(backoff_retry_delay(1, 50, 50, &rng) == 50,
+	    "min == max gives exactly that");
+	ok(backoff_retry_delay(0, 100, 400, &rng) <= 100,
+	    "no failure counted yet: the shortest wait");
+	ok(backoff_retry_delay(1000, 100, 400, &rng) <= 400,
+	    "a huge failure count is capped at max");
+	rng = 0;
+	ok(backoff_retry_delay(3, 10, 20, &rng) >= 10 && rng != 0,
+	    "a zero generator state is seeded");
+}
+
 int
 main(void)
 {
+	test_retry_delay();
 	test_windows(100, 30000, 1, 1000);
 	test_windows(100, 30000, 0, 1000);
 	test_windows(1, 1000, 42, 1000);
