@@ -346,7 +346,7 @@ test_shipped(void)
 	else
 		d.text = text;
 	config_foreach_key(check_documented, &d);
-	ok(d.nkeys == 31, "config_foreach_key walks 31 keys (%d)", d.nkeys);
+	ok(d.nkeys == 45, "config_foreach_key walks 45 keys (%d)", d.nkeys);
 	ok(text != NULL && d.missing == 0, "every key is set in the example "
 	    "(%d missing)", d.missing);
 	ok(text != NULL && d.uncommented == 0, "every key in the example has "
@@ -624,7 +624,58 @@ test_ranges(void)
 
 	expect_error("a handler that does not exist",
 	    "handler: { type = \"shell\"; };\n", 1,
-	    "handler.type: unknown value \"shell\"", "(valid: none)");
+	    "handler.type: unknown value \"shell\"",
+	    "(valid: none, exec, sql)");
+	expect_error("exec without a command",
+	    "handler: {\n type = \"exec\";\n};\n", 2,
+	    "handler.command: required when handler.type is \"exec\"", NULL);
+	expect_error("a relative command",
+	    "handler: { type = \"exec\"; command = [\"sh\", \"-c\"]; };\n",
+	    1, "handler.command: \"sh\" is not an absolute path", NULL);
+	expect_error("a command that does not exist",
+	    "handler: {\n type = \"exec\";\n command = [\"/nonexistent/x\"];\n"
+	    "};\n", 3, "handler.command: /nonexistent/x: No such file", NULL);
+	expect_error("a command that is not executable",
+	    "handler: { type = \"exec\"; command = [\"/etc/passwd\"]; };\n",
+	    1, "handler.command: /etc/passwd is not an executable file",
+	    NULL);
+	expect_error("a directory as command",
+	    "handler: { type = \"exec\"; command = [\"/tmp\"]; };\n", 1,
+	    "handler.command: /tmp is not an executable file", NULL);
+	expect_error("sql without a statement",
+	    "handler: { type = \"sql\"; };\n", 1,
+	    "handler.statement: required when handler.type is \"sql\"",
+	    NULL);
+	expect_error("an environment entry without =",
+	    "handler: {\n environment = [\"A=1\", \"JUNK\"];\n};\n", 2,
+	    "handler.environment[1]: expected \"NAME=value\"", "JUNK");
+	expect_error("an environment name with a space",
+	    "handler: { environment = [\"A B=1\"]; };\n", 1,
+	    "handler.environment[0]: expected", NULL);
+	expect_error("a working directory that does not exist",
+	    "handler: { working_directory = \"/nonexistent\"; };\n", 1,
+	    "handler.working_directory: /nonexistent is not a directory",
+	    NULL);
+	expect_error("a negative handler timeout",
+	    "handler: { timeout_ms = -1; };\n", 1,
+	    "handler.timeout_ms: must be between 0 and", NULL);
+	expect_error("no attempt at all", "retry: { attempts = 0; };\n", 1,
+	    "retry.attempts: must be between 1 and 1000", NULL);
+	expect_error("retry.max_ms below retry.min_ms",
+	    "retry: {\n min_ms = 5000;\n max_ms = 100;\n};\n", 3,
+	    "retry.max_ms: must not be less than retry.min_ms (5000)", NULL);
+	expect_error("the attempts column is the id column",
+	    "postgres: { attempts_column = \"id\"; };\n", 1,
+	    "postgres.attempts_column: must differ", NULL);
+	expect_error("the error column is the attempts column",
+	    "postgres: { attempts_column = \"a\";\n error_column = \"a\"; };\n",
+	    2, "postgres.error_column: must differ", NULL);
+	expect_error("failed_status is completed_status",
+	    "postgres: { failed_status = \"completed\"; };\n", 1,
+	    "postgres.failed_status: must differ from postgres.completed_status",
+	    NULL);
+	expect_error("dead_max 0", "redis: { dead_max = 0; };\n", 1,
+	    "redis.dead_max: must be between 1 and", NULL);
 	expect_error("a log level that does not exist",
 	    "log: { level = \"verbose\"; };\n", 1, "log.level: unknown value",
 	    "debug, info, notice, warning, error");
