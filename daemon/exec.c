@@ -18,9 +18,11 @@
 #include "log.h"
 
 #define EXEC_LINE	4096		/* longest line logged whole */
-#define EXEC_READ	65536		/* most bytes read per callback */
+#define EXEC_CHUNK	1024		/* bytes per read(2) */
+#define EXEC_READ	65536		/* most bytes read per callback... */
+#define EXEC_LINES	256		/* ...or, give or take a chunk, lines logged */
 #define EXEC_DRAIN	(1024 * 1024)	/* most bytes read once the child ended */
-#define EXEC_VAR_MAX	131072		/* MAX_ARG_STRLEN: one "NAME=value", NUL included */
+#define EXEC_VAR_MAX	131072		/* MAX_ARG_STRLEN, NUL included */
 #define EXEC_WHY	512
 
 extern char **environ;
@@ -43,6 +45,7 @@ enum rstate {
 	R_ENDING,	/* never ran or stopped waiting; the timer delivers */
 	R_RUNNING,	/* child alive, FN due */
 	R_CANCELLED,	/* child alive, FN forgotten; reaped and freed */
+	R_DRAINING,	/* child reaped, its pipes not yet empty */
 	R_DONE,		/* FN running; freed when it returns */
 };
 
@@ -58,6 +61,7 @@ struct stream {
 	int fd;			/* -1: closed */
 	int discard;		/* a cut line: drop bytes up to its newline */
 	size_t len;
+	size_t drained;		/* bytes read since the child ended */
 	char *line;		/* EXEC_LINE bytes */
 };
 
@@ -75,9 +79,10 @@ struct exec_run {
 	char *vars;		/* the task's own "TASK_...=" strings */
 	pid_t pid;
 	ev_child child;
-	ev_timer timer;		/* timeout, then grace; or the deferred result */
+	ev_timer timer;		/* timeout, grace, deferred result, drain step */
 	struct stream out, err;
 	char *lines;		/* both streams' line buffers */
+	int status;		/* the child's wait status, once reaped */
 	int stopping;		/* exec_stop asked for it */
 	int term_sent;
 	int timed_out;
@@ -93,8 +98,10 @@ struct exec_pool {
 	struct runlist waiting;	/* FIFO of runs past max */
 	struct runlist live;	/* R_RUNNING and R_CANCELLED */
 	struct runlist ending;	/* R_ENDING */
+	struct runlist draining;	/* R_DRAINING */
 	posix_spawnattr_t attr;
-	char rbuf[EXEC_READ];
+	unsigned long lines;	/* lines logged, to bound a callback's work */
+	char rbuf[EXEC_CHUNK];
 	char esc[EXEC_LINE * 4 + 1];
 };
 
@@ -313,6 +320,7 @@ emit(struct exec_run *r, const char *line, size_t len, int cut)
 			esc[o++] = ch;
 	}
 	esc[o] = '\0';
+	r->pool->lines++;
 	log_info("task %lld: %s%s", (long long)r->id, esc, cut ? " [cut]" : "");
 }
 
@@ -364,30 +372,42 @@ stream_close(struct stream *s, int flush)
 	s->discard = 0;
 }
 
-/* Reads up to MAX bytes, until the pipe is empty or closed. */
+/*
+ * Reads until the pipe is empty or closed, or a callback's share is done.
+ * Once the child has ended an empty pipe counts as closed.
+ */
 static void
-stream_pull(struct stream *s, size_t max)
+stream_pull(struct stream *s)
 {
 	struct exec_pool *p = s->r->pool;
+	int draining = s->r->state == R_DRAINING;
+	unsigned long lines = p->lines;
 	size_t got = 0;
 	ssize_t n;
 
-	while (s->fd != -1 && got < max) {
-		size_t want = max - got;
-
-		n = read(s->fd, p->rbuf, want < sizeof(p->rbuf) ? want :
-		    sizeof(p->rbuf));
+	while (s->fd != -1 && got < EXEC_READ &&
+	    p->lines - lines < EXEC_LINES) {
+		if (draining && s->drained >= EXEC_DRAIN) {
+			stream_close(s, 1);
+			break;
+		}
+		n = read(s->fd, p->rbuf, sizeof(p->rbuf));
 		if (n > 0) {
 			feed(s, p->rbuf, n);
 			got += n;
+			if (draining)
+				s->drained += n;
 		} else if (n == 0)
 			stream_close(s, 1);
 		else if (errno == EINTR)
 			continue;
 		else {
-			if (errno != EAGAIN)
+			if (errno != EAGAIN) {
 				log_warn("task %lld: reading its output",
 				    (long long)s->r->id);
+				stream_close(s, 1);
+			} else if (draining)
+				stream_close(s, 1);
 			break;
 		}
 	}
@@ -398,7 +418,7 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	stream_pull(w->data, EXEC_READ);
+	stream_pull(w->data);
 }
 
 /* ---- runs ---- */
@@ -414,10 +434,15 @@ run_free(struct exec_run *r)
 	free(r);
 }
 
-/* The child's group; the child itself if it left it (not once reaped). */
+/*
+ * The child's group; the child itself if it left its group, unless libev
+ * reaped it already (its pid may be someone else's by now).
+ */
 static void
-signal_group(struct exec_run *r, int sig, int alive)
+signal_group(struct exec_run *r, int sig)
 {
+	int alive = ev_is_active(&r->child) && !ev_is_pending(&r->child);
+
 	if (kill(-r->pid, sig) == 0)
 		return;
 	if (errno == ESRCH && alive && kill(r->pid, sig) == 0)
@@ -446,11 +471,11 @@ terminate(struct exec_run *r)
 	struct ev_loop *loop = r->pool->loop;
 
 	r->term_sent = 1;
-	signal_group(r, SIGTERM, 1);
-	signal_group(r, SIGCONT, 1);
+	signal_group(r, SIGTERM);
+	signal_group(r, SIGCONT);
 	ev_timer_stop(loop, &r->timer);
 	if (r->conf->kill_grace_ms == 0)
-		signal_group(r, SIGKILL, 1);
+		signal_group(r, SIGKILL);
 	else
 		arm(r, r->conf->kill_grace_ms);
 }
@@ -630,6 +655,22 @@ run_spawn(struct exec_run *r)
 	const char *what = NULL;
 	pid_t pid;
 
+	/*
+	 * posix_spawn reports these too, but not under valgrind, which turns
+	 * its vfork into a fork: the same reason either way.
+	 */
+	if (faccessat(AT_FDCWD, c->command[0], X_OK, AT_EACCESS) == -1) {
+		snprintf(r->why, sizeof(r->why), "cannot run %s: %s",
+		    c->command[0], strerror(errno));
+		return -1;
+	}
+	if (c->workdir != NULL &&
+	    faccessat(AT_FDCWD, c->workdir, X_OK, AT_EACCESS) == -1) {
+		snprintf(r->why, sizeof(r->why), "cannot run %s: working "
+		    "directory %s: %s", c->command[0], c->workdir,
+		    strerror(errno));
+		return -1;
+	}
 	if ((r->lines = malloc(2 * EXEC_LINE)) == NULL) {
 		snprintf(r->why, sizeof(r->why), "cannot run %s: out of memory",
 		    c->command[0]);
@@ -678,9 +719,6 @@ run_spawn(struct exec_run *r)
 			    "(arguments and environment: %zu bytes)",
 			    c->command[0], strerror(e),
 			    exec_size(r->argv) + exec_size(r->envp));
-		else if (c->workdir != NULL)
-			snprintf(r->why, sizeof(r->why), "cannot run %s in %s: "
-			    "%s", c->command[0], c->workdir, strerror(e));
 		else
 			snprintf(r->why, sizeof(r->why), "cannot run %s: %s",
 			    c->command[0], strerror(e));
@@ -767,18 +805,39 @@ outcome(struct exec_run *r, int status, char *why, size_t len)
 	return EXEC_FAILED;
 }
 
+/*
+ * What the child left in its pipes, a callback's share at a time; once
+ * both are empty or closed FN learns how it ended.
+ */
+static void
+drain(struct exec_run *r)
+{
+	enum exec_result res;
+	char why[EXEC_WHY];
+
+	stream_pull(&r->out);
+	stream_pull(&r->err);
+	if (r->out.fd != -1 || r->err.fd != -1) {
+		arm(r, 0);
+		return;
+	}
+	list_remove(r);
+	res = outcome(r, r->status, why, sizeof(why));
+	log_debug("task %lld: pid %ld ended: %s", (long long)r->id,
+	    (long)r->pid, why);
+	finish(r, res, why);
+}
+
 static void
 child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
 	struct exec_run *r = w->data;
 	struct exec_pool *p = r->pool;
-	enum exec_result res;
-	char why[EXEC_WHY];
 
 	(void)revents;
 	ev_child_stop(loop, w);
 	/* Whatever it left behind in its group dies with it. */
-	signal_group(r, SIGKILL, 0);
+	signal_group(r, SIGKILL);
 	list_remove(r);
 	p->running--;
 	if (r->state == R_CANCELLED) {
@@ -787,15 +846,13 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 		return;
 	}
 	ev_timer_stop(loop, &r->timer);
-	stream_pull(&r->out, EXEC_DRAIN);
-	stream_pull(&r->err, EXEC_DRAIN);
-	stream_close(&r->out, 1);
-	stream_close(&r->err, 1);
-	res = outcome(r, w->rstatus, why, sizeof(why));
-	log_debug("task %lld: pid %ld ended: %s", (long long)r->id,
-	    (long)r->pid, why);
+	r->status = w->rstatus;
+	r->state = R_DRAINING;
+	list_push(&p->draining, r);
+	ev_io_stop(loop, &r->out.io);
+	ev_io_stop(loop, &r->err.io);
 	pool_fill(p);
-	finish(r, res, why);
+	drain(r);
 }
 
 static void
@@ -810,6 +867,10 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		finish(r, r->res, r->why);
 		return;
 	}
+	if (r->state == R_DRAINING) {
+		drain(r);
+		return;
+	}
 	if (!r->term_sent) {
 		r->timed_out = 1;
 		log_debug("task %lld: timed out after %d ms, SIGTERM to "
@@ -821,7 +882,7 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	log_warnx("task %lld: still running %d ms after SIGTERM, sending "
 	    "SIGKILL to process group %ld", (long long)r->id,
 	    r->conf->kill_grace_ms, (long)r->pid);
-	signal_group(r, SIGKILL, 1);
+	signal_group(r, SIGKILL);
 }
 
 /* The child exited and awaits its ev_child: exec_stop leaves it be. */
@@ -840,6 +901,7 @@ child_ended(struct exec_run *r)
 
 /* ---- the interface ---- */
 
+/* LOOP is the default loop: only there does libev reap children. */
 struct exec_pool *
 exec_pool_new(struct ev_loop *loop, int max_processes)
 {
@@ -900,9 +962,16 @@ exec_pool_free(struct exec_pool *p)
 		list_remove(r);
 		run_free(r);
 	}
+	while ((r = p->draining.head) != NULL) {
+		ev_timer_stop(p->loop, &r->timer);
+		stream_close(&r->out, 0);
+		stream_close(&r->err, 0);
+		list_remove(r);
+		run_free(r);
+	}
 	/* Every group killed first, then each child waited for. */
 	for (r = p->live.head; r != NULL; r = r->next)
-		signal_group(r, SIGKILL, !ev_is_pending(&r->child));
+		signal_group(r, SIGKILL);
 	while ((r = p->live.head) != NULL) {
 		int reaped = ev_is_pending(&r->child);
 
@@ -958,10 +1027,9 @@ exec_start(struct exec_pool *p, struct exec_conf *conf,
 		run_free(r);
 		return NULL;
 	}
-	if (rc == 1) {
-		log_debug("task %lld: %s", (long long)r->id, r->why);
+	if (rc == 1)
 		defer(r, EXEC_FAILED, r->why);
-	} else if (p->running < p->max && p->waiting.head == NULL)
+	else if (p->running < p->max && p->waiting.head == NULL)
 		run_launch(r);
 	else {
 		r->state = R_WAITING;
@@ -990,6 +1058,7 @@ exec_stop(struct exec_run *r)
 		}
 		break;
 	case R_ENDING:		/* its result is known already */
+	case R_DRAINING:	/* it ended first */
 	case R_CANCELLED:
 	case R_DONE:
 		break;
@@ -1016,7 +1085,7 @@ exec_cancel(struct exec_run *r)
 		break;
 	case R_RUNNING:
 		/* Only the ev_child is left; child_cb frees the rest. */
-		signal_group(r, SIGKILL, !ev_is_pending(&r->child));
+		signal_group(r, SIGKILL);
 		ev_timer_stop(p->loop, &r->timer);
 		stream_close(&r->out, 1);
 		stream_close(&r->err, 1);
@@ -1025,6 +1094,13 @@ exec_cancel(struct exec_run *r)
 		exec_conf_unref(r->conf);
 		r->conf = NULL;
 		r->state = R_CANCELLED;
+		break;
+	case R_DRAINING:
+		ev_timer_stop(p->loop, &r->timer);
+		stream_close(&r->out, 1);
+		stream_close(&r->err, 1);
+		list_remove(r);
+		run_free(r);
 		break;
 	case R_CANCELLED:
 	case R_DONE:

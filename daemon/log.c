@@ -67,7 +67,7 @@ static void
 vlog(int prio, int with_errno, const char *fmt, va_list ap)
 {
 	int saved = errno;
-	char msg[2048];
+	char msg[8192];		/* a handler line of 4 KiB, escaped, fits */
 	int n;
 
 	if (prio > cur_level)

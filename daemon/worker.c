@@ -407,10 +407,7 @@ task_fail(struct task *t, const char *reason)
 	pgrow_free(t->row);
 	t->row = NULL;
 	t->final = t->attempt >= cfg->retry.attempts;
-	if (t->final)
-		log_warnx("task %lld: %s; no attempt left", (long long)t->id,
-		    why);
-	else {
+	if (!t->final) {
 		t->retry_ms = backoff_retry_delay(t->attempt,
 		    cfg->retry.min_ms, cfg->retry.max_ms, &w->rng);
 		log_notice("task %lld: %s; next attempt in %d ms",
@@ -620,8 +617,11 @@ on_id(void *arg, int qi, const char *val, size_t len, int attempts)
 	t->state = T_WAITING;
 
 	if (taskid_parse(val, len, &t->id, &why) == -1) {
+		char reason[128];
+
 		w->nactive++;
-		task_dead(t, why);
+		snprintf(reason, sizeof(reason), "not an id: %s", why);
+		task_dead(t, reason);
 		return;
 	}
 	log_debug("task %lld: taken from %s", (long long)t->id,

@@ -625,3 +625,177 @@ def log_has_line(log, *words):
             return line
     return None
 
+
+# ---- handlers, retries, scheduled ids and dead reasons ------------------------------
+
+import datetime  # noqa: E402
+import re  # noqa: E402
+import textwrap  # noqa: E402
+
+# A reason in QUEUE:dead:reason: "2026-12-02T01:02:03.456Z attempt 5/5: exit 3".
+REASON_RE = r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) (.*)"
+
+
+def write_script(directory, name, body, interpreter="/bin/sh"):
+    """An executable script DIRECTORY/NAME: a #! line for INTERPRETER and
+    BODY (dedented). Returns its absolute Path."""
+    path = Path(directory).resolve() / name
+    path.write_text(f"#!{interpreter}\n" + textwrap.dedent(body).lstrip("\n"))
+    path.chmod(0o755)
+    return path
+
+
+def exec_handler(command, **keys):
+    """The `handler` group for an exec handler; COMMAND is a path or a list."""
+    if isinstance(command, (str, Path)):
+        command = [command]
+    return {"type": "exec", "command": [str(c) for c in command], **keys}
+
+
+def fast_retry(attempts=1, min_ms=50, max_ms=200):
+    """The `retry` group with a short backoff."""
+    return {"attempts": attempts, "min_ms": min_ms, "max_ms": max_ms}
+
+
+def redis_now_ms(tw):
+    """The Redis server's clock in ms since the epoch (as Q:retry and
+    Q:scheduled use it)."""
+    sec, usec = tw.r.time()
+    return sec * 1000 + usec // 1000
+
+
+def zset(tw, key):
+    """A sorted set as {member: score}."""
+    return dict(tw.r.zrange(key, 0, -1, withscores=True))
+
+
+def hash_of(tw, key):
+    return tw.r.hgetall(key)
+
+
+def dead_reasons(tw, queue="tasks"):
+    """QUEUE:dead:reason as {value: reason}."""
+    return tw.r.hgetall(f"{queue}:dead:reason")
+
+
+def split_reason(value):
+    """A dead reason's (timestamp, text); fails unless it starts with an
+    ISO 8601 UTC timestamp within a few minutes of now."""
+    m = re.fullmatch(REASON_RE, value or "", re.S)
+    assert m, f"reason {value!r} is not '<ISO 8601 UTC time> <text>'"
+    stamp = m.group(1)
+    when = datetime.datetime.strptime(stamp.split(".")[0], "%Y-%m-%dT%H:%M:%S")
+    when = when.replace(tzinfo=datetime.timezone.utc)
+    skew = abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds())
+    assert skew < 300, f"reason time {stamp} is {skew:.0f}s away from now"
+    return stamp, m.group(2)
+
+
+def reason_text(tw, value, queue="tasks"):
+    """The text of VALUE's reason in QUEUE:dead:reason, after the timestamp."""
+    reason = tw.r.hget(f"{queue}:dead:reason", str(value))
+    assert reason is not None, \
+        f"no field {value!r} in {queue}:dead:reason: {dead_reasons(tw, queue)}"
+    return split_reason(reason)[1]
+
+
+def wait_dead(tw, values, timeout, daemon=None, queue="tasks"):
+    """Wait until every one of VALUES is in QUEUE:dead."""
+    want = {str(v) for v in values}
+    wait_until(lambda: want <= set(tw.lrange(f"{queue}:dead")), timeout,
+               f"{sorted(want)[:10]} in {queue}:dead (now {tw.lrange(f'{queue}:dead')[:10]}, "
+               f"retry {zset(tw, f'{queue}:retry')}, statuses "
+               f"{tw.statuses([int(v) for v in want if v.isdigit()])})",
+               daemon=daemon)
+
+
+def read_lines(path):
+    """The lines of a file the handler writes; [] while it does not exist."""
+    try:
+        return Path(path).read_text(errors="surrogateescape").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def rss_kib(pid):
+    """VmRSS of PID in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class ProcRef:
+    """One process, known by PID and start time (a reused PID is another
+    process). A zombie counts as gone, and is reaped when it is ours (the
+    test process is a subreaper, see twservers.become_subreaper)."""
+
+    def __init__(self, pid):
+        self.pid = int(pid)
+        st = self._stat()
+        self.start = st[1] if st else None
+
+    def _stat(self):
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                stat = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        fields = stat.rsplit(")", 1)[1].split()
+        return fields[0], fields[19], int(fields[1])  # state, starttime, ppid
+
+    def alive(self):
+        st = self._stat()
+        if st is None or self.start is None or st[1] != self.start:
+            return False
+        if st[0] in ("Z", "X"):
+            try:
+                os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            return False
+        return True
+
+    def kill(self):
+        """SIGKILL it by PID if it is still the same process."""
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def __repr__(self):
+        return f"pid {self.pid}"
+
+
+@pytest.fixture
+def spawned():
+    """A list to add ProcRefs of handler processes to; any still alive at
+    the end of the test is SIGKILLed by PID (a daemon that failed to end
+    them must not leave them behind)."""
+    procs = []
+    yield procs
+    for p in procs:
+        p.kill()
+
+
+@pytest.fixture
+def sql_teardown(tw):
+    """A list of SQL statements run (in reverse order) after the test, after
+    the daemons have stopped if this fixture is requested before
+    `taskworkerd`: for the columns, triggers and functions a test adds."""
+    statements = []
+    yield statements
+    for sql in reversed(statements):
+        tw.db.execute(sql)
+
+
+@pytest.fixture
+def task_columns(tw, sql_teardown):
+    """add(name, type): ALTER TABLE task ADD COLUMN, dropped after the test."""
+    def add(name, sqltype="text"):
+        quoted = '"' + name.replace('"', '""') + '"'
+        tw.db.execute(f"ALTER TABLE task ADD COLUMN {quoted} {sqltype}")
+        sql_teardown.append(f"ALTER TABLE task DROP COLUMN IF EXISTS {quoted}")
+    return add

@@ -132,6 +132,8 @@ def test_install_layout(installed):
     assert os.access(p / "sbin" / "taskworkerd", os.X_OK)
     assert (p / "etc" / "taskworkerd" / "taskworkerd.conf").is_file()
     assert (p / "share" / "taskworkerd" / "schema.sql").is_file()
+    assert os.access(p / "share" / "taskworkerd" / "examples" / "process-task.sh", os.X_OK)
+    assert (p / "share" / "taskworkerd" / "examples" / "process_task.sql").is_file()
     unit = (p / "units" / "taskworkerd.service").read_text()
     assert f"ExecStart={p}/sbin/taskworkerd -c {p}/etc/taskworkerd/taskworkerd.conf" in unit
     template = (p / "units" / "taskworkerd@.service").read_text()
