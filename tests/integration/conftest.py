@@ -799,3 +799,19 @@ def task_columns(tw, sql_teardown):
         tw.db.execute(f"ALTER TABLE task ADD COLUMN {quoted} {sqltype}")
         sql_teardown.append(f"ALTER TABLE task DROP COLUMN IF EXISTS {quoted}")
     return add
+
+
+def refuse_completing(tw, sql_teardown, bad):
+    """A trigger that raises when row BAD is set to completed (and only
+    then): its own UPDATE fails, every other row's goes through."""
+    tw.db.execute(f"""
+        CREATE FUNCTION tw_no_completing() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          RAISE EXCEPTION 'no completing %', NEW.id;
+        END $$;
+        CREATE TRIGGER tw_no_completing BEFORE UPDATE ON task FOR EACH ROW
+          WHEN (NEW.status = 'completed' AND NEW.id = {bad})
+          EXECUTE FUNCTION tw_no_completing();
+    """)
+    sql_teardown.append("DROP FUNCTION IF EXISTS tw_no_completing()")
+    sql_teardown.append("DROP TRIGGER IF EXISTS tw_no_completing ON task")

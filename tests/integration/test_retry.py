@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import (exec_handler, fast_retry, log_has_line, read_lines, reason_text,
+                      refuse_completing,
                       redis_now_ms, scaled, split_reason, wait_dead, wait_until, write_script, zset)
 
 
@@ -278,17 +279,7 @@ def test_row_whose_update_raises(tw, sql_teardown, taskworkerd):
     'failed' and dead with the trigger's message."""
     ids = tw.insert(200)
     bad = ids[123]
-    tw.db.execute(f"""
-        CREATE FUNCTION tw_no_completing() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-          RAISE EXCEPTION 'no completing %', NEW.id;
-        END $$;
-        CREATE TRIGGER tw_no_completing BEFORE UPDATE ON task FOR EACH ROW
-          WHEN (NEW.status = 'completed' AND NEW.id = {bad})
-          EXECUTE FUNCTION tw_no_completing();
-    """)
-    sql_teardown.append("DROP FUNCTION IF EXISTS tw_no_completing()")
-    sql_teardown.append("DROP TRIGGER IF EXISTS tw_no_completing ON task")
+    refuse_completing(tw, sql_teardown, bad)
     d = taskworkerd(retry=fast_retry(2), worker={"delay_ms": 0})
     good = [i for i in ids if i != bad]
     t0 = time.monotonic()

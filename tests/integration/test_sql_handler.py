@@ -5,6 +5,7 @@ error fails the attempt with 'SQLSTATE XXXXX: message'."""
 import pytest
 
 from conftest import (EX_CONFIG, EX_OK, REPO, fast_retry, line_number, reason_text,
+                      refuse_completing,
                       render_config, wait_dead, wait_until, zset)
 
 EXAMPLE_SQL = REPO / "conf" / "examples" / "process_task.sql"
@@ -116,17 +117,7 @@ def test_sql_update_error_rolls_back_work(tw, example_sql, sql_teardown, taskwor
     trigger): the work is rolled back with it; the row ends 'failed'."""
     ids = tw.insert(10)
     bad = ids[4]
-    tw.db.execute(f"""
-        CREATE FUNCTION tw_no_completing() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-          RAISE EXCEPTION 'no completing %', NEW.id;
-        END $$;
-        CREATE TRIGGER tw_no_completing BEFORE UPDATE ON task FOR EACH ROW
-          WHEN (NEW.status = 'completed' AND NEW.id = {bad})
-          EXECUTE FUNCTION tw_no_completing();
-    """)
-    sql_teardown.append("DROP FUNCTION IF EXISTS tw_no_completing()")
-    sql_teardown.append("DROP TRIGGER IF EXISTS tw_no_completing ON task")
+    refuse_completing(tw, sql_teardown, bad)
     tw.push(ids)
     d = taskworkerd(handler=SQL_HANDLER, retry=fast_retry(1))
     good = [i for i in ids if i != bad]
