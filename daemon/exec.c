@@ -99,6 +99,7 @@ struct exec_pool {
 	struct runlist live;	/* R_RUNNING and R_CANCELLED */
 	struct runlist ending;	/* R_ENDING */
 	struct runlist draining;	/* R_DRAINING */
+	ev_timer fill;		/* starts waiting runs on the next turn */
 	posix_spawnattr_t attr;
 	unsigned long lines;	/* lines logged, to bound a callback's work */
 	char rbuf[EXEC_CHUNK];
@@ -106,6 +107,7 @@ struct exec_pool {
 };
 
 static void child_cb(struct ev_loop *, ev_child *, int);
+static void fill_cb(struct ev_loop *, ev_timer *, int);
 static void timer_cb(struct ev_loop *, ev_timer *, int);
 static void io_cb(struct ev_loop *, ev_io *, int);
 
@@ -840,9 +842,15 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	signal_group(r, SIGKILL);
 	list_remove(r);
 	p->running--;
+	/*
+	 * The next child starts on the next loop turn: libev reaps one child
+	 * per turn, and spawning from here would keep it reaping and spawning
+	 * while the sockets wait.
+	 */
+	if (!ev_is_active(&p->fill))
+		ev_timer_start(loop, &p->fill);
 	if (r->state == R_CANCELLED) {
 		run_free(r);
-		pool_fill(p);
 		return;
 	}
 	ev_timer_stop(loop, &r->timer);
@@ -851,8 +859,15 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	list_push(&p->draining, r);
 	ev_io_stop(loop, &r->out.io);
 	ev_io_stop(loop, &r->err.io);
-	pool_fill(p);
 	drain(r);
+}
+
+static void
+fill_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	pool_fill(w->data);
 }
 
 static void
@@ -912,6 +927,8 @@ exec_pool_new(struct ev_loop *loop, int max_processes)
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return NULL;
 	p->loop = loop;
+	ev_timer_init(&p->fill, fill_cb, 0., 0.);
+	p->fill.data = p;
 	p->max = max_processes > 0 ? max_processes : 1;
 	if ((e = posix_spawnattr_init(&p->attr)) != 0) {
 		free(p);
@@ -953,6 +970,7 @@ exec_pool_free(struct exec_pool *p)
 
 	if (p == NULL)
 		return;
+	ev_timer_stop(p->loop, &p->fill);
 	while ((r = p->waiting.head) != NULL) {
 		list_remove(r);
 		run_free(r);
