@@ -2,6 +2,8 @@
  * worker: every task's state machine, from fetched to acknowledged, and
  * the in-flight window that is the daemon's only back-pressure.
  */
+#include <sys/queue.h>
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,10 +31,12 @@ enum tstate {
 	T_RETRYING,	/* move to QUEUE:retry sent */
 	T_DEAD,		/* move to the dead list sent */
 	T_BACKOFF,	/* a step failed; the timer retries it */
+	T_NSTATES
 };
 
 struct task {
-	struct task *prev, *next;
+	TAILQ_ENTRY(task) all;	/* every task in memory */
+	TAILQ_ENTRY(task) wait;	/* T_WAITING: the FIFO of tasks without a slot */
 	struct worker *w;
 	int qi;
 	int64_t id;
@@ -71,9 +75,10 @@ struct worker {
 	struct pgstore *ps;
 	struct handler *h;
 	uint64_t rng;		/* jitter of task retries */
-	struct task *head, *tail;
+	TAILQ_HEAD(, task) tasks;
+	TAILQ_HEAD(, task) waiting;
 	int ntasks;
-	int nactive;		/* tasks not T_WAITING */
+	int nstate[T_NSTATES];	/* tasks in each state */
 	int stopping;
 	int abandoning;
 	int requeueing;
@@ -129,24 +134,37 @@ room(void *arg)
 	return w->cfg->worker.concurrency - w->ntasks;
 }
 
-/* ---- task lifecycle ---- */
+
+/* Tasks holding a slot of the window: every one not waiting for one. */
+static int
+nactive(const struct worker *w)
+{
+	return w->ntasks - w->nstate[T_WAITING];
+}
+
+/* Every change of state goes here, so the counts stay true. */
+static void
+set_state(struct task *t, enum tstate s)
+{
+	struct worker *w = t->w;
+
+	if (t->state == T_WAITING)
+		TAILQ_REMOVE(&w->waiting, t, wait);
+	w->nstate[t->state]--;
+	w->nstate[s]++;
+	t->state = s;
+}
 
 static void
 task_free(struct task *t)
 {
 	struct worker *w = t->w;
 
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		w->head = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
-	else
-		w->tail = t->prev;
+	if (t->state == T_WAITING)
+		TAILQ_REMOVE(&w->waiting, t, wait);
+	TAILQ_REMOVE(&w->tasks, t, all);
+	w->nstate[t->state]--;
 	w->ntasks--;
-	if (t->state != T_WAITING)
-		w->nactive--;
 	ev_timer_stop(w->loop, &t->timer);
 	pgstore_cancel(t->req);
 	if (t->run)
@@ -156,17 +174,16 @@ task_free(struct task *t)
 	free(t);
 }
 
-/* Starts waiting tasks while there are free slots. */
+
+/* Starts waiting tasks, oldest first, while there are free slots. */
 static void
 start_waiting(struct worker *w)
 {
-	for (struct task *t = w->head; t != NULL &&
-	    w->nactive < w->cfg->worker.concurrency; t = t->next) {
-		if (t->state != T_WAITING)
-			continue;
-		w->nactive++;
+	struct task *t;
+
+	while (nactive(w) < w->cfg->worker.concurrency &&
+	    (t = TAILQ_FIRST(&w->waiting)) != NULL)
 		task_load(t);
-	}
 }
 
 /* A task left memory: make room for the next. */
@@ -237,7 +254,7 @@ task_retry(struct task *t, enum tstate step, const char *why)
 	w->stats.retries++;
 	log_debug("task %lld: %s; retrying in %d ms", (long long)t->id, why,
 	    delay);
-	t->state = T_BACKOFF;
+	set_state(t, T_BACKOFF);
 	t->resume = step;
 	ev_timer_stop(w->loop, &t->timer);
 	ev_init(&t->timer, retry_cb);
@@ -267,7 +284,7 @@ task_ack(struct task *t)
 {
 	struct worker *w = t->w;
 
-	t->state = T_ACKING;
+	set_state(t, T_ACKING);
 	if (redisq_ack(w->q, t->qi, t->val, t->len, t->attempt - 1, ack_cb,
 	    t) == -1)
 		task_retry(t, T_ACKING, "redis is not connected");
@@ -293,7 +310,7 @@ dead_cb(void *arg, int ok)
 static void
 dead_send(struct task *t)
 {
-	t->state = T_DEAD;
+	set_state(t, T_DEAD);
 	if (redisq_dead(t->w->q, t->qi, t->val, t->len, t->why, dead_cb,
 	    t) == -1)
 		task_retry(t, T_DEAD, "redis is not connected");
@@ -340,7 +357,7 @@ retried_cb(void *arg, int ok)
 static void
 retry_send(struct task *t)
 {
-	t->state = T_RETRYING;
+	set_state(t, T_RETRYING);
 	if (redisq_retry(t->w->q, t->qi, t->val, t->len, t->retry_ms,
 	    t->attempt, retried_cb, t) == -1)
 		task_retry(t, T_RETRYING, "redis is not connected");
@@ -378,7 +395,7 @@ mark_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 static void
 task_mark(struct task *t)
 {
-	t->state = T_MARKING;
+	set_state(t, T_MARKING);
 	t->req = pgstore_fail(t->w->ps, t->id, t->final, t->attempt, t->why,
 	    mark_cb, t);
 	if (t->req == NULL)
@@ -445,7 +462,7 @@ complete_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 static void
 task_complete(struct task *t)
 {
-	t->state = T_COMPLETING;
+	set_state(t, T_COMPLETING);
 	t->req = pgstore_complete(t->w->ps, t->id, complete_cb, t);
 	if (t->req == NULL)
 		task_retry(t, T_COMPLETING, "out of memory");
@@ -504,7 +521,7 @@ task_run(struct task *t)
 		.row = t->row,
 	};
 
-	t->state = T_RUNNING;
+	set_state(t, T_RUNNING);
 	t->run = handler_start(w->h, &ht, run_cb, t);
 	if (t->run == NULL)
 		task_retry(t, T_RUNNING, "out of memory");
@@ -571,7 +588,7 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 		return;
 	}
 	t->row = row;
-	t->state = T_DELAY;
+	set_state(t, T_DELAY);
 	t->delay_start = now;
 	arm_delay(t);
 }
@@ -579,7 +596,7 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 static void
 task_load(struct task *t)
 {
-	t->state = T_LOADING;
+	set_state(t, T_LOADING);
 	t->req = pgstore_load(t->w->ps, t->id, load_cb, t);
 	if (t->req == NULL)
 		task_retry(t, T_LOADING, "out of memory");
@@ -607,19 +624,15 @@ on_id(void *arg, int qi, const char *val, size_t len, int attempts)
 	memcpy(t->val, val, len);
 	ev_init(&t->timer, delay_cb);
 	t->timer.data = t;
-	t->prev = w->tail;
-	if (w->tail)
-		w->tail->next = t;
-	else
-		w->head = t;
-	w->tail = t;
-	w->ntasks++;
 	t->state = T_WAITING;
+	TAILQ_INSERT_TAIL(&w->tasks, t, all);
+	TAILQ_INSERT_TAIL(&w->waiting, t, wait);
+	w->nstate[T_WAITING]++;
+	w->ntasks++;
 
 	if (taskid_parse(val, len, &t->id, &why) == -1) {
 		char reason[128];
 
-		w->nactive++;
 		snprintf(reason, sizeof(reason), "not an id: %s", why);
 		task_dead(t, reason);
 		return;
@@ -628,18 +641,16 @@ on_id(void *arg, int qi, const char *val, size_t len, int attempts)
 	    redisq_queue(w->q, qi));
 	if (w->stopping)
 		return;		/* goes back with the rest */
-	if (w->nactive < w->cfg->worker.concurrency) {
-		w->nactive++;
-		task_load(t);
-	}
+	start_waiting(w);
 }
 
 static void
 foreach_held(void *arg, int qi, redisq_add_fn *add, void *ctx)
 {
 	struct worker *w = arg;
+	struct task *t;
 
-	for (struct task *t = w->head; t != NULL; t = t->next)
+	TAILQ_FOREACH(t, &w->tasks, all)
 		if (t->qi == qi)
 			add(ctx, t->val, t->len);
 }
@@ -696,11 +707,11 @@ requeued_cb(void *arg, int ok)
 static void
 check_drained(struct worker *w)
 {
-	struct task *t, *next;
+	struct task *t;
 
 	if (w->requeueing || w->exiting)
 		return;
-	for (t = w->head; t != NULL; t = t->next) {
+	TAILQ_FOREACH(t, &w->tasks, all) {
 		if (t->state == T_WAITING)
 			continue;
 		if (!w->abandoning)
@@ -709,10 +720,8 @@ check_drained(struct worker *w)
 		if (awaited(t))
 			return;
 	}
-	for (t = w->head; t != NULL; t = next) {
-		next = t->next;
+	while ((t = TAILQ_FIRST(&w->tasks)) != NULL)
 		task_free(t);
-	}
 	w->requeueing = 1;
 	ev_timer_stop(w->loop, &w->shutdown);
 	redisq_requeue_all(w->q, requeued_cb, w);
@@ -731,10 +740,11 @@ awaited(const struct task *t)
 static void
 abandon(struct worker *w)
 {
+	struct task *t;
 	int n = 0;
 
 	w->abandoning = 1;
-	for (struct task *t = w->head; t != NULL; t = t->next) {
+	TAILQ_FOREACH(t, &w->tasks, all) {
 		if (t->state == T_WAITING || awaited(t))
 			n += t->state == T_RUNNING;
 		else
@@ -762,7 +772,7 @@ worker_stop(struct worker *w, int now)
 	if (!w->stopping) {
 		w->stopping = 1;
 		log_info("stopping: %d task(s) in flight, waiting up to %d ms",
-		    w->nactive, w->cfg->worker.shutdown_timeout_ms);
+		    nactive(w), w->cfg->worker.shutdown_timeout_ms);
 		redisq_stop_fetch(w->q);
 		ev_timer_set(&w->shutdown,
 		    w->cfg->worker.shutdown_timeout_ms / 1000.0, 0.);
@@ -782,13 +792,10 @@ void
 worker_update_status(struct worker *w)
 {
 	char buf[sizeof(w->status)];
-	int retrying = 0;
-
-	for (struct task *t = w->head; t != NULL; t = t->next)
-		retrying += t->state == T_BACKOFF;
+	int retrying = w->nstate[T_BACKOFF];
 	if (w->stopping)
 		snprintf(buf, sizeof(buf), "stopping: %d task(s) in flight",
-		    w->nactive);
+		    nactive(w));
 	else if (!redisq_ready(w->q))
 		snprintf(buf, sizeof(buf), "waiting for redis at %s%s%s",
 		    w->cfg->redis.unix_socket[0] ? w->cfg->redis.unix_socket :
@@ -801,7 +808,7 @@ worker_update_status(struct worker *w)
 	else
 		snprintf(buf, sizeof(buf), "serving: %d in flight, %d "
 		    "retrying, %d running, %llu completed, %llu already done, "
-		    "%llu retried, %llu dead; postgres %d/%d", w->nactive,
+		    "%llu retried, %llu dead; postgres %d/%d", nactive(w),
 		    retrying, handler_running(w->h),
 		    (unsigned long long)w->stats.completed,
 		    (unsigned long long)w->stats.skipped,
@@ -833,6 +840,8 @@ worker_new(struct ev_loop *loop, const struct config *cfg,
 	w->cfg = cfg;
 	w->exit_fn = exit_fn;
 	w->exit_arg = arg;
+	TAILQ_INIT(&w->tasks);
+	TAILQ_INIT(&w->waiting);
 	ev_init(&w->shutdown, shutdown_cb);
 	w->shutdown.data = w;
 	w->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
@@ -853,7 +862,7 @@ worker_new(struct ev_loop *loop, const struct config *cfg,
 void
 worker_free(struct worker *w)
 {
-	struct task *t, *next;
+	struct task *t;
 
 	if (w == NULL)
 		return;
@@ -861,10 +870,8 @@ worker_free(struct worker *w)
 	ev_timer_stop(w->loop, &w->shutdown);
 	/* Redis answers what is pending (ignored: exiting) while it closes. */
 	redisq_free(w->q);
-	for (t = w->head; t != NULL; t = next) {
-		next = t->next;
+	while ((t = TAILQ_FIRST(&w->tasks)) != NULL)
 		task_free(t);
-	}
 	handler_free(w->h);
 	pgstore_free(w->ps);
 	free(w);
@@ -874,13 +881,14 @@ void
 worker_reconfigure(struct worker *w, const struct config *cfg)
 {
 	int delay_changed = cfg->worker.delay_ms != w->cfg->worker.delay_ms;
+	struct task *t;
 
 	pgstore_reconfigure(w->ps, cfg);
 	redisq_reconfigure(w->q, cfg);
 	handler_reconfigure(w->h, cfg);
 	w->cfg = cfg;
 	if (delay_changed)
-		for (struct task *t = w->head; t != NULL; t = t->next)
+		TAILQ_FOREACH(t, &w->tasks, all)
 			if (t->state == T_DELAY)
 				arm_delay(t);
 	if (!w->stopping) {
