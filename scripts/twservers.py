@@ -12,6 +12,13 @@ As a module:
     ...
     redis.cleanup(); pg.cleanup()               # stop and remove the dirs
 
+By default both are set up for speed, as the tests want: redis-server with
+no persistence (save "", appendonly no), PostgreSQL with fsync=off. With
+durable=True (RedisServer(durable=True), PostgresServer(durable=True), or
+`start --durable`) each keeps its own defaults instead: redis-server's RDB
+snapshot schedule with appendonly no (as Debian ships it), PostgreSQL with
+fsync, synchronous_commit and full_page_writes on. scripts/bench uses that.
+
 As a command:
 
     /usr/bin/python3 scripts/twservers.py start --dir DIR
@@ -160,7 +167,8 @@ def _tail(path, lines=40):
 class RedisServer:
     """A redis-server in the foreground, on 127.0.0.1, with its own dir."""
 
-    def __init__(self, dir=None, port=None, extra_args=(), binary=REDIS_SERVER):
+    def __init__(self, dir=None, port=None, extra_args=(), binary=REDIS_SERVER,
+                 durable=False):
         if dir is None:
             self.dir = tempfile.mkdtemp(prefix="twredis-")
             self._own_dir = True
@@ -171,6 +179,7 @@ class RedisServer:
         self.port = port
         self.extra_args = list(extra_args)
         self.binary = binary
+        self.durable = durable  # True: redis-server's own persistence defaults
         self.proc = None
         self.pid = None
         self.host = "127.0.0.1"
@@ -178,9 +187,12 @@ class RedisServer:
         self._registered = False
 
     def argv(self):
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", self.dir,
-                "--daemonize", "no"] + self.extra_args
+        # durable: no --save/--appendonly, so redis-server's defaults apply
+        # (RDB snapshots "3600 1 300 100 60 10000", appendonly no: what
+        # Debian's /etc/redis/redis.conf leaves them at).
+        persistence = [] if self.durable else ["--save", "", "--appendonly", "no"]
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"] \
+            + persistence + ["--dir", self.dir, "--daemonize", "no"] + self.extra_args
 
     def start(self, timeout=START_TIMEOUT, detach=False):
         """Start it and wait until it answers PING. DETACH: outlive us."""
@@ -281,8 +293,9 @@ class PostgresServer:
                "immediate": signal.SIGQUIT}
 
     def __init__(self, basedir=None, port=None, dbname="tasks",
-                 schema_file=SCHEMA_FILE, bindir=PG_BIN):
+                 schema_file=SCHEMA_FILE, bindir=PG_BIN, durable=False):
         self.bindir = bindir
+        self.durable = durable  # True: fsync etc. at PostgreSQL's defaults
         self.dbname = dbname
         self.schema_file = schema_file
         self.port = port
@@ -327,7 +340,9 @@ class PostgresServer:
 
     def _pg_ctl_start(self, timeout):
         opts = (f"-p {self.port} -k {self.sockdir} "
-                "-c listen_addresses=127.0.0.1 -c fsync=off")
+                "-c listen_addresses=127.0.0.1")
+        if not self.durable:
+            opts += " -c fsync=off"
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
                    "-l", self.logfile, "-w", "-t", str(int(timeout)),
                    "-o", opts, "start"], "pg_ctl start")
@@ -429,9 +444,9 @@ def cmd_start(args):
     redis = pg = None
     try:
         redis = RedisServer(dir=os.path.join(args.dir, "redis"),
-                            extra_args=args.redis_arg)
+                            extra_args=args.redis_arg, durable=args.durable)
         redis.start(detach=True)
-        pg = PostgresServer()
+        pg = PostgresServer(durable=args.durable)
         pg.start(detach=True)
     except Exception as e:
         print(f"twservers: {e}", file=sys.stderr)
@@ -494,6 +509,9 @@ def main(argv=None):
     p.add_argument("--dir", required=True)
     p.add_argument("--redis-arg", action="append", default=[],
                    help="extra redis-server argument (repeatable), e.g. --redis-arg=--appendonly --redis-arg=yes")
+    p.add_argument("--durable", action="store_true",
+                   help="servers at their default durability (PostgreSQL fsync on, "
+                   "redis-server RDB snapshots) instead of fsync=off and no persistence")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_start)
     p = sub.add_parser("stop", help="stop the servers recorded in DIR/env")
