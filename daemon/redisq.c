@@ -1,6 +1,8 @@
 /*
  * redisq: Redis connections on the loop. One connection carries scripts,
- * acks and dead letters; one per queue blocks in BLMOVE while all are empty.
+ * acks and dead letters; one per queue waits in BLMOVE while all are empty.
+ * Ids taken are members of QUEUE:processing:WORKER, a sorted set scored by
+ * the order they were taken in: every step costs O(log n) in what is held.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -30,56 +32,70 @@
 #define QERR_RECHECK	1.0	/* a queue of the wrong type is retried */
 
 /*
- * KEYS: queue1, processing1, attempts1, queue2, ...; ARGV[1]: most ids to
- * take. Returns {queue index, id, failed runs so far, ...}; a queue that
- * answers with an error gives {-(index + 1), message, 0}.
+ * KEYS: queue1, processing1, attempts1, queue2, ...; ARGV: most ids to
+ * take, the sequence number of the first. Each id taken becomes a member
+ * of the processing set scored by that sequence. Returns {queue index,
+ * id, failed runs so far, ...}; a queue that answers with an error gives
+ * {-(index + 1), message, 0}.
  */
 static const char fetch_lua[] =
 	"local n = tonumber(ARGV[1])\n"
+	"local seq = tonumber(ARGV[2])\n"
 	"local out = {}\n"
 	"for i = 1, #KEYS, 3 do\n"
-	"  while n > 0 do\n"
-	"    local v = redis.pcall('LMOVE', KEYS[i], KEYS[i+1], 'LEFT', 'RIGHT')\n"
-	"    if type(v) == 'table' and v.err then\n"
-	"      out[#out+1] = -(i+2)/3; out[#out+1] = v.err; out[#out+1] = 0\n"
-	"      break\n"
-	"    end\n"
-	"    if not v then break end\n"
-	"    local a = redis.pcall('HGET', KEYS[i+2], v)\n"
-	"    if type(a) ~= 'string' then a = 0 end\n"
-	"    out[#out+1] = (i-1)/3; out[#out+1] = v; out[#out+1] = tonumber(a) or 0\n"
-	"    n = n - 1\n"
-	"  end\n"
 	"  if n == 0 then break end\n"
+	"  local vs = redis.pcall('LPOP', KEYS[i], n)\n"
+	"  if type(vs) == 'table' and vs.err then\n"
+	"    out[#out+1] = -(i+2)/3; out[#out+1] = vs.err; out[#out+1] = 0\n"
+	"  elseif vs then\n"
+	"    for _, v in ipairs(vs) do\n"
+	"      redis.call('ZADD', KEYS[i+1], 'NX', seq, v); seq = seq + 1\n"
+	"      local a = redis.call('HGET', KEYS[i+2], v)\n"
+	"      out[#out+1] = (i-1)/3; out[#out+1] = v; out[#out+1] = tonumber(a) or 0\n"
+	"    end\n"
+	"    n = n - #vs\n"
+	"  end\n"
 	"end\n"
 	"return out\n";
 
 /*
- * KEYS: queue, processing; ARGV: the values held in memory. Everything in
- * the processing list that is not held goes back to the head of the queue,
- * in order. Returns how many went back.
+ * Puts every member of the processing set KEYS[1] back at the head of the
+ * queue KEYS[2], in the order they were taken, except those in the table
+ * HELD. A list there (left by a taskworkerd before 0.2) goes back whole.
+ * Returns how many went back.
+ */
+#define GIVE_BACK_LUA \
+	"local function give_back(p, q, held)\n" \
+	"  if redis.call('TYPE', p).ok == 'list' then\n" \
+	"    local n = 0\n" \
+	"    while redis.call('LMOVE', p, q, 'RIGHT', 'LEFT') do n = n + 1 end\n" \
+	"    return n\n" \
+	"  end\n" \
+	"  local items = redis.call('ZRANGE', p, 0, -1)\n" \
+	"  local back = {}\n" \
+	"  for i = 1, #items do\n" \
+	"    if not held[items[i]] then back[#back+1] = items[i] end\n" \
+	"  end\n" \
+	"  for i = #back, 1, -1 do redis.call('LPUSH', q, back[i]) end\n" \
+	"  for i = 1, #back, 1000 do\n" \
+	"    redis.call('ZREM', p, unpack(back, i, math.min(i + 999, #back)))\n" \
+	"  end\n" \
+	"  return #back\n" \
+	"end\n"
+
+/*
+ * KEYS: queue, processing; ARGV: the values held in memory. Everything
+ * else in the processing set goes back to the head of the queue.
  */
 static const char reconcile_lua[] =
+	GIVE_BACK_LUA
 	"local held = {}\n"
-	"for i = 1, #ARGV do held[ARGV[i]] = (held[ARGV[i]] or 0) + 1 end\n"
-	"local items = redis.call('LRANGE', KEYS[2], 0, -1)\n"
-	"local keep, back = {}, {}\n"
-	"for i = 1, #items do\n"
-	"  local v = items[i]\n"
-	"  if (held[v] or 0) > 0 then held[v] = held[v] - 1; keep[#keep+1] = v\n"
-	"  else back[#back+1] = v end\n"
-	"end\n"
-	"if #back == 0 then return 0 end\n"
-	"redis.call('DEL', KEYS[2])\n"
-	"for i = 1, #keep, 1000 do\n"
-	"  redis.call('RPUSH', KEYS[2], unpack(keep, i, math.min(i + 999, #keep)))\n"
-	"end\n"
-	"for i = #back, 1, -1 do redis.call('LPUSH', KEYS[1], back[i]) end\n"
-	"return #back\n";
+	"for i = 1, #ARGV do held[ARGV[i]] = true end\n"
+	"return give_back(KEYS[2], KEYS[1], held)\n";
 
 /* KEYS: processing, attempts; ARGV[1]: the value. A task done after retries. */
 static const char ack_lua[] =
-	"local n = redis.call('LREM', KEYS[1], 1, ARGV[1])\n"
+	"local n = redis.call('ZREM', KEYS[1], ARGV[1])\n"
 	"redis.call('HDEL', KEYS[2], ARGV[1])\n"
 	"return n\n";
 
@@ -89,7 +105,7 @@ static const char ack_lua[] =
  * An id no longer in the processing list (reclaimed) is left alone.
  */
 static const char retry_lua[] =
-	"if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end\n"
+	"if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
 	"local t = redis.call('TIME')\n"
 	"local due = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2])\n"
 	"redis.call('ZADD', KEYS[2], due, ARGV[1])\n"
@@ -102,7 +118,7 @@ static const char retry_lua[] =
  * dead_max the oldest go, with their reasons. Returns {moved, dropped}.
  */
 static const char dead_lua[] =
-	"if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return {0, 0} end\n"
+	"if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {0, 0} end\n"
 	"redis.call('RPUSH', KEYS[2], ARGV[1])\n"
 	"redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])\n"
 	"redis.call('HDEL', KEYS[4], ARGV[1])\n"
@@ -143,17 +159,14 @@ static const char move_lua[] =
  * {worker, count, ...} for what it moved.
  */
 static const char beat_lua[] =
+	GIVE_BACK_LUA
 	"redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])\n"
 	"redis.call('SADD', KEYS[2], ARGV[1])\n"
 	"local out = {}\n"
 	"for _, w in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
 	"  if w ~= ARGV[1] and\n"
 	"      redis.call('EXISTS', KEYS[1] .. ':heartbeat:' .. w) == 0 then\n"
-	"    local p = KEYS[1] .. ':processing:' .. w\n"
-	"    local n = 0\n"
-	"    while redis.call('LMOVE', p, KEYS[1], 'RIGHT', 'LEFT') do\n"
-	"      n = n + 1\n"
-	"    end\n"
+	"    local n = give_back(KEYS[1] .. ':processing:' .. w, KEYS[1], {})\n"
 	"    redis.call('SREM', KEYS[2], w)\n"
 	"    out[#out+1] = w; out[#out+1] = n\n"
 	"  end\n"
@@ -212,7 +225,7 @@ struct redisq {
 	int need_reconcile;	/* a fetch reply was lost */
 	int reconcile_left;
 	int script_inflight;
-	int lookups;		/* attempt counts asked for BLMOVEd ids */
+	double seq;		/* take order of the next id (a Lua number) */
 	int moves_out;		/* mover scripts not yet answered */
 	ev_timer mover;
 	int known_empty;	/* the last fetch found every queue empty */
@@ -282,11 +295,7 @@ rc_lost(struct rconn *c, const char *why)
 	c->state = RC_DOWN;
 	c->pending = 0;
 	c->unblock_sent = 0;
-	if (c->blocked) {
-		/* The server may have moved an id whose reply we lost. */
-		c->blocked = 0;
-		q->need_reconcile = 1;
-	}
+	c->blocked = 0;		/* a BLMOVE moves nothing: nothing lost */
 	ev_timer_stop(q->loop, &c->timeout);
 	delay = backoff_next(&c->bo);
 	if (why == NULL)
@@ -301,10 +310,9 @@ rc_lost(struct rconn *c, const char *why)
 	ev_timer_set(&c->retry, delay / 1000.0, 0.);
 	ev_timer_start(q->loop, &c->retry);
 	if (c->qi < 0) {
-		if (q->script_inflight || q->lookups)
+		if (q->script_inflight)
 			q->need_reconcile = 1;
 		q->script_inflight = 0;
-		q->lookups = 0;
 		q->moves_out = 0;
 		ev_timer_stop(q->loop, &q->mover);
 		q->recovered = 0;
@@ -811,11 +819,7 @@ nblocked(const struct redisq *q)
 	return n;
 }
 
-/*
- * Brings fetching to rest: no script out, no BLMOVE out. Then reconciles
- * or, when asked, puts everything back.
- */
-/* Every BLMOVE out is asked to return (nil, or an id it just took). */
+/* Every BLMOVE out is asked to return. */
 static void
 unblock_all(struct redisq *q)
 {
@@ -834,14 +838,17 @@ unblock_all(struct redisq *q)
 	}
 }
 
+/*
+ * Brings fetching to rest (no fetch script out), then reconciles or, when
+ * asked, puts everything back.
+ */
 static void
 quiesce(struct redisq *q)
 {
 	if (q->cmd.state != RC_READY)
 		return;
-	unblock_all(q);
-	if (q->script_inflight || nblocked(q) > 0 || q->reconcile_left > 0 ||
-	    q->lookups > 0)
+	/* A BLMOVE out moves nothing: only the fetch script is waited for. */
+	if (q->script_inflight || q->reconcile_left > 0)
 		return;
 	if (q->requeue_fn) {
 		if (send_reconcile(q, 0) == -1)
@@ -936,57 +943,6 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 	redisq_kick(q);
 }
 
-struct lookup {
-	int qi;
-	size_t len;
-	char val[];
-};
-
-static void
-lookup_cb(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct rconn *c = rc_reply(ac);
-	struct lookup *l = priv;
-	redisReply *reply = r;
-
-	if (c != NULL) {
-		c->q->lookups--;
-		/* Lost with the connection: the id goes back on recovery. */
-		if (reply != NULL)
-			c->q->cb.on_id(c->q->arg, l->qi, l->val, l->len,
-			    reply->type == REDIS_REPLY_ERROR ? 0 :
-			    attempts_of(reply));
-		redisq_kick(c->q);
-	}
-	free(l);
-}
-
-/*
- * An id BLMOVEd into the processing list: its attempt count is asked for
- * before the worker gets it. If that cannot be sent, recovery puts it back.
- */
-static void
-lookup_attempts(struct redisq *q, int qi, const char *val, size_t len)
-{
-	struct lookup *l = malloc(sizeof(*l) + len);
-	const char *argv[3] = { "HGET", q->k[qi].attempts, l ? l->val : "" };
-	size_t lens[3] = { 4, strlen(q->k[qi].attempts), len };
-
-	if (l == NULL) {
-		q->need_reconcile = 1;
-		return;
-	}
-	l->qi = qi;
-	l->len = len;
-	memcpy(l->val, val, len);
-	if (rc_command(&q->cmd, lookup_cb, l, 3, argv, lens) == -1) {
-		free(l);
-		q->need_reconcile = 1;
-		return;
-	}
-	q->lookups++;
-}
-
 static void
 block_cb(redisAsyncContext *ac, void *r, void *priv)
 {
@@ -1001,8 +957,8 @@ block_cb(redisAsyncContext *ac, void *r, void *priv)
 	c->blocked = 0;
 	c->unblock_sent = 0;
 	if (reply->type == REDIS_REPLY_STRING) {
+		/* The queue has ids now (the BLMOVE only rotated it): fetch. */
 		q->known_empty = 0;
-		lookup_attempts(q, c->qi, reply->str, reply->len);
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		if (!c->qerr)
 			log_warnx("redis: cannot take ids from %s: %s",
@@ -1017,10 +973,12 @@ static void
 send_fetch(struct redisq *q, int n)
 {
 	struct argv_buf b = { 0 };
-	char nbuf[16], numkeys[16];
+	char nbuf[16], numkeys[16], seqbuf[32];
 
 	snprintf(nbuf, sizeof(nbuf), "%d", n);
 	snprintf(numkeys, sizeof(numkeys), "%d", 3 * q->nq);
+	snprintf(seqbuf, sizeof(seqbuf), "%.0f", q->seq);
+	q->seq += n;	/* numbers left unused cost nothing: only order counts */
 	argv_add(&b, "EVAL", 4);
 	argv_add(&b, fetch_lua, sizeof(fetch_lua) - 1);
 	argv_add(&b, numkeys, strlen(numkeys));
@@ -1030,6 +988,7 @@ send_fetch(struct redisq *q, int n)
 		argv_add(&b, q->k[i].attempts, strlen(q->k[i].attempts));
 	}
 	argv_add(&b, nbuf, strlen(nbuf));
+	argv_add(&b, seqbuf, strlen(seqbuf));
 	if (!b.failed && rc_command(&q->cmd, fetch_cb, (void *)(intptr_t)n,
 	    b.n, b.argv, b.lens) == 0)
 		q->script_inflight = 1;
@@ -1042,8 +1001,12 @@ send_block(struct rconn *b)
 {
 	struct redisq *q = b->q;
 	char tbuf[16];
-	const char *argv[6] = { "BLMOVE", q->k[b->qi].queue, q->k[b->qi].processing,
-	    "LEFT", "RIGHT", tbuf };
+	/*
+	 * The queue onto itself, head to head: it wakes when an id arrives
+	 * and moves nothing, so the fetch script alone takes ids.
+	 */
+	const char *argv[6] = { "BLMOVE", q->k[b->qi].queue, q->k[b->qi].queue,
+	    "LEFT", "LEFT", tbuf };
 
 	snprintf(tbuf, sizeof(tbuf), "%d", BLOCK_SECONDS);
 	if (rc_command(b, block_cb, NULL, 6, argv, NULL) == 0)
@@ -1074,16 +1037,10 @@ redisq_kick(struct redisq *q)
 		return;
 	}
 	if (!q->known_empty) {
-		if (room - nblocked(q) > 0)
-			send_fetch(q, room - nblocked(q) > FETCH_BATCH ?
-			    FETCH_BATCH : room - nblocked(q));
+		send_fetch(q, room > FETCH_BATCH ? FETCH_BATCH : room);
 		return;
 	}
-	/*
-	 * Every queue was empty: wait on all of them at once, so an id pushed
-	 * to any starts at once. With fewer free slots than queues this may
-	 * take one id per queue more than the window; it waits in memory.
-	 */
+	/* Every queue was empty: wait on all of them, to fetch at once. */
 	for (int i = 0; i < q->nq; i++) {
 		struct rconn *b = &q->blk[i];
 
@@ -1166,10 +1123,10 @@ redisq_ack(struct redisq *q, int qi, const char *val, size_t len,
 	const struct qkeys *k = &q->k[qi];
 
 	if (attempts == 0) {
-		const char *argv[4] = { "LREM", k->processing, "1", val };
-		size_t lens[4] = { 4, strlen(k->processing), 1, len };
+		const char *argv[3] = { "ZREM", k->processing, val };
+		size_t lens[3] = { 4, strlen(k->processing), len };
 
-		return send_done(q, qi, 4, argv, lens, fn, arg);
+		return send_done(q, qi, 3, argv, lens, fn, arg);
 	} else {
 		const char *argv[6] = { "EVAL", ack_lua, "2", k->processing,
 		    k->attempts, val };
@@ -1363,6 +1320,7 @@ redisq_new(struct ev_loop *loop, const struct config *cfg,
 	ev_init(&q->mover, mover_cb);
 	q->mover.data = q;
 	q->need_reconcile = 1;
+	q->seq = 1;
 	rc_init(q, &q->cmd, -1);
 	for (int i = 0; i < q->nq; i++)
 		rc_init(q, &q->blk[i], i);

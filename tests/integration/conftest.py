@@ -434,13 +434,30 @@ class TW:
         return f"{queue}:dead"
 
     def lrange(self, key):
-        return self.r.lrange(key, 0, -1)
+        """The members of a list, or of a sorted set in score order (a
+        processing set: in the order its ids were taken)."""
+        kind = self.r.type(key)
+        if kind in (b"list", "list"):
+            return self.r.lrange(key, 0, -1)
+        return self.r.zrange(key, 0, -1) if ":processing:" in key else \
+            self.r.lrange(key, 0, -1)
 
     def ids_in(self, key):
         return [int(x) for x in self.lrange(key)]
 
     def llen(self, key):
-        return self.r.llen(key)
+        kind = self.r.type(key)
+        if kind in (b"list", "list"):
+            return self.r.llen(key)
+        return self.r.zcard(key) if ":processing:" in key else self.r.llen(key)
+
+    def hold(self, ids, worker=WORKER_ID, queue="tasks"):
+        """Puts IDS in WORKER's processing set by hand, after whatever it
+        holds, as if that worker had taken them."""
+        key = self.processing(queue, worker)
+        top = self.r.zrange(key, -1, -1, withscores=True)
+        base = top[0][1] + 1 if top else 1
+        self.r.zadd(key, {v: base + i for i, v in enumerate(ids)})
 
     # rows
     def insert(self, n, status="pending", table="task"):
@@ -815,3 +832,20 @@ def refuse_completing(tw, sql_teardown, bad):
     """)
     sql_teardown.append("DROP FUNCTION IF EXISTS tw_no_completing()")
     sql_teardown.append("DROP TRIGGER IF EXISTS tw_no_completing ON task")
+
+
+def read_members(pipe, key):
+    """Queues on PIPE the read of KEY's ids: a processing set (sorted set,
+    in the order taken) or a list (queues, dead lists)."""
+    if ":processing:" in key:
+        pipe.zrange(key, 0, -1)
+    else:
+        pipe.lrange(key, 0, -1)
+
+
+def count_members(pipe, key):
+    """Queues on PIPE the size of KEY, as read_members reads it."""
+    if ":processing:" in key:
+        pipe.zcard(key)
+    else:
+        pipe.llen(key)

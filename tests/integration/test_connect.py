@@ -29,7 +29,7 @@ def run_through(tw, taskworkerd, client, n=20, **config):
     client.rpush("tasks", *ids)
     d = taskworkerd(worker={"delay_ms": 0}, **config)
     tw.wait_completed(ids, 30, daemon=d)
-    wait_until(lambda: client.llen(tw.processing()) == 0, 10, "processing list empty",
+    wait_until(lambda: client.zcard(tw.processing()) == 0, 10, "processing list empty",
                daemon=d)
     assert client.llen("tasks") == 0
     assert client.llen(tw.dead()) == 0

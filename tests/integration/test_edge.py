@@ -108,16 +108,16 @@ def test_sigterm_while_redis_is_down(tw, aof_redis, taskworkerd):
            "worker": {"delay_ms": 60000, "concurrency": 5, "shutdown_timeout_ms": 1000,
                       "retry_max_ms": 500}}
     d = taskworkerd(**cfg)
-    wait_until(lambda: r.llen(tw.processing()) >= 5, 10, "5 ids in flight", daemon=d)
+    wait_until(lambda: r.zcard(tw.processing()) >= 5, 10, "5 ids in flight", daemon=d)
     aof_redis.stop()
     time.sleep(0.5)
     rc = d.terminate(timeout=20)
     assert rc == EX_OK
     aof_redis.start()
-    assert set(r.lrange(tw.processing(), 0, -1)) | set(r.lrange("tasks", 0, -1)) \
+    assert set(r.zrange(tw.processing(), 0, -1)) | set(r.lrange("tasks", 0, -1)) \
         == {str(i) for i in ids}
     cfg["worker"]["delay_ms"] = 0
     d2 = taskworkerd(**cfg)
     tw.wait_completed(ids, 30, daemon=d2)
-    wait_until(lambda: r.llen(tw.processing()) == 0, 10, "processing list empty", daemon=d2)
+    wait_until(lambda: r.zcard(tw.processing()) == 0, 10, "processing set empty", daemon=d2)
     r.close()

@@ -20,7 +20,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import WORKER_ID, scaled, wait_until
+from conftest import read_members, WORKER_ID, scaled, wait_until
 
 CMD_CLIENT_NAME = "taskworkerd:{worker}:cmd"
 
@@ -92,7 +92,7 @@ def snapshot(tw, keys):
     """The contents of KEYS (lists) read atomically, as one Counter."""
     with tw.r.pipeline(transaction=True) as p:
         for k in keys:
-            p.lrange(k, 0, -1)
+            read_members(p, k)
         lists = p.execute()
     return collections.Counter(v for lst in lists for v in lst)
 
@@ -316,7 +316,7 @@ def test_lost_reply_reconciled_on_reconnect(tw, counted, taskworkerd):
     the queue and it completes."""
     d = taskworkerd(worker={"delay_ms": 0, "retry_max_ms": 1000})
     stray, good = tw.insert(2)
-    tw.r.rpush(tw.processing(), stray)
+    tw.hold([stray])
     tw.push([good])
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
@@ -375,7 +375,7 @@ def test_dead_worker_reclaimed_under_load(tw, counted, taskworkerd):
         with tw.r.pipeline(transaction=True) as p:
             p.exists(hb)
             for k in keys:
-                p.lrange(k, 0, -1)
+                read_members(p, k)
             alive, *lists = p.execute()
         if alive:
             assert lists[1] == held, "wa's ids were taken while its heartbeat lived"
@@ -406,7 +406,7 @@ def test_dead_worker_reclaimed_once_by_racing_workers(tw, counted, taskworkerd):
     each row is completed once."""
     ids = tw.insert(500)
     key_a = tw.processing(worker="wa")
-    tw.r.rpush(key_a, *ids)
+    tw.hold(ids, worker="wa")
     tw.r.sadd("tasks:workers", "wa")
     names = ["wb", "wc", "wd"]
     keys = ["tasks", key_a] + [tw.processing(worker=w) for w in names]

@@ -78,9 +78,30 @@ def test_other_workers_processing_list_untouched(tw, taskworkerd):
     """Recovery takes back only this worker's list, not another worker's."""
     ids = tw.insert(4)
     other = tw.processing(worker="someone-else")
-    tw.r.rpush(other, *ids[:2])
+    tw.hold(ids[:2], worker="someone-else")
     tw.push(ids[2:])
     d = taskworkerd(worker={"delay_ms": 0})
     tw.wait_completed(ids[2:], 30, daemon=d)
     assert tw.ids_in(other) == ids[:2]
     assert tw.statuses(ids[:2]) == {i: "pending" for i in ids[:2]}
+
+
+def test_processing_list_of_an_older_version_goes_back(tw, completion_order,
+                                                      taskworkerd):
+    """A processing *list* (the shape before it became a sorted set), left
+    by an older taskworkerd: at start its ids go back to the head of the
+    queue in their order, before the queue's own, and all complete; the
+    key is a sorted set from then on."""
+    ids = tw.insert(6)
+    tw.r.rpush(tw.processing(), *ids[:3])
+    tw.push(ids[3:])
+    d = taskworkerd(worker={"delay_ms": 0, "concurrency": 1})
+    tw.wait_completed(ids, 20, daemon=d)
+    assert completion_order() == ids, "the old list's ids did not go first, in order"
+    assert lines_with_back(d), "no log line about the ids that went back"
+    assert tw.r.type(tw.processing()) in ("zset", "none", b"zset", b"none")
+    tw.wait_empty(tw.processing(), daemon=d)
+
+
+def lines_with_back(d):
+    return [line for line in d.log_lines() if "went back to the head" in line]

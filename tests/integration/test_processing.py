@@ -10,7 +10,7 @@ import pytest
 
 import redis
 
-from conftest import REPO, scaled, wait_until
+from conftest import count_members, REPO, scaled, wait_until
 
 
 def test_thousand_tasks_complete(tw, taskworkerd):
@@ -74,7 +74,7 @@ def test_concurrency_honoured(tw, taskworkerd, queues):
         while not done.is_set():
             with r.pipeline(transaction=True) as p:
                 for k in keys:
-                    p.llen(k)
+                    count_members(p, k)
                 samples.append(sum(p.execute()))
             time.sleep(0.01)
         r.close()

@@ -15,7 +15,7 @@ WORKER = {"delay_ms": 50, "concurrency": 20, "retry_max_ms": 1000}
 def finish(tw, ids, d, r=None, timeout=90):
     tw.wait_completed(ids, timeout, daemon=d)
     r = r or tw.r
-    wait_until(lambda: r.llen(tw.processing()) == 0, 10, "processing list empty", daemon=d)
+    wait_until(lambda: r.zcard(tw.processing()) == 0, 10, "processing set empty", daemon=d)
     assert r.lrange("tasks", 0, -1) == []
     assert r.lrange(tw.dead(), 0, -1) == []
     assert d.running()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import (exec_handler, fast_retry, log_has_line, read_lines, reason_text,
+from conftest import (read_members, exec_handler, fast_retry, log_has_line, read_lines, reason_text,
                       refuse_completing,
                       redis_now_ms, scaled, split_reason, wait_dead, wait_until, write_script, zset)
 
@@ -79,7 +79,7 @@ def test_retry_pending_state(tw, taskworkerd, tmp_path):
     with tw.r.pipeline(transaction=True) as p:
         p.zscore("tasks:retry", str(i))
         p.lrange("tasks", 0, -1)
-        p.lrange(tw.processing(), 0, -1)
+        read_members(p, tw.processing())
         p.lrange(tw.dead(), 0, -1)
         p.time()
         due, queued, processing, dead, (sec, usec) = p.execute()
