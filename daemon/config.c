@@ -158,7 +158,7 @@ static const struct key keys[] = {
 
 	STR("worker", "id", worker.id, "", 200, F_NOSPACE, NULL),
 	INT("worker", "delay_ms", worker.delay_ms, 1000, 0, 86400000),
-	INT("worker", "concurrency", worker.concurrency, 256, 1, 100000),
+	INT("worker", "concurrency", worker.concurrency, 4096, 1, 100000),
 	INT("worker", "shutdown_timeout_ms", worker.shutdown_timeout_ms,
 	    30000, 0, 86400000),
 	INT("worker", "retry_min_ms", worker.retry_min_ms, 100, 1, 600000),

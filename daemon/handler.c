@@ -28,6 +28,7 @@ struct hrun {
 	struct exec_run *er;
 	struct pgreq *req;
 	enum handler_result res;	/* a deferred answer */
+	int stopping;			/* handler_stop was called */
 	struct hrun *next;		/* in the deferred FIFO */
 };
 
@@ -218,6 +219,8 @@ handler_start(struct handler *h, const struct handler_task *t,
 void
 handler_stop(struct hrun *r)
 {
+	if (r->stopping++)
+		return;		/* asked already: a second SIGTERM */
 	switch (r->type) {
 	case HANDLER_EXEC:
 		exec_stop(r->er);

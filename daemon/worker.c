@@ -98,7 +98,7 @@ static void task_dead(struct task *t, const char *reason);
 static void retry_send(struct task *t);
 static void dead_send(struct task *t);
 static void check_drained(struct worker *w);
-static int awaited(const struct task *t);
+static int nawaited(const struct worker *w);
 
 /* A value as it may safely appear in a log line: printable, bounded. */
 static const char *
@@ -128,8 +128,12 @@ room(void *arg)
 {
 	struct worker *w = arg;
 
-	/* While PostgreSQL is away nothing new is taken. */
-	if (w->stopping || pgstore_nready(w->ps) == 0)
+	/*
+	 * While PostgreSQL is away nothing new is taken; nor while as many
+	 * tasks wait for a handler process as may run at once.
+	 */
+	if (w->stopping || pgstore_nready(w->ps) == 0 ||
+	    handler_waiting(w->h) >= w->cfg->handler.max_processes)
 		return 0;
 	return w->cfg->worker.concurrency - w->ntasks;
 }
@@ -711,15 +715,9 @@ check_drained(struct worker *w)
 
 	if (w->requeueing || w->exiting)
 		return;
-	TAILQ_FOREACH(t, &w->tasks, all) {
-		if (t->state == T_WAITING)
-			continue;
-		if (!w->abandoning)
-			return;
-		/* Out of time: only Redis' answers and stopping handlers. */
-		if (awaited(t))
-			return;
-	}
+	/* Counted, not walked: this runs each time a task ends. */
+	if (w->abandoning ? nawaited(w) > 0 : nactive(w) > 0)
+		return;
 	while ((t = TAILQ_FIRST(&w->tasks)) != NULL)
 		task_free(t);
 	w->requeueing = 1;
@@ -728,12 +726,23 @@ check_drained(struct worker *w)
 }
 
 
-/* Out of time at shutdown: what must still be waited for. */
+/*
+ * Out of time at shutdown, what must still be waited for: Redis' answers
+ * (the id moves or not) and handlers being stopped (a running task always
+ * has its run; it gets one as it enters T_RUNNING).
+ */
 static int
 awaited(const struct task *t)
 {
 	return t->state == T_ACKING || t->state == T_DEAD ||
-	    t->state == T_RETRYING || (t->state == T_RUNNING && t->run);
+	    t->state == T_RETRYING || t->state == T_RUNNING;
+}
+
+static int
+nawaited(const struct worker *w)
+{
+	return w->nstate[T_ACKING] + w->nstate[T_DEAD] +
+	    w->nstate[T_RETRYING] + w->nstate[T_RUNNING];
 }
 
 /* Handlers are stopped; tasks not waiting on anyone are dropped. */

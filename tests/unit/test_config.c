@@ -230,7 +230,7 @@ check_defaults(const char *what, const struct config *c)
 	    "%s: worker.id is the host name '%s' ('%s')", what, host,
 	    c->worker.id);
 	ok(c->worker.delay_ms == 1000, "%s: worker.delay_ms", what);
-	ok(c->worker.concurrency == 256, "%s: worker.concurrency", what);
+	ok(c->worker.concurrency == 4096, "%s: worker.concurrency", what);
 	ok(c->worker.shutdown_timeout_ms == 30000,
 	    "%s: worker.shutdown_timeout_ms", what);
 	ok(c->worker.retry_min_ms == 100, "%s: worker.retry_min_ms", what);
