@@ -93,10 +93,13 @@ static const char reconcile_lua[] =
 	"for i = 1, #ARGV do held[ARGV[i]] = true end\n"
 	"return give_back(KEYS[2], KEYS[1], held)\n";
 
-/* KEYS: processing, attempts; ARGV[1]: the value. A task done after retries. */
+/*
+ * KEYS: processing, attempts; ARGV: values. Acknowledges tasks of which
+ * some ran more than once: their attempt counts go with them.
+ */
 static const char ack_lua[] =
-	"local n = redis.call('ZREM', KEYS[1], ARGV[1])\n"
-	"redis.call('HDEL', KEYS[2], ARGV[1])\n"
+	"local n = redis.call('ZREM', KEYS[1], unpack(ARGV))\n"
+	"redis.call('HDEL', KEYS[2], unpack(ARGV))\n"
 	"return n\n";
 
 /*
@@ -226,6 +229,10 @@ struct redisq {
 	int reconcile_left;
 	int script_inflight;
 	double seq;		/* take order of the next id (a Lua number) */
+	struct ackreq **acks;	/* per queue: acks not sent yet */
+	struct ackreq ***acks_tail;
+	char *ack_retried;	/* per queue: one of them ran more than once */
+	ev_prepare ack_flush;
 	int moves_out;		/* mover scripts not yet answered */
 	ev_timer mover;
 	int known_empty;	/* the last fetch found every queue empty */
@@ -1116,25 +1123,129 @@ send_done(struct redisq *q, int qi, int argc, const char **argv,
 	return 0;
 }
 
+
+/* Acks wait here until the loop is about to block, then go together. */
+struct ackreq {
+	struct ackreq *next;
+	redisq_done_fn *fn;
+	void *arg;
+	size_t len;
+	char val[];
+};
+
+#define ACK_BATCH	1000	/* members of one ZREM */
+
+struct ackbatch {
+	struct redisq *q;
+	struct ackreq *head;
+};
+
+static void
+ack_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r;
+	struct ackbatch *b = priv;
+	struct ackreq *a, *next;
+	int ok = reply != NULL && reply->type != REDIS_REPLY_ERROR;
+
+	if (c && reply && reply->type == REDIS_REPLY_ERROR)
+		log_warnx("redis: acknowledgement failed: %s", reply->str);
+	for (a = b->head; a != NULL; a = next) {
+		next = a->next;
+		a->fn(a->arg, ok);
+		free(a);
+	}
+	free(b);
+}
+
+/* Sends up to ACK_BATCH acks of queue QI as one command; 0 when sent. */
+static int
+ack_send(struct redisq *q, int qi, struct ackreq **list)
+{
+	const struct qkeys *k = &q->k[qi];
+	const char *argv[ACK_BATCH + 5];
+	size_t lens[ACK_BATCH + 5];
+	struct ackbatch *b = malloc(sizeof(*b));
+	struct ackreq *a, **tail;
+	int n = 0, retried = q->ack_retried[qi];
+
+	if (b == NULL)
+		return -1;
+	if (retried) {
+		argv[n] = "EVAL", lens[n++] = 4;
+		argv[n] = ack_lua, lens[n++] = sizeof(ack_lua) - 1;
+		argv[n] = "2", lens[n++] = 1;
+		argv[n] = k->processing, lens[n++] = strlen(k->processing);
+		argv[n] = k->attempts, lens[n++] = strlen(k->attempts);
+	} else {
+		argv[n] = "ZREM", lens[n++] = 4;
+		argv[n] = k->processing, lens[n++] = strlen(k->processing);
+	}
+	/* Detach the first ACK_BATCH of the list; they share the reply. */
+	b->q = q;
+	b->head = *list;
+	tail = list;
+	for (int i = 0; i < ACK_BATCH && (a = *tail) != NULL; i++) {
+		argv[n] = a->val;
+		lens[n++] = a->len;
+		tail = &a->next;
+	}
+	*list = *tail;
+	*tail = NULL;
+	if (*list == NULL)
+		q->ack_retried[qi] = 0;
+	if (rc_command(&q->cmd, ack_cb, b, n, argv, lens) == -1) {
+		/* Lost: each task hears it and acknowledges again later. */
+		for (a = b->head; a != NULL; a = b->head) {
+			b->head = a->next;
+			a->fn(a->arg, 0);
+			free(a);
+		}
+		free(b);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+ack_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct redisq *q = w->data;
+
+	(void)revents;
+	ev_prepare_stop(loop, w);
+	for (int qi = 0; qi < q->nq; qi++) {
+		struct ackreq *list = q->acks[qi];
+
+		q->acks[qi] = NULL;
+		q->acks_tail[qi] = &q->acks[qi];
+		while (list != NULL)
+			ack_send(q, qi, &list);
+	}
+}
+
 int
 redisq_ack(struct redisq *q, int qi, const char *val, size_t len,
     int attempts, redisq_done_fn *fn, void *arg)
 {
-	const struct qkeys *k = &q->k[qi];
+	struct ackreq *a;
 
-	if (attempts == 0) {
-		const char *argv[3] = { "ZREM", k->processing, val };
-		size_t lens[3] = { 4, strlen(k->processing), len };
-
-		return send_done(q, qi, 3, argv, lens, fn, arg);
-	} else {
-		const char *argv[6] = { "EVAL", ack_lua, "2", k->processing,
-		    k->attempts, val };
-		size_t lens[6] = { 4, sizeof(ack_lua) - 1, 1,
-		    strlen(k->processing), strlen(k->attempts), len };
-
-		return send_done(q, qi, 6, argv, lens, fn, arg);
-	}
+	if (q->cmd.state != RC_READY)
+		return -1;
+	if ((a = malloc(sizeof(*a) + len)) == NULL)
+		return -1;
+	a->next = NULL;
+	a->fn = fn;
+	a->arg = arg;
+	a->len = len;
+	memcpy(a->val, val, len);
+	*q->acks_tail[qi] = a;
+	q->acks_tail[qi] = &a->next;
+	if (attempts > 0)
+		q->ack_retried[qi] = 1;
+	ev_prepare_start(q->loop, &q->ack_flush);
+	return 0;
 }
 
 int
@@ -1303,16 +1414,26 @@ redisq_new(struct ev_loop *loop, const struct config *cfg,
 	q->nq = cfg->redis.nqueues;
 	q->k = calloc(q->nq, sizeof(*q->k));
 	q->blk = calloc(q->nq, sizeof(*q->blk));
-	ok = q->k && q->blk;
+	q->acks = calloc(q->nq, sizeof(*q->acks));
+	q->acks_tail = calloc(q->nq, sizeof(*q->acks_tail));
+	q->ack_retried = calloc(q->nq, 1);
+	ok = q->k && q->blk && q->acks && q->acks_tail && q->ack_retried;
+	for (int i = 0; ok && i < q->nq; i++)
+		q->acks_tail[i] = &q->acks[i];
 	for (int i = 0; ok && i < q->nq; i++)
 		ok = make_keys(&q->k[i], cfg->redis.queues[i],
 		    cfg->worker.id) == 0;
 	if (!ok) {
 		free_keys(q);
 		free(q->blk);
+		free(q->acks);
+		free(q->acks_tail);
+		free(q->ack_retried);
 		free(q);
 		return NULL;
 	}
+	ev_prepare_init(&q->ack_flush, ack_flush_cb);
+	q->ack_flush.data = q;
 	ev_timer_init(&q->recheck, recheck_cb, QERR_RECHECK, 0.);
 	q->recheck.data = q;
 	ev_init(&q->beat, beat_cb);
@@ -1342,6 +1463,18 @@ redisq_free(struct redisq *q)
 	ev_timer_stop(q->loop, &q->recheck);
 	ev_timer_stop(q->loop, &q->beat);
 	ev_timer_stop(q->loop, &q->mover);
+	ev_prepare_stop(q->loop, &q->ack_flush);
+	for (int i = 0; i < q->nq; i++) {
+		struct ackreq *a, *next;
+
+		for (a = q->acks[i]; a != NULL; a = next) {	/* unsent */
+			next = a->next;
+			free(a);
+		}
+	}
+	free(q->acks);
+	free(q->acks_tail);
+	free(q->ack_retried);
 	free_keys(q);
 	free(q->blk);
 	free(q);
