@@ -1171,6 +1171,8 @@ config_postgres_changed(const struct config *a, const struct config *b)
 	    str_differ(a->postgres.error_column, b->postgres.error_column) ||
 	    a->handler.type != b->handler.type ||
 	    str_differ(a->handler.statement, b->handler.statement) ||
+	    (b->handler.type == HANDLER_SQL &&
+	    a->handler.timeout_ms != b->handler.timeout_ms) ||
 	    a->postgres.connect_timeout_ms != b->postgres.connect_timeout_ms ||
 	    a->postgres.command_timeout_ms != b->postgres.command_timeout_ms;
 }

@@ -1180,10 +1180,17 @@ pgstore_reconfigure(struct pgstore *ps, const struct config *cfg)
 		conn_close(&ps->conns[i]);
 	free(ps->conns);
 	ps->cfg = cfg;
+	if (cfg->handler.type != HANDLER_SQL) {
+		struct pgreq *r;
+
+		/* No session prepares the statement now: they run anew. */
+		while ((r = fifo_pop(&ps->pending[REQ_SQL])) != NULL)
+			answer(r, PGSTORE_ERROR, NULL, "the sql handler was "
+			    "replaced by a reload");
+	}
 	if (conns_open(ps) == -1)
 		log_errorx("postgres: out of memory opening sessions");
 }
-
 
 static struct pgreq *
 enqueue(struct pgstore *ps, enum req_kind kind, int64_t id, pgstore_fn *fn,

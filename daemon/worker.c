@@ -138,7 +138,6 @@ room(void *arg)
 	return w->cfg->worker.concurrency - w->ntasks;
 }
 
-
 /* Tasks holding a slot of the window: every one not waiting for one. */
 static int
 nactive(const struct worker *w)
@@ -177,7 +176,6 @@ task_free(struct task *t)
 	free(t->why);
 	free(t);
 }
-
 
 /* Starts waiting tasks, oldest first, while there are free slots. */
 static void
@@ -310,7 +308,6 @@ dead_cb(void *arg, int ok)
 	task_done(t);
 }
 
-
 static void
 dead_send(struct task *t)
 {
@@ -319,7 +316,6 @@ dead_send(struct task *t)
 	    t) == -1)
 		task_retry(t, T_DEAD, "redis is not connected");
 }
-
 
 /* REASON is recorded with the id in QUEUE:dead:reason. */
 static void
@@ -420,7 +416,8 @@ task_fail(struct task *t, const char *reason)
 
 	if (asprintf(&why, "attempt %d/%d: %s", t->attempt,
 	    cfg->retry.attempts, reason) == -1) {
-		task_retry(t, T_RUNNING, "out of memory");
+		/* The attempt is run again from its load, uncounted. */
+		task_retry(t, T_LOADING, "out of memory");
 		return;
 	}
 	free(t->why);
@@ -440,7 +437,6 @@ task_fail(struct task *t, const char *reason)
 	else
 		task_settle(t);
 }
-
 
 static void
 complete_cb(void *arg, enum pgstore_result res, struct pgrow *row,
@@ -471,7 +467,6 @@ task_complete(struct task *t)
 	if (t->req == NULL)
 		task_retry(t, T_COMPLETING, "out of memory");
 }
-
 
 static void
 run_cb(void *arg, enum handler_result res, const char *reason)
@@ -591,6 +586,7 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 		task_ack(t);
 		return;
 	}
+	pgrow_free(t->row);	/* a row loaded again replaces the old */
 	t->row = row;
 	set_state(t, T_DELAY);
 	t->delay_start = now;
@@ -724,7 +720,6 @@ check_drained(struct worker *w)
 	ev_timer_stop(w->loop, &w->shutdown);
 	redisq_requeue_all(w->q, requeued_cb, w);
 }
-
 
 /*
  * Out of time at shutdown, what must still be waited for: Redis' answers

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import (EX_CONFIG, EX_OK, REPO, WRAPPER, ProcRef, exec_handler, fast_retry,
+                      merge_config,
                       line_number, log_has_line, read_lines, reason_text, render_config,
                       rss_kib, scaled, wait_dead, wait_until, write_script)
 
@@ -578,3 +579,54 @@ def test_exec_sigterm_kills_handlers_and_requeues(tw, taskworkerd, tmp_path, spa
     assert tw.r.hgetall("tasks:attempts") == {}, "an interrupted run counted as an attempt"
     assert tw.statuses(ids) == {i: "pending" for i in ids}
     assert len(read_lines(pids)) == 5, "more handlers started after SIGTERM"
+
+
+# ---- reload -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_reload_changes_handler_running_ones_finish(tw, taskworkerd, tmp_path):
+    """SIGHUP from one program to another, then to the sql handler: a
+    program already running finishes under its old settings (its own
+    command, environment and timeout), tasks started after each reload run
+    the new handler, and every row completes once."""
+    out = tmp_path / "out"
+    out.mkdir()
+    old = write_script(tmp_path, "old.sh", f"""
+        echo "old $WHO start" >> {q(out)}/"$TASK_ID"
+        sleep 1.5
+        echo "old $WHO end" >> {q(out)}/"$TASK_ID"
+    """)
+    new = write_script(tmp_path, "new.sh", f"""
+        echo "new $WHO" >> {q(out)}/"$TASK_ID"
+    """)
+    first = tw.insert(2)
+    tw.push(first)
+    d = taskworkerd(handler=exec_handler(old, environment=["WHO=first"], timeout_ms=5000),
+                    worker={"delay_ms": 0}, retry=fast_retry(1))
+    wait_until(lambda: all((out / str(i)).exists() for i in first), 10,
+               "the old handler to start", daemon=d)
+    mark = d.reload(merge_config(d.config, {
+        "handler": exec_handler(new, environment=["WHO=second"], timeout_ms=200)}))
+    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
+                          since=mark, daemon=d)
+    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1", since=i + 1, daemon=d)
+    second = tw.insert(2)
+    tw.push(second)
+    tw.wait_completed(first + second, 15, daemon=d)
+    for t in first:
+        # Past the new 200 ms timeout, under the old 5000 ms one: not killed.
+        assert read_lines(out / str(t)) == ["old first start", "old first end"], t
+    for t in second:
+        assert read_lines(out / str(t)) == ["new second"], t
+    assert tw.lrange(tw.dead()) == []
+    # exec -> sql: the sessions reconnect and prepare the statement.
+    mark = d.reload(merge_config(d.config, {
+        "handler": {"type": "sql", "statement": "SELECT $1::bigint + 1",
+                    "command": None, "environment": None}}))
+    d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
+                      since=mark, daemon=d)
+    third = tw.insert(3)
+    tw.push(third)
+    tw.wait_completed(third, 15, daemon=d)
+    assert not any((out / str(t)).exists() for t in third), "a program ran after the switch"
+    assert_clean(tw, d)
