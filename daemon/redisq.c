@@ -966,6 +966,8 @@ block_cb(redisAsyncContext *ac, void *r, void *priv)
 	if (reply->type == REDIS_REPLY_STRING) {
 		/* The queue has ids now (the BLMOVE only rotated it): fetch. */
 		q->known_empty = 0;
+		if (q->cb.on_hint)
+			q->cb.on_hint(q->arg, c->qi, reply->str, reply->len);
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		if (!c->qerr)
 			log_warnx("redis: cannot take ids from %s: %s",

@@ -21,6 +21,11 @@ struct redisq_callbacks {
 	 */
 	void (*on_id)(void *arg, int qi, const char *val, size_t len,
 	    int attempts);
+	/*
+	 * While idle: VAL is at the head of queue QI and a fetch follows; the
+	 * worker may start on it early. VAL lives during the call. Optional.
+	 */
+	void (*on_hint)(void *arg, int qi, const char *val, size_t len);
 	/* Calls ADD for every value of queue QI the worker holds in memory. */
 	void (*foreach_held)(void *arg, int qi, redisq_add_fn *add, void *ctx);
 	/* Readiness changed (see redisq_ready). */

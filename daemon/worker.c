@@ -58,6 +58,20 @@ struct task {
 	char val[];		/* the value as taken, NUL added */
 };
 
+/*
+ * The row of the id an idle daemon is woken for, loaded while the fetch
+ * script that takes the id is on its way: the two round trips overlap.
+ */
+struct hint {
+	int64_t id;		/* 0: none */
+	int qi;
+	struct pgreq *req;	/* the load, while out */
+	struct task *t;		/* the task that took the id meanwhile */
+	int done;
+	enum pgstore_result res;
+	struct pgrow *row;
+};
+
 struct worker_stats {
 	uint64_t completed;	/* rows marked completed by this process */
 	uint64_t skipped;	/* already completed: acknowledged only */
@@ -85,6 +99,7 @@ struct worker {
 	int exiting;
 	ev_timer shutdown;
 	struct worker_stats stats;
+	struct hint hint;
 	char status[256];
 };
 
@@ -165,6 +180,8 @@ task_free(struct task *t)
 
 	if (t->state == T_WAITING)
 		TAILQ_REMOVE(&w->waiting, t, wait);
+	if (w->hint.t == t)
+		w->hint.t = NULL;	/* its load is dropped when it comes */
 	TAILQ_REMOVE(&w->tasks, t, all);
 	w->nstate[t->state]--;
 	w->ntasks--;
@@ -593,11 +610,76 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 	arm_delay(t);
 }
 
+
+static void
+hint_clear(struct worker *w)
+{
+	pgstore_cancel(w->hint.req);
+	pgrow_free(w->hint.row);
+	memset(&w->hint, 0, sizeof(w->hint));
+}
+
+static void
+hint_cb(void *arg, enum pgstore_result res, struct pgrow *row,
+    const char *msg)
+{
+	struct worker *w = arg;
+	struct task *t = w->hint.t;
+
+	w->hint.req = NULL;
+	if (t != NULL) {
+		/* Taken meanwhile: the task carries on as if it had asked. */
+		w->hint.t = NULL;
+		hint_clear(w);
+		load_cb(t, res, row, msg);
+		return;
+	}
+	w->hint.done = 1;
+	w->hint.res = res;
+	w->hint.row = row;
+}
+
+/* Redis says ID is next in queue QI: load its row now. */
+static void
+on_hint(void *arg, int qi, const char *val, size_t len)
+{
+	struct worker *w = arg;
+	int64_t id;
+	const char *why;
+
+	if (w->stopping || taskid_parse(val, len, &id, &why) == -1)
+		return;
+	hint_clear(w);
+	w->hint.req = pgstore_load(w->ps, id, hint_cb, w);
+	if (w->hint.req != NULL) {
+		w->hint.id = id;
+		w->hint.qi = qi;
+	}
+}
+
 static void
 task_load(struct task *t)
 {
+	struct worker *w = t->w;
+
 	set_state(t, T_LOADING);
-	t->req = pgstore_load(t->w->ps, t->id, load_cb, t);
+	if (w->hint.id == t->id && w->hint.qi == t->qi && w->hint.t == NULL &&
+	    t->missing_since == 0) {
+		if (!w->hint.done) {
+			w->hint.t = t;	/* hint_cb hands it the answer */
+			return;
+		}
+		if (w->hint.res == PGSTORE_OK) {
+			struct pgrow *row = w->hint.row;
+
+			w->hint.row = NULL;
+			hint_clear(w);
+			load_cb(t, PGSTORE_OK, row, NULL);
+			return;
+		}
+		hint_clear(w);	/* not found, or an error: ask again */
+	}
+	t->req = pgstore_load(w->ps, t->id, load_cb, t);
 	if (t->req == NULL)
 		task_retry(t, T_LOADING, "out of memory");
 }
@@ -832,6 +914,7 @@ worker_new(struct ev_loop *loop, const struct config *cfg,
 	static const struct redisq_callbacks cbs = {
 		.room = room,
 		.on_id = on_id,
+		.on_hint = on_hint,
 		.foreach_held = foreach_held,
 		.on_state = on_state,
 		.on_fatal = on_fatal,
@@ -876,6 +959,7 @@ worker_free(struct worker *w)
 	redisq_free(w->q);
 	while ((t = TAILQ_FIRST(&w->tasks)) != NULL)
 		task_free(t);
+	hint_clear(w);
 	handler_free(w->h);
 	pgstore_free(w->ps);
 	free(w);
