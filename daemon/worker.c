@@ -647,7 +647,9 @@ on_hint(void *arg, int qi, const char *val, size_t len)
 	int64_t id;
 	const char *why;
 
-	if (w->stopping || taskid_parse(val, len, &id, &why) == -1)
+	/* A hint a task waits on is that task's load: it stays. */
+	if (w->stopping || w->hint.t != NULL ||
+	    taskid_parse(val, len, &id, &why) == -1)
 		return;
 	hint_clear(w);
 	w->hint.req = pgstore_load(w->ps, id, hint_cb, w);
