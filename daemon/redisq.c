@@ -816,16 +816,6 @@ unblock_cb(redisAsyncContext *ac, void *r, void *priv)
 		recheck_in(c->q, UNBLOCK_RETRY);	/* raced: try again */
 }
 
-static int
-nblocked(const struct redisq *q)
-{
-	int n = 0;
-
-	for (int i = 0; i < q->nq; i++)
-		n += q->blk[i].blocked;
-	return n;
-}
-
 /* Every BLMOVE out is asked to return. */
 static void
 unblock_all(struct redisq *q)
