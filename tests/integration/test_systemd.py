@@ -160,6 +160,11 @@ def test_units_verify(installed, unit, tmp_path):
     for directive in ("Type=notify", "ExecReload=", "Restart=on-failure", "WatchdogSec=",
                       "After=network-online.target redis-server.service postgresql.service"):
         assert directive in text
+    # systemd restarts a failed ExecStartPre= whatever RestartPreventExitStatus=
+    # says: a bad config must fail in ExecStart=, with 78, to fail only once.
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert not any(line.startswith("ExecStartPre=") for line in lines)
+    assert "RestartPreventExitStatus=64 78" in lines
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
