@@ -19,6 +19,7 @@
 #include <libpq-fe.h>
 
 #include "config.h"
+#include "netaddr.h"
 
 #define CONFIG_MAX_BYTES	(1024 * 1024)
 #define MSG_MAX			1024
@@ -63,6 +64,7 @@ struct key {
 
 static const char *check_conninfo(const char *, char *, size_t);
 static const char *check_table(const char *, char *, size_t);
+static const char *check_listen(const char *, char *, size_t);
 
 static const struct name_value level_names[] = {
 	{ "debug", LOG_DEBUG },
@@ -186,6 +188,11 @@ static const struct key keys[] = {
 	INT("retry", "attempts", retry.attempts, 5, 1, 1000),
 	INT("retry", "min_ms", retry.min_ms, 1000, 1, 86400000),
 	INT("retry", "max_ms", retry.max_ms, 3600000, 1, 604800000),
+
+	STR("metrics", "listen", metrics.listen, "", 0, F_NOSPACE,
+	    check_listen),
+	INT("metrics", "sample_interval_ms", metrics.sample_interval_ms, 5000,
+	    100, 3600000),
 
 	NAMED("log", "level", K_LEVEL, log.level, "info", level_names),
 	NAMED("log", "facility", K_FACILITY, log.facility, "daemon",
@@ -641,6 +648,17 @@ check_table(const char *s, char *buf, size_t size)
 	    (dot != NULL && (dot[1] == '\0' || strchr(dot + 1, '.') != NULL)))
 		return "must be \"name\" or \"schema.name\"";
 	return NULL;
+}
+
+static const char *
+check_listen(const char *s, char *buf, size_t size)
+{
+	struct sockaddr_storage sa;
+	socklen_t len;
+
+	if (*s == '\0')
+		return NULL;	/* off */
+	return netaddr_parse(s, &sa, &len, buf, size);
 }
 
 /*

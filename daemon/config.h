@@ -78,6 +78,11 @@ struct config {
 	} retry;
 
 	struct {
+		char *listen;		/* "" when off */
+		int sample_interval_ms;	/* queue sizes are read this often */
+	} metrics;
+
+	struct {
 		int level;		/* syslog priority, LOG_DEBUG..LOG_ERR */
 		int facility;		/* syslog facility, LOG_DAEMON... */
 		char *ident;

@@ -346,7 +346,7 @@ test_shipped(void)
 	else
 		d.text = text;
 	config_foreach_key(check_documented, &d);
-	ok(d.nkeys == 45, "config_foreach_key walks 45 keys (%d)", d.nkeys);
+	ok(d.nkeys == 47, "config_foreach_key walks 47 keys (%d)", d.nkeys);
 	ok(text != NULL && d.missing == 0, "every key is set in the example "
 	    "(%d missing)", d.missing);
 	ok(text != NULL && d.uncommented == 0, "every key in the example has "
@@ -981,6 +981,59 @@ test_changed(void)
 	ok(1, "config_free(NULL) is harmless");
 }
 
+/* metrics.listen: literals only, never a name to look up. */
+static void
+test_listen(void)
+{
+	static const char *good[] = { "127.0.0.1:9464", "0.0.0.0:1",
+	    "[::1]:9464", "[::]:65535", "/run/taskworkerd/metrics.sock" };
+	static const struct { const char *s, *why; } bad[] = {
+		{ "localhost:9464", "not an IPv4 address" },
+		{ "127.0.0.1", "expected \"ADDRESS:PORT\"" },
+		{ "127.0.0.1:0", "the port must be 1 to 65535" },
+		{ "127.0.0.1:65536", "the port must be 1 to 65535" },
+		{ "127.0.0.1:94x", "the port must be 1 to 65535" },
+		{ "[::1]9464", "expected \"[IPv6]:PORT\"" },
+		{ "[nope]:1", "not an IPv6 address" },
+		{ "relative.sock", "expected \"ADDRESS:PORT\"" },
+	};
+	char *text, *big;
+	struct config *cfg;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		if (asprintf(&text, "metrics: { listen = \"%s\"; };\n",
+		    good[i]) == -1)
+			abort();
+		cfg = load_ok(good[i], write_conf(text));
+		ok(cfg != NULL && streq(cfg->metrics.listen, good[i]),
+		    "metrics.listen keeps \"%s\"", good[i]);
+		config_free(cfg);
+		free(text);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (asprintf(&text, "\nmetrics: { listen = \"%s\"; };\n",
+		    bad[i].s) == -1)
+			abort();
+		expect_error(bad[i].s, text, 2, "metrics.listen", bad[i].why);
+		free(text);
+	}
+	big = malloc(200);
+	if (big == NULL)
+		abort();
+	memset(big, 'a', 199);
+	big[0] = '/';
+	big[199] = '\0';
+	if (asprintf(&text, "metrics: { listen = \"%s\"; };\n", big) == -1)
+		abort();
+	expect_error("a unix socket path too long", text, 1, "metrics.listen",
+	    "a unix socket path is at most 107 bytes");
+	free(text);
+	free(big);
+	expect_error("a sample interval under 100 ms",
+	    "metrics: { sample_interval_ms = 99; };\n", 1,
+	    "metrics.sample_interval_ms", NULL);
+}
+
 int
 main(void)
 {
@@ -991,6 +1044,7 @@ main(void)
 	test_cross_checks();
 	test_files();
 	test_changed();
+	test_listen();
 	remove_temps();
 	return done_testing();
 }
