@@ -14,10 +14,13 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
+#include "stats.h"
 #include "worker.h"
 
 #define EXIT_USAGE	64
+#define EXIT_UNAVAILABLE 69
 #define EXIT_SOFTWARE	70
 #define EXIT_CONFIG	78
 
@@ -27,6 +30,8 @@ struct daemon {
 	int verbose;
 	struct config *cfg;
 	struct worker *worker;
+	struct stats *stats;
+	struct metrics *metrics;
 	int exit_code;
 	int stop_requests;
 	ev_signal sigterm, sigint, sighup;
@@ -103,6 +108,12 @@ keep_fixed(struct config *next, const struct config *cur)
 		free(next->worker.id);
 		next->worker.id = strdup(cur->worker.id);
 	}
+	if (strcmp(next->metrics.listen, cur->metrics.listen) != 0) {
+		log_warnx("reload: metrics.listen changes only on restart; "
+		    "keeping \"%s\"", cur->metrics.listen);
+		free(next->metrics.listen);
+		next->metrics.listen = strdup(cur->metrics.listen);
+	}
 }
 
 static void
@@ -117,13 +128,15 @@ reload(struct daemon *d)
 		log_errorx("reload failed: keeping the running configuration");
 	} else {
 		keep_fixed(next, d->cfg);
-		if (next->redis.queues == NULL || next->worker.id == NULL) {
+		if (next->redis.queues == NULL || next->worker.id == NULL ||
+		    next->metrics.listen == NULL) {
 			log_errorx("reload: out of memory, keeping the "
 			    "running configuration");
 			config_free(next);
 		} else {
 			apply_log(d, next);
 			worker_reconfigure(d->worker, next);
+			metrics_reconfigure(d->metrics, next);
 			config_free(d->cfg);
 			d->cfg = next;
 			log_info("reloaded: delay %d ms, concurrency %d, log "
@@ -255,10 +268,21 @@ main(int argc, char **argv)
 	    "concurrency %d, delay %d ms", TASKWORKERD_VERSION, d.cfg->worker.id,
 	    d.cfg->redis.nqueues, d.cfg->worker.concurrency,
 	    d.cfg->worker.delay_ms);
-	d.worker = worker_new(d.loop, d.cfg, on_exit_request, &d);
+	d.stats = stats_new(d.cfg->redis.nqueues);
+	if (d.stats)
+		d.worker = worker_new(d.loop, d.cfg, d.stats, on_exit_request,
+		    &d);
 	if (d.worker == NULL) {
 		log_errorx("cannot start: out of memory");
 		return EXIT_SOFTWARE;
+	}
+	if (d.cfg->metrics.listen[0] != '\0' &&
+	    (d.metrics = metrics_new(d.loop, d.cfg, d.stats, d.worker)) ==
+	    NULL) {
+		worker_free(d.worker);
+		stats_free(d.stats);
+		config_free(d.cfg);
+		return EXIT_UNAVAILABLE;
 	}
 
 	ev_timer_init(&d.status, status_cb, 1., 1.);
@@ -278,7 +302,9 @@ main(int argc, char **argv)
 		notify_send("STOPPING=1");	/* leaving for another reason */
 	ev_timer_stop(d.loop, &d.status);
 	ev_timer_stop(d.loop, &d.watchdog);
+	metrics_free(d.metrics);
 	worker_free(d.worker);
+	stats_free(d.stats);
 	ev_signal_stop(d.loop, &d.sigterm);
 	ev_signal_stop(d.loop, &d.sigint);
 	ev_signal_stop(d.loop, &d.sighup);

@@ -62,6 +62,8 @@ struct pgconn {
 	struct backoff bo;
 	struct outage outage;
 	int ready;		/* counted in pgstore.nready */
+	int connected_once;	/* later sessions count as reconnects */
+	ev_tstamp sent_at;	/* the flight out */
 	enum req_kind batch_kind;
 	int per_req;		/* one transaction per request, not one statement */
 	struct pgreq *batch[MAX_BATCH];
@@ -75,6 +77,7 @@ struct pgconn {
 struct pgstore {
 	struct ev_loop *loop;
 	const struct config *cfg;
+	struct bstats *st;
 	pgstore_state_fn *state_fn;
 	void *arg;
 	struct pgconn *conns;
@@ -240,6 +243,7 @@ conn_lost(struct pgconn *c, const char *why)
 	/* Copied first: WHY may point into the session being closed. */
 	snprintf(c->ps->last_error, sizeof(c->ps->last_error), "%s", why);
 	why = c->ps->last_error;
+	c->ps->st->errors++;
 	conn_close(c);
 	delay = backoff_next(&c->bo);
 	if (outage_note(&c->outage, why))
@@ -430,6 +434,7 @@ conn_became_ready(struct pgconn *c)
 	log_info("postgres connection %d: connected%s", c->idx,
 	    outage_end(&c->outage) ? " again" : "");
 	backoff_reset(&c->bo);
+	stats_connected(c->ps->st, &c->connected_once);
 	c->state = PC_IDLE;
 	set_ready(c, 1);
 	io_watch(c, EV_READ);
@@ -700,6 +705,7 @@ seg_failed(struct pgconn *c, struct pgreq **reqs, int n, PGresult *err)
 		return;
 	}
 	if (!row_error(c->batch_kind, state, primary)) {
+		ps->st->errors++;
 		log_batch_error(c, n, msg);
 		for (int i = 0; i < n; i++)
 			answer(reqs[i], PGSTORE_ERROR, NULL, msg);
@@ -733,6 +739,9 @@ seg_end(struct pgconn *c)
 	c->seg_err = c->seg_rows = NULL;
 	/* The flight's state is settled before any answer runs. */
 	if (++c->seg == c->nseg) {
+		/* A load is a plain round trip: no commit waits on a flush. */
+		if (c->batch_kind == REQ_LOAD)
+			ps->st->rtt = ev_now(ps->loop) - c->sent_at;
 		c->nbatch = c->nseg = c->seg = 0;
 		c->state = PC_IDLE;
 		ev_timer_stop(ps->loop, &c->timer);
@@ -895,6 +904,7 @@ batch_send(struct pgconn *c, enum req_kind kind, int n)
 		return;
 	}
 	c->state = PC_BUSY;
+	c->sent_at = ev_now(ps->loop);
 	timer_arm(c, flight_timeout(c));
 }
 
@@ -1114,7 +1124,7 @@ conns_open(struct pgstore *ps)
 
 struct pgstore *
 pgstore_new(struct ev_loop *loop, const struct config *cfg,
-    pgstore_state_fn *state_fn, void *arg)
+    struct stats *st, pgstore_state_fn *state_fn, void *arg)
 {
 	struct pgstore *ps = calloc(1, sizeof(*ps));
 
@@ -1122,6 +1132,7 @@ pgstore_new(struct ev_loop *loop, const struct config *cfg,
 		return NULL;
 	ps->loop = loop;
 	ps->cfg = cfg;
+	ps->st = &st->postgres;
 	ps->state_fn = state_fn;
 	ps->arg = arg;
 	ev_prepare_init(&ps->dispatch, dispatch_cb);

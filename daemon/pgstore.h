@@ -9,6 +9,7 @@
 #include <ev.h>
 
 #include "config.h"
+#include "stats.h"
 
 /* A loaded row: its status and the configured extra columns (NULL = SQL NULL). */
 struct pgrow {
@@ -37,8 +38,9 @@ typedef void pgstore_state_fn(void *arg);
 struct pgstore;
 struct pgreq;
 
+/* Connection figures go to ST->postgres. */
 struct pgstore *pgstore_new(struct ev_loop *loop, const struct config *cfg,
-    pgstore_state_fn *state_fn, void *arg);
+    struct stats *st, pgstore_state_fn *state_fn, void *arg);
 void pgstore_free(struct pgstore *ps);
 /* New settings; when they shape the sessions, all reconnect with them. */
 void pgstore_reconfigure(struct pgstore *ps, const struct config *cfg);

@@ -30,28 +30,37 @@
 #define BLOCK_SECONDS	5	/* a BLMOVE returns at least this often */
 #define UNBLOCK_RETRY	0.02	/* CLIENT UNBLOCK raced the BLMOVE: again */
 #define QERR_RECHECK	1.0	/* a queue of the wrong type is retried */
+#define PAUSE_CHECK	0.5	/* a paused queue is looked at again */
 
 /*
- * KEYS: queue1, processing1, attempts1, queue2, ...; ARGV: most ids to
- * take, the sequence number of the first. Each id taken becomes a member
- * of the processing set scored by that sequence. Returns {queue index,
- * id, failed runs so far, ...}; a queue that answers with an error gives
- * {-(index + 1), message, 0}.
+ * KEYS: queue1, processing1, attempts1, paused1, queue2, ...; ARGV: most
+ * ids to take, the sequence number of the first. Each id taken becomes a
+ * member of the processing set scored by that sequence; a queue whose
+ * QUEUE:paused exists is not taken from. Returns {paused, queue index, id,
+ * failed runs so far, ...}, PAUSED a string of "0" and "1", one a queue;
+ * a queue that answers with an error gives {-(index + 1), message, 0}.
  */
 static const char fetch_lua[] =
 	"local n = tonumber(ARGV[1])\n"
 	"local seq = tonumber(ARGV[2])\n"
-	"local out = {}\n"
-	"for i = 1, #KEYS, 3 do\n"
+	"local paused = ''\n"
+	"for i = 4, #KEYS, 4 do\n"
+	"  paused = paused .. redis.call('EXISTS', KEYS[i])\n"
+	"end\n"
+	"local out = {paused}\n"
+	"for i = 1, #KEYS, 4 do\n"
 	"  if n == 0 then break end\n"
-	"  local vs = redis.pcall('LPOP', KEYS[i], n)\n"
+	"  local vs = false\n"
+	"  if string.sub(paused, (i+3)/4, (i+3)/4) == '0' then\n"
+	"    vs = redis.pcall('LPOP', KEYS[i], n)\n"
+	"  end\n"
 	"  if type(vs) == 'table' and vs.err then\n"
-	"    out[#out+1] = -(i+2)/3; out[#out+1] = vs.err; out[#out+1] = 0\n"
+	"    out[#out+1] = -(i+3)/4; out[#out+1] = vs.err; out[#out+1] = 0\n"
 	"  elseif vs then\n"
 	"    for _, v in ipairs(vs) do\n"
 	"      redis.call('ZADD', KEYS[i+1], 'NX', seq, v); seq = seq + 1\n"
 	"      local a = redis.call('HGET', KEYS[i+2], v)\n"
-	"      out[#out+1] = (i-1)/3; out[#out+1] = v; out[#out+1] = tonumber(a) or 0\n"
+	"      out[#out+1] = (i-1)/4; out[#out+1] = v; out[#out+1] = tonumber(a) or 0\n"
 	"    end\n"
 	"    n = n - #vs\n"
 	"  end\n"
@@ -155,7 +164,8 @@ static const char move_lua[] =
 
 /*
  * KEYS: queue, queue:workers, queue:heartbeat:SELF; ARGV: self, ttl ms,
- * what the heartbeat says. Renews this worker's heartbeat, then gives
+ * "host=HOST pid=PID", to which " at=MS" (the server's clock) is added.
+ * Renews this worker's heartbeat, then gives
  * every registered worker whose heartbeat is gone its ids back to the
  * head of the queue, in order, and forgets it. Being one script, it runs
  * once even when several workers find the same dead one. Returns
@@ -163,7 +173,9 @@ static const char move_lua[] =
  */
 static const char beat_lua[] =
 	GIVE_BACK_LUA
-	"redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])\n"
+	"local t = redis.call('TIME')\n"
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"redis.call('SET', KEYS[3], ARGV[3] .. ' at=' .. now, 'PX', ARGV[2])\n"
 	"redis.call('SADD', KEYS[2], ARGV[1])\n"
 	"local out = {}\n"
 	"for _, w in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
@@ -175,6 +187,48 @@ static const char beat_lua[] =
 	"  end\n"
 	"end\n"
 	"return out\n";
+
+/*
+ * KEYS: per queue: queue, processing prefix ("QUEUE:processing:"), retry,
+ * scheduled, dead, workers, paused. What the metrics show of each queue,
+ * in one round trip: {length, processing (every worker), retry,
+ * scheduled, dead, workers alive, paused, head id or "", the earliest
+ * due time in retry and in scheduled or -1, ...}, then the server's time
+ * in ms. Its cost grows with the workers, never with the ids held.
+ */
+static const char sample_lua[] =
+	"local t = redis.call('TIME')\n"
+	"local out = {}\n"
+	"local function first(z)\n"
+	"  local r = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')\n"
+	"  if #r == 0 then return -1 end\n"
+	"  return tonumber(r[2])\n"
+	"end\n"
+	"local function size(k)\n"
+	"  local ty = redis.call('TYPE', k).ok\n"
+	"  if ty == 'zset' then return redis.call('ZCARD', k) end\n"
+	"  if ty == 'list' then return redis.call('LLEN', k) end\n"
+	"  return 0\n"
+	"end\n"
+	"for i = 1, #KEYS, 7 do\n"
+	"  local held, alive = 0, 0\n"
+	"  local hb = string.gsub(KEYS[i+1], 'processing:$', 'heartbeat:')\n"
+	"  for _, w in ipairs(redis.call('SMEMBERS', KEYS[i+5])) do\n"
+	"    held = held + size(KEYS[i+1] .. w)\n"
+	"    alive = alive + redis.call('EXISTS', hb .. w)\n"
+	"  end\n"
+	"  local head = redis.call('LINDEX', KEYS[i], 0) or ''\n"
+	"  out[#out+1] = size(KEYS[i]); out[#out+1] = held\n"
+	"  out[#out+1] = redis.call('ZCARD', KEYS[i+2])\n"
+	"  out[#out+1] = redis.call('ZCARD', KEYS[i+3])\n"
+	"  out[#out+1] = size(KEYS[i+4]); out[#out+1] = alive\n"
+	"  out[#out+1] = redis.call('EXISTS', KEYS[i+6]); out[#out+1] = head\n"
+	"  out[#out+1] = first(KEYS[i+2]); out[#out+1] = first(KEYS[i+3])\n"
+	"end\n"
+	"out[#out+1] = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"return out\n";
+
+#define SAMPLE_FIELDS	10	/* answered per queue by sample_lua */
 
 /* KEYS: queue:workers, queue:heartbeat:SELF; ARGV: self. A clean exit. */
 static const char leave_lua[] =
@@ -195,6 +249,12 @@ struct qkeys {
 	char *scheduled;	/* QUEUE:scheduled */
 	char *workers;		/* QUEUE:workers */
 	char *heartbeat;	/* QUEUE:heartbeat:WORKER */
+	char *paused;		/* QUEUE:paused */
+	char *processing_of;	/* QUEUE:processing: (any worker) */
+	/* What this worker knows of the queue. */
+	int is_paused;		/* the last fetch found QUEUE:paused */
+	char *head;		/* the id at its head at the last sample */
+	ev_tstamp head_since;	/* ... first seen there */
 };
 
 struct rconn {
@@ -218,6 +278,7 @@ struct rconn {
 struct redisq {
 	struct ev_loop *loop;
 	const struct config *cfg;
+	struct stats *st;
 	struct redisq_callbacks cb;
 	void *arg;
 	int nq;
@@ -242,6 +303,13 @@ struct redisq {
 	ev_timer recheck;
 	ev_timer beat;
 	int left;		/* said goodbye: no more heartbeats */
+	int connected_once;	/* the command connection came up before */
+	int npaused;		/* queues found paused */
+	ev_timer pause_check;	/* while some are: is it over? */
+	ev_timer sampler;
+	int sample_out;
+	ev_tstamp sample_sent;
+	char host[256];
 	struct outage move_outage;	/* the mover's last error */
 	char last_error[160];	/* why the command connection is down */
 };
@@ -307,6 +375,7 @@ rc_lost(struct rconn *c, const char *why)
 	delay = backoff_next(&c->bo);
 	if (why == NULL)
 		why = "connection lost";
+	q->st->redis.errors++;
 	if (outage_note(&c->outage, why))
 		log_warnx("redis %s: %s; reconnecting", c->name, why);
 	else
@@ -461,6 +530,7 @@ beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 		if (w->type != REDIS_REPLY_STRING ||
 		    n->type != REDIS_REPLY_INTEGER)
 			continue;
+		q->st->q[qi].reclaimed += (uint64_t)n->integer;
 		log_notice("redis: worker %s has no heartbeat; %lld id(s) "
 		    "from its %s:processing list went back to the head of %s",
 		    w->str, n->integer, q->k[qi].queue, q->k[qi].queue);
@@ -475,7 +545,7 @@ send_beat(struct redisq *q)
 	char ttl[16], info[300];
 
 	snprintf(ttl, sizeof(ttl), "%d", cfg->worker.heartbeat_ttl_ms);
-	snprintf(info, sizeof(info), "pid %d", (int)getpid());
+	snprintf(info, sizeof(info), "host=%s pid=%d", q->host, (int)getpid());
 	for (int qi = 0; qi < q->nq; qi++) {
 		const char *argv[] = { "EVAL", beat_lua, "3", q->k[qi].queue,
 		    q->k[qi].workers, q->k[qi].heartbeat, cfg->worker.id, ttl, info };
@@ -513,6 +583,7 @@ rc_ready(struct rconn *c)
 		log_info("redis %s: connected%s", c->name,
 		    was_down ? " again" : "");
 	if (c->qi < 0) {
+		stats_connected(&q->st->redis, &q->connected_once);
 		/* Whatever this worker left in its lists goes back first. */
 		q->need_reconcile = 1;
 		send_beat(q);
@@ -880,6 +951,41 @@ attempts_of(const redisReply *a)
 	return n < 0 ? 0 : n > 1000000 ? 1000000 : (int)n;
 }
 
+/* PAUSED: "0" or "1" for each queue, as the fetch script found them. */
+static void
+note_paused(struct redisq *q, const char *paused, size_t len)
+{
+	for (int i = 0; i < q->nq && (size_t)i < len; i++) {
+		int p = paused[i] == '1';
+
+		if (p == q->k[i].is_paused)
+			continue;
+		q->k[i].is_paused = p;
+		q->npaused += p ? 1 : -1;
+		if (p)
+			log_notice("redis: %s is paused (%s exists); taking no "
+			    "ids from it", q->k[i].queue, q->k[i].paused);
+		else
+			log_notice("redis: %s is resumed", q->k[i].queue);
+	}
+	if (q->npaused > 0 && !ev_is_active(&q->pause_check))
+		ev_timer_again(q->loop, &q->pause_check);
+	else if (q->npaused == 0)
+		ev_timer_stop(q->loop, &q->pause_check);
+}
+
+/* A queue is paused: look again, so a resume is seen within PAUSE_CHECK. */
+static void
+pause_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct redisq *q = w->data;
+
+	(void)loop;
+	(void)revents;
+	q->known_empty = 0;
+	redisq_kick(q);
+}
+
 static void
 fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 {
@@ -895,12 +1001,16 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 	q->script_inflight = 0;
 	if (reply->type == REDIS_REPLY_ERROR) {
 		log_warnx("redis: fetch failed: %s", reply->str);
+		q->st->redis.errors++;
 		q->known_empty = 1;
 		recheck_in(q, QERR_RECHECK);
 		return;
 	}
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING)
+		note_paused(q, reply->element[0]->str, reply->element[0]->len);
 	if (reply->type == REDIS_REPLY_ARRAY) {
-		for (size_t i = 0; i + 2 < reply->elements; i += 3) {
+		for (size_t i = 1; i + 2 < reply->elements; i += 3) {
 			redisReply *k = reply->element[i];
 			redisReply *v = reply->element[i + 1];
 			redisReply *a = reply->element[i + 2];
@@ -956,7 +1066,7 @@ block_cb(redisAsyncContext *ac, void *r, void *priv)
 	if (reply->type == REDIS_REPLY_STRING) {
 		/* The queue has ids now (the BLMOVE only rotated it): fetch. */
 		q->known_empty = 0;
-		if (q->cb.on_hint)
+		if (q->cb.on_hint && !q->k[c->qi].is_paused)
 			q->cb.on_hint(q->arg, c->qi, reply->str, reply->len);
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		if (!c->qerr)
@@ -975,7 +1085,7 @@ send_fetch(struct redisq *q, int n)
 	char nbuf[16], numkeys[16], seqbuf[32];
 
 	snprintf(nbuf, sizeof(nbuf), "%d", n);
-	snprintf(numkeys, sizeof(numkeys), "%d", 3 * q->nq);
+	snprintf(numkeys, sizeof(numkeys), "%d", 4 * q->nq);
 	snprintf(seqbuf, sizeof(seqbuf), "%.0f", q->seq);
 	q->seq += n;	/* numbers left unused cost nothing: only order counts */
 	argv_add(&b, "EVAL", 4);
@@ -985,6 +1095,7 @@ send_fetch(struct redisq *q, int n)
 		argv_add(&b, q->k[i].queue, strlen(q->k[i].queue));
 		argv_add(&b, q->k[i].processing, strlen(q->k[i].processing));
 		argv_add(&b, q->k[i].attempts, strlen(q->k[i].attempts));
+		argv_add(&b, q->k[i].paused, strlen(q->k[i].paused));
 	}
 	argv_add(&b, nbuf, strlen(nbuf));
 	argv_add(&b, seqbuf, strlen(seqbuf));
@@ -1045,6 +1156,8 @@ redisq_kick(struct redisq *q)
 
 		if (b->qerr)
 			recheck_in(q, QERR_RECHECK);	/* not waited on */
+		else if (q->k[i].is_paused)
+			continue;	/* it has ids: a BLMOVE would spin */
 		else if (b->state == RC_READY && !b->blocked)
 			send_block(b);
 	}
@@ -1354,6 +1467,115 @@ mover_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	move_due(w->data);
 }
 
+/* ---- what the metrics show of each queue ---- */
+
+static long long
+int_of(const redisReply *r)
+{
+	if (r->type == REDIS_REPLY_INTEGER)
+		return r->integer;
+	if (r->type == REDIS_REPLY_STRING)
+		return strtoll(r->str, NULL, 10);
+	return -1;
+}
+
+/* The oldest id waiting, as far as sampling can tell (see README). */
+static double
+oldest_age(struct redisq *q, struct qkeys *k, const redisReply *head,
+    long long retry_due, long long sched_due, long long now_ms)
+{
+	ev_tstamp now = ev_now(q->loop);
+	double age = 0;
+
+	if (head->type != REDIS_REPLY_STRING || head->len == 0) {
+		free(k->head);
+		k->head = NULL;
+	} else if (k->head == NULL || strcmp(k->head, head->str) != 0) {
+		free(k->head);
+		k->head = strndup(head->str, head->len);
+		k->head_since = now;
+	} else
+		age = now - k->head_since;
+	/* Due ids not moved yet have waited since their due time. */
+	if (retry_due >= 0 && (now_ms - retry_due) / 1000.0 > age)
+		age = (now_ms - retry_due) / 1000.0;
+	if (sched_due >= 0 && (now_ms - sched_due) / 1000.0 > age)
+		age = (now_ms - sched_due) / 1000.0;
+	return age;
+}
+
+static void
+sample_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r, **e;
+	struct redisq *q;
+	long long now_ms;
+
+	(void)priv;
+	if (c == NULL || reply == NULL)
+		return;
+	q = c->q;
+	q->sample_out = 0;
+	if (reply->type != REDIS_REPLY_ARRAY ||
+	    reply->elements != (size_t)q->nq * SAMPLE_FIELDS + 1) {
+		if (reply->type == REDIS_REPLY_ERROR) {
+			q->st->redis.errors++;
+			log_warnx("redis: cannot sample the queues: %s",
+			    reply->str);
+		}
+		return;
+	}
+	q->st->redis.rtt = ev_time() - q->sample_sent;
+	e = reply->element;
+	now_ms = int_of(e[reply->elements - 1]);
+	for (int qi = 0; qi < q->nq; qi++, e += SAMPLE_FIELDS) {
+		struct qsample *s = &q->st->q[qi].sample;
+
+		s->length = int_of(e[0]);
+		s->processing = int_of(e[1]);
+		s->retry = int_of(e[2]);
+		s->scheduled = int_of(e[3]);
+		s->dead = int_of(e[4]);
+		s->workers = int_of(e[5]);
+		s->paused = int_of(e[6]) == 1;
+		s->oldest_age = oldest_age(q, &q->k[qi], e[7], int_of(e[8]),
+		    int_of(e[9]), now_ms);
+		q->st->q[qi].sampled = 1;
+	}
+}
+
+static void
+sampler_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct redisq *q = w->data;
+	struct argv_buf b = { 0 };
+	char numkeys[16];
+
+	(void)loop;
+	(void)revents;
+	if (q->cmd.state != RC_READY || q->sample_out || q->left)
+		return;
+	snprintf(numkeys, sizeof(numkeys), "%d", 7 * q->nq);
+	argv_add(&b, "EVAL", 4);
+	argv_add(&b, sample_lua, sizeof(sample_lua) - 1);
+	argv_add(&b, numkeys, strlen(numkeys));
+	for (int i = 0; i < q->nq; i++) {
+		const struct qkeys *k = &q->k[i];
+		const char *keys[7] = { k->queue, k->processing_of, k->retry,
+		    k->scheduled, k->dead, k->workers, k->paused };
+
+		for (int j = 0; j < 7; j++)
+			argv_add(&b, keys[j], strlen(keys[j]));
+	}
+	q->sample_sent = ev_time();
+	if (!b.failed && rc_command(&q->cmd, sample_cb, NULL, b.n, b.argv,
+	    b.lens) == 0)
+		q->sample_out = 1;
+	free(b.argv);
+	free(b.lens);
+}
+
 /* ---- lifecycle ---- */
 
 static void
@@ -1371,6 +1593,9 @@ free_keys(struct redisq *q)
 		free(k->scheduled);
 		free(k->workers);
 		free(k->heartbeat);
+		free(k->paused);
+		free(k->processing_of);
+		free(k->head);
 	}
 	free(q->k);
 }
@@ -1386,12 +1611,14 @@ make_keys(struct qkeys *k, const char *name, const char *worker)
 	    asprintf(&k->retry, "%s:retry", name) == -1 ||
 	    asprintf(&k->scheduled, "%s:scheduled", name) == -1 ||
 	    asprintf(&k->workers, "%s:workers", name) == -1 ||
-	    asprintf(&k->heartbeat, "%s:heartbeat:%s", name, worker) == -1 ?
+	    asprintf(&k->heartbeat, "%s:heartbeat:%s", name, worker) == -1 ||
+	    asprintf(&k->paused, "%s:paused", name) == -1 ||
+	    asprintf(&k->processing_of, "%s:processing:", name) == -1 ?
 	    -1 : 0;
 }
 
 struct redisq *
-redisq_new(struct ev_loop *loop, const struct config *cfg,
+redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
     const struct redisq_callbacks *cb, void *arg)
 {
 	struct redisq *q = calloc(1, sizeof(*q));
@@ -1401,7 +1628,11 @@ redisq_new(struct ev_loop *loop, const struct config *cfg,
 		return NULL;
 	q->loop = loop;
 	q->cfg = cfg;
+	q->st = st;
 	q->cb = *cb;
+	if (gethostname(q->host, sizeof(q->host) - 1) == -1)
+		snprintf(q->host, sizeof(q->host), "unknown");
+	q->host[strcspn(q->host, " \t\r\n")] = '\0';
 	q->arg = arg;
 	q->nq = cfg->redis.nqueues;
 	q->k = calloc(q->nq, sizeof(*q->k));
@@ -1432,6 +1663,13 @@ redisq_new(struct ev_loop *loop, const struct config *cfg,
 	q->beat.data = q;
 	ev_init(&q->mover, mover_cb);
 	q->mover.data = q;
+	ev_init(&q->pause_check, pause_check_cb);
+	q->pause_check.repeat = PAUSE_CHECK;
+	q->pause_check.data = q;
+	ev_init(&q->sampler, sampler_cb);
+	q->sampler.repeat = cfg->metrics.sample_interval_ms / 1000.0;
+	q->sampler.data = q;
+	ev_timer_again(loop, &q->sampler);
 	q->need_reconcile = 1;
 	q->seq = 1;
 	rc_init(q, &q->cmd, -1);
@@ -1455,6 +1693,8 @@ redisq_free(struct redisq *q)
 	ev_timer_stop(q->loop, &q->recheck);
 	ev_timer_stop(q->loop, &q->beat);
 	ev_timer_stop(q->loop, &q->mover);
+	ev_timer_stop(q->loop, &q->pause_check);
+	ev_timer_stop(q->loop, &q->sampler);
 	ev_prepare_stop(q->loop, &q->ack_flush);
 	for (int i = 0; i < q->nq; i++) {
 		struct ackreq *a, *next;
@@ -1478,6 +1718,10 @@ redisq_reconfigure(struct redisq *q, const struct config *cfg)
 	int changed = config_redis_conn_changed(q->cfg, cfg);
 
 	q->cfg = cfg;
+	if (q->sampler.repeat != cfg->metrics.sample_interval_ms / 1000.0) {
+		q->sampler.repeat = cfg->metrics.sample_interval_ms / 1000.0;
+		ev_timer_again(q->loop, &q->sampler);
+	}
 	backoff_limits(&q->cmd.bo, cfg->worker.retry_min_ms,
 	    cfg->worker.retry_max_ms);
 	for (int i = 0; i < q->nq; i++)

@@ -9,6 +9,7 @@
 #include <ev.h>
 
 #include "config.h"
+#include "stats.h"
 
 typedef void redisq_add_fn(void *ctx, const char *val, size_t len);
 
@@ -39,8 +40,9 @@ typedef void redisq_done_fn(void *arg, int ok);
 
 struct redisq;
 
+/* Counters and queue samples go to ST. */
 struct redisq *redisq_new(struct ev_loop *loop, const struct config *cfg,
-    const struct redisq_callbacks *cb, void *arg);
+    struct stats *st, const struct redisq_callbacks *cb, void *arg);
 void redisq_free(struct redisq *q);
 /* New settings; changed connection settings reconnect. */
 void redisq_reconfigure(struct redisq *q, const struct config *cfg);

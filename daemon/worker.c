@@ -45,6 +45,8 @@ struct task {
 	ev_timer timer;
 	ev_tstamp delay_start;
 	ev_tstamp missing_since;
+	ev_tstamp taken_at;	/* for the task duration */
+	ev_tstamp run_at;	/* the handler started */
 	struct pgreq *req;
 	struct pgrow *row;
 	struct hrun *run;
@@ -52,6 +54,7 @@ struct task {
 	int failures;
 	int attempt;		/* this run, 1-based (QUEUE:attempts + 1) */
 	int final;		/* the failed attempt was the last */
+	enum dead_reason dead;	/* why, when it goes to the dead list */
 	int retry_ms;		/* the wait before the next attempt */
 	char *why;		/* why the attempt failed or the task is dead */
 	size_t len;
@@ -72,14 +75,6 @@ struct hint {
 	struct pgrow *row;
 };
 
-struct worker_stats {
-	uint64_t completed;	/* rows marked completed by this process */
-	uint64_t skipped;	/* already completed: acknowledged only */
-	uint64_t retried;	/* failed attempts moved to QUEUE:retry */
-	uint64_t dead;		/* ids moved to a dead list */
-	uint64_t retries;	/* steps retried after a server error */
-};
-
 struct worker {
 	struct ev_loop *loop;
 	const struct config *cfg;
@@ -98,7 +93,7 @@ struct worker {
 	int requeueing;
 	int exiting;
 	ev_timer shutdown;
-	struct worker_stats stats;
+	struct stats *st;
 	struct hint hint;
 	char status[256];
 };
@@ -109,7 +104,8 @@ static void task_complete(struct task *t);
 static void task_ack(struct task *t);
 static void task_mark(struct task *t);
 static void task_fail(struct task *t, const char *reason);
-static void task_dead(struct task *t, const char *reason);
+static void task_dead(struct task *t, enum dead_reason dead,
+    const char *reason);
 static void retry_send(struct task *t);
 static void dead_send(struct task *t);
 static void check_drained(struct worker *w);
@@ -270,7 +266,7 @@ task_retry(struct task *t, enum tstate step, const char *why)
 		    w->cfg->worker.retry_max_ms, (uint64_t)t->id ^
 		    (uint64_t)(uintptr_t)t);
 	delay = backoff_next(&t->bo);
-	w->stats.retries++;
+	w->st->step_retries++;
 	log_debug("task %lld: %s; retrying in %d ms", (long long)t->id, why,
 	    delay);
 	set_state(t, T_BACKOFF);
@@ -295,6 +291,8 @@ ack_cb(void *arg, int ok)
 		return;
 	}
 	log_debug("task %lld: acknowledged", (long long)t->id);
+	stats_observe(&t->w->st->q[t->qi].task,
+	    ev_now(t->w->loop) - t->taken_at);
 	task_done(t);
 }
 
@@ -321,7 +319,10 @@ dead_cb(void *arg, int ok)
 		task_retry(t, T_DEAD, "dead-lettering not confirmed");
 		return;
 	}
-	w->stats.dead++;
+	w->st->q[t->qi].dead[t->dead]++;
+	if (t->dead == DEAD_FAILED)
+		w->st->q[t->qi].failed++;
+	stats_observe(&w->st->q[t->qi].task, ev_now(w->loop) - t->taken_at);
 	task_done(t);
 }
 
@@ -336,7 +337,7 @@ dead_send(struct task *t)
 
 /* REASON is recorded with the id in QUEUE:dead:reason. */
 static void
-task_dead(struct task *t, const char *reason)
+task_dead(struct task *t, enum dead_reason dead, const char *reason)
 {
 	struct worker *w = t->w;
 	char buf[128];
@@ -344,6 +345,7 @@ task_dead(struct task *t, const char *reason)
 	log_warnx("task \"%s\" from %s is dead: %s; moved to %s",
 	    printable(t, buf, sizeof(buf)), redisq_queue(w->q, t->qi), reason,
 	    redisq_dead_key(w->q, t->qi));
+	t->dead = dead;
 	if (reason != t->why) {
 		free(t->why);
 		t->why = strdup(reason);
@@ -367,7 +369,9 @@ retried_cb(void *arg, int ok)
 		    "confirmed");
 		return;
 	}
-	t->w->stats.retried++;
+	t->w->st->q[t->qi].retried++;
+	stats_observe(&t->w->st->q[t->qi].task,
+	    ev_now(t->w->loop) - t->taken_at);
 	task_done(t);
 }
 
@@ -385,7 +389,7 @@ static void
 task_settle(struct task *t)
 {
 	if (t->final)
-		task_dead(t, t->why);
+		task_dead(t, DEAD_FAILED, t->why);
 	else
 		retry_send(t);
 }
@@ -471,7 +475,7 @@ complete_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 		task_retry(t, T_COMPLETING, msg ? msg : "update failed");
 		return;
 	}
-	t->w->stats.completed++;
+	t->w->st->q[t->qi].completed++;
 	log_debug("task %lld: completed", (long long)t->id);
 	task_ack(t);
 }
@@ -494,6 +498,7 @@ run_cb(void *arg, enum handler_result res, const char *reason)
 	t->run = NULL;
 	if (w->exiting)
 		return;
+	stats_observe(&w->st->q[t->qi].handler, ev_now(w->loop) - t->run_at);
 	if (w->abandoning) {
 		/* Out of time: the id goes back with the rest. */
 		log_debug("task %lld: handler stopped", (long long)t->id);
@@ -511,7 +516,7 @@ run_cb(void *arg, enum handler_result res, const char *reason)
 	case HR_COMPLETED:
 		pgrow_free(t->row);
 		t->row = NULL;
-		w->stats.completed++;
+		w->st->q[t->qi].completed++;
 		log_debug("task %lld: completed by its handler",
 		    (long long)t->id);
 		task_ack(t);
@@ -538,6 +543,7 @@ task_run(struct task *t)
 	};
 
 	set_state(t, T_RUNNING);
+	t->run_at = ev_now(w->loop);
 	t->run = handler_start(w->h, &ht, run_cb, t);
 	if (t->run == NULL)
 		task_retry(t, T_RUNNING, "out of memory");
@@ -589,7 +595,7 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 			task_retry(t, T_LOADING, "no row yet");
 			return;
 		}
-		task_dead(t, "no row with that id");
+		task_dead(t, DEAD_NO_ROW, "no row with that id");
 		return;
 	case PGSTORE_OK:
 		break;
@@ -599,7 +605,7 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 		log_debug("task %lld: already %s, acknowledging",
 		    (long long)t->id, row->status);
 		pgrow_free(row);
-		w->stats.skipped++;
+		w->st->q[t->qi].already++;
 		task_ack(t);
 		return;
 	}
@@ -705,6 +711,8 @@ on_id(void *arg, int qi, const char *val, size_t len, int attempts)
 	t->qi = qi;
 	t->attempt = attempts + 1;
 	t->len = len;
+	t->taken_at = ev_now(w->loop);
+	w->st->q[qi].taken++;
 	memcpy(t->val, val, len);
 	ev_init(&t->timer, delay_cb);
 	t->timer.data = t;
@@ -718,7 +726,7 @@ on_id(void *arg, int qi, const char *val, size_t len, int attempts)
 		char reason[128];
 
 		snprintf(reason, sizeof(reason), "not an id: %s", why);
-		task_dead(t, reason);
+		task_dead(t, DEAD_NOT_AN_ID, reason);
 		return;
 	}
 	log_debug("task %lld: taken from %s", (long long)t->id,
@@ -898,10 +906,10 @@ worker_update_status(struct worker *w)
 		    "retrying, %d running, %llu completed, %llu already done, "
 		    "%llu retried, %llu dead; postgres %d/%d", nactive(w),
 		    retrying, handler_running(w->h),
-		    (unsigned long long)w->stats.completed,
-		    (unsigned long long)w->stats.skipped,
-		    (unsigned long long)w->stats.retried,
-		    (unsigned long long)w->stats.dead,
+		    (unsigned long long)STATS_SUM(w->st, completed),
+		    (unsigned long long)STATS_SUM(w->st, already),
+		    (unsigned long long)STATS_SUM(w->st, retried),
+		    (unsigned long long)stats_dead_total(w->st),
 		    pgstore_nready(w->ps), pgstore_nconns(w->ps));
 	if (strcmp(buf, w->status) == 0)
 		return;
@@ -911,7 +919,7 @@ worker_update_status(struct worker *w)
 
 struct worker *
 worker_new(struct ev_loop *loop, const struct config *cfg,
-    worker_exit_fn *exit_fn, void *arg)
+    struct stats *st, worker_exit_fn *exit_fn, void *arg)
 {
 	static const struct redisq_callbacks cbs = {
 		.room = room,
@@ -927,6 +935,7 @@ worker_new(struct ev_loop *loop, const struct config *cfg,
 		return NULL;
 	w->loop = loop;
 	w->cfg = cfg;
+	w->st = st;
 	w->exit_fn = exit_fn;
 	w->exit_arg = arg;
 	TAILQ_INIT(&w->tasks);
@@ -935,11 +944,11 @@ worker_new(struct ev_loop *loop, const struct config *cfg,
 	w->shutdown.data = w;
 	w->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
 	    (uint64_t)(uintptr_t)w;
-	w->ps = pgstore_new(loop, cfg, pg_state, w);
+	w->ps = pgstore_new(loop, cfg, st, pg_state, w);
 	if (w->ps)
 		w->h = handler_new(loop, cfg, w->ps);
 	if (w->h)
-		w->q = redisq_new(loop, cfg, &cbs, w);
+		w->q = redisq_new(loop, cfg, st, &cbs, w);
 	if (w->ps == NULL || w->h == NULL || w->q == NULL) {
 		worker_free(w);
 		return NULL;
@@ -965,6 +974,16 @@ worker_free(struct worker *w)
 	handler_free(w->h);
 	pgstore_free(w->ps);
 	free(w);
+}
+
+void
+worker_gauges(const struct worker *w, struct worker_gauges *g)
+{
+	g->in_flight = w->ntasks;
+	g->waiting = w->nstate[T_WAITING];
+	g->running = handler_running(w->h);
+	g->redis_up = redisq_ready(w->q);
+	g->postgres_up = pgstore_nready(w->ps) > 0;
 }
 
 void
