@@ -1,0 +1,1218 @@
+/*
+ * commands: what each taskworkerctl command does in Redis. Every move of
+ * ids between keys is one Lua script, so no id is lost or doubled while
+ * daemons run; a move of every id goes in chunks so Redis is never held.
+ */
+#include <ctype.h>
+#include <limits.h>
+#include <math.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl.h"
+
+#define PAGE		1000	/* ids read per script */
+#define CHUNK_ALL	1000	/* ids moved per script by --all */
+#define CHUNK_IDS	100	/* ids named per script (LREM is O(list)) */
+
+/*
+ * ARGV[1]: a queue. Its sizes, its pause and its registered workers with
+ * their heartbeats and processing sets, read at one instant. A key of an
+ * unexpected type has size -1.
+ */
+static const char status_lua[] =
+	"local q = ARGV[1]\n"
+	"local function size(key)\n"
+	"  local t = redis.call('TYPE', key).ok\n"
+	"  if t == 'none' then return 0\n"
+	"  elseif t == 'list' then return redis.call('LLEN', key)\n"
+	"  elseif t == 'zset' then return redis.call('ZCARD', key)\n"
+	"  elseif t == 'hash' then return redis.call('HLEN', key)\n"
+	"  elseif t == 'set' then return redis.call('SCARD', key) end\n"
+	"  return -1\n"
+	"end\n"
+	"local function str(key)\n"
+	"  local t = redis.call('TYPE', key).ok\n"
+	"  if t == 'none' then return false end\n"
+	"  if t ~= 'string' then return '?' end\n"
+	"  return redis.call('GET', key)\n"
+	"end\n"
+	"local t = redis.call('TIME')\n"
+	"local ws = {}\n"
+	"if redis.call('TYPE', q .. ':workers').ok == 'set' then\n"
+	"  for _, w in ipairs(redis.call('SMEMBERS', q .. ':workers')) do\n"
+	"    local hb = q .. ':heartbeat:' .. w\n"
+	"    ws[#ws+1] = w\n"
+	"    ws[#ws+1] = str(hb)\n"
+	"    ws[#ws+1] = redis.call('PTTL', hb)\n"
+	"    ws[#ws+1] = size(q .. ':processing:' .. w)\n"
+	"  end\n"
+	"end\n"
+	"return {t[1], t[2], size(q), size(q .. ':retry'),\n"
+	"  size(q .. ':scheduled'), size(q .. ':dead'), size(q .. ':attempts'),\n"
+	"  str(q .. ':paused'), ws}\n";
+
+/* KEYS[1]: a processing set (a list before 0.2). How many ids it holds. */
+static const char size_lua[] =
+	"local t = redis.call('TYPE', KEYS[1]).ok\n"
+	"if t == 'zset' then return redis.call('ZCARD', KEYS[1]) end\n"
+	"if t == 'list' then return redis.call('LLEN', KEYS[1]) end\n"
+	"return -1\n";
+
+/* KEYS: dead, dead:reason; ARGV: first, last index. {ids, reasons}. */
+static const char dead_page_lua[] =
+	"local ids = redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])\n"
+	"if #ids == 0 then return {{}, {}} end\n"
+	"return {ids, redis.call('HMGET', KEYS[2], unpack(ids))}\n";
+
+/*
+ * KEYS: a sorted set (retry, scheduled), attempts; ARGV: first, last
+ * rank. {id, due, id, due, ...}, {failed attempts of each}.
+ */
+static const char due_page_lua[] =
+	"local z = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')\n"
+	"local ids = {}\n"
+	"for i = 1, #z, 2 do ids[#ids+1] = z[i] end\n"
+	"if #ids == 0 then return {{}, {}} end\n"
+	"return {z, redis.call('HMGET', KEYS[2], unpack(ids))}\n";
+
+/*
+ * KEYS: dead, queue, dead:reason, attempts; ARGV: ids. Each id found in
+ * the dead list goes to the tail of the queue (as many times as it was
+ * there), its reason and attempt count cleared. Returns the count of
+ * each.
+ */
+static const char requeue_ids_lua[] =
+	"local out = {}\n"
+	"for i = 1, #ARGV do\n"
+	"  local n = redis.call('LREM', KEYS[1], 0, ARGV[i])\n"
+	"  for _ = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i]) end\n"
+	"  if n > 0 then\n"
+	"    redis.call('HDEL', KEYS[3], ARGV[i])\n"
+	"    redis.call('HDEL', KEYS[4], ARGV[i])\n"
+	"  end\n"
+	"  out[i] = n\n"
+	"end\n"
+	"return out\n";
+
+/*
+ * KEYS: dead, queue, dead:reason, attempts; ARGV[1]: most ids. The oldest
+ * dead ids go to the tail of the queue, oldest first, as the retry mover
+ * moves them. Returns how many moved.
+ */
+static const char requeue_all_lua[] =
+	"local vs = redis.call('LPOP', KEYS[1], ARGV[1])\n"
+	"if not vs then return 0 end\n"
+	"redis.call('RPUSH', KEYS[2], unpack(vs))\n"
+	"redis.call('HDEL', KEYS[3], unpack(vs))\n"
+	"redis.call('HDEL', KEYS[4], unpack(vs))\n"
+	"return #vs\n";
+
+/* KEYS: dead, dead:reason; ARGV: ids. Forgets them; the count of each. */
+static const char purge_ids_lua[] =
+	"local out = {}\n"
+	"for i = 1, #ARGV do\n"
+	"  local n = redis.call('LREM', KEYS[1], 0, ARGV[i])\n"
+	"  if n > 0 then redis.call('HDEL', KEYS[2], ARGV[i]) end\n"
+	"  out[i] = n\n"
+	"end\n"
+	"return out\n";
+
+/* KEYS: dead, dead:reason; ARGV[1]: most ids. Forgets the oldest. */
+static const char purge_all_lua[] =
+	"local vs = redis.call('LPOP', KEYS[1], ARGV[1])\n"
+	"if not vs then return 0 end\n"
+	"redis.call('HDEL', KEYS[2], unpack(vs))\n"
+	"return #vs\n";
+
+/*
+ * KEYS: retry; ARGV: ids. Each id in the set becomes due now (the
+ * server's clock); XX never adds one that is not. 1 or 0 for each.
+ */
+static const char retry_now_lua[] =
+	"local t = redis.call('TIME')\n"
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+	"local out = {}\n"
+	"for i = 1, #ARGV do\n"
+	"  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])\n"
+	"  if s then\n"
+	"    if tonumber(s) > now then\n"
+	"      redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i])\n"
+	"    end\n"
+	"    out[i] = 1\n"
+	"  else\n"
+	"    out[i] = 0\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
+/*
+ * KEYS: paused; ARGV[1]: who. Pauses the queue unless it is; returns
+ * {1 when this call paused it, the value}.
+ */
+static const char pause_lua[] =
+	"local t = redis.call('TIME')\n"
+	"local v = 'at=' .. t[1] .. string.format('%03d', math.floor(t[2] / 1000))\n"
+	"  .. ' by=' .. ARGV[1]\n"
+	"if redis.call('SET', KEYS[1], v, 'NX') then return {1, v} end\n"
+	"return {0, redis.call('GET', KEYS[1])}\n";
+
+/* KEYS: paused. Resumes the queue; returns the value it had, or nil. */
+static const char resume_lua[] =
+	"local v = false\n"
+	"if redis.call('TYPE', KEYS[1]).ok == 'string' then\n"
+	"  v = redis.call('GET', KEYS[1])\n"
+	"elseif redis.call('EXISTS', KEYS[1]) == 1 then\n"
+	"  v = '?'\n"
+	"end\n"
+	"redis.call('DEL', KEYS[1])\n"
+	"return v\n";
+
+/* ---- small helpers ---- */
+
+static int
+is_str(const redisReply *r)
+{
+	return r != NULL && (r->type == REDIS_REPLY_STRING ||
+	    r->type == REDIS_REPLY_STATUS);
+}
+
+static long long
+reply_ll(const redisReply *r, long long dflt)
+{
+	if (r == NULL)
+		return dflt;
+	if (r->type == REDIS_REPLY_INTEGER)
+		return r->integer;
+	if (r->type == REDIS_REPLY_STRING)
+		return strtoll(r->str, NULL, 10);
+	return dflt;
+}
+
+static int
+bad_reply(struct ctl *c, const char *what)
+{
+	ctl_errx("Redis: unexpected reply to %s", what);
+	c->status = EXIT_FAIL;
+	return EXIT_FAIL;
+}
+
+static void
+json_num(const char *name, long long v, int valid)
+{
+	if (valid)
+		printf("\"%s\":%lld", name, v);
+	else
+		printf("\"%s\":null", name);
+}
+
+static void
+json_strn(const char *name, const char *s, size_t len)
+{
+	printf("\"%s\":", name);
+	if (s == NULL)
+		fputs("null", stdout);
+	else
+		out_json_str(stdout, s, len);
+}
+
+static void
+json_s(const char *name, const char *s)
+{
+	json_strn(name, s, s ? strlen(s) : 0);
+}
+
+/* Parses "word=value" out of a space-separated S; value or NULL. */
+static const char *
+field(const char *s, const char *word, size_t *len)
+{
+	size_t wl = strlen(word);
+
+	for (const char *p = s; *p; ) {
+		size_t tl = strcspn(p, " ");
+
+		if (tl > wl && strncmp(p, word, wl) == 0 && p[wl] == '=') {
+			*len = tl - wl - 1;
+			return p + wl + 1;
+		}
+		p += tl;
+		p += strspn(p, " ");
+	}
+	return NULL;
+}
+
+static int
+field_ll(const char *s, const char *word, long long *v)
+{
+	size_t len;
+	const char *p = field(s, word, &len);
+	char buf[32], *end;
+
+	if (p == NULL || len == 0 || len >= sizeof(buf))
+		return 0;
+	memcpy(buf, p, len);
+	buf[len] = '\0';
+	*v = strtoll(buf, &end, 10);
+	return *end == '\0';
+}
+
+/* ---- status ---- */
+
+struct worker {
+	char *id;
+	char *beat;		/* the heartbeat's value, NULL when gone */
+	long long ttl;		/* PTTL of the heartbeat */
+	long long n;		/* ids in its processing set, -1 unknown */
+	int registered;
+};
+
+struct qstatus {
+	char *queue;
+	int configured;
+	long long len, retry, scheduled, dead, attempts, processing;
+	char *paused;		/* the value of QUEUE:paused, NULL if none */
+	struct worker *w;
+	size_t nw;
+};
+
+static int
+worker_cmp(const void *a, const void *b)
+{
+	const struct worker *x = a, *y = b;
+
+	if (x->registered != y->registered)
+		return y->registered - x->registered;
+	return strcmp(x->id, y->id);
+}
+
+static struct worker *
+add_worker(struct qstatus *s, const char *id, size_t len)
+{
+	struct worker *w = realloc(s->w, (s->nw + 1) * sizeof(*w));
+
+	if (w == NULL)
+		return NULL;
+	s->w = w;
+	w = &s->w[s->nw];
+	memset(w, 0, sizeof(*w));
+	if ((w->id = strndup(id, len)) == NULL)
+		return NULL;
+	w->ttl = -2;
+	s->nw++;
+	return w;
+}
+
+/* PATTERN for SCAN MATCH: S with the glob characters escaped. */
+static char *
+glob_escape(const char *s, const char *suffix)
+{
+	char *out = malloc(2 * strlen(s) + strlen(suffix) + 1), *p = out;
+
+	if (out == NULL)
+		return NULL;
+	for (; *s; s++) {
+		if (strchr("*?[]\\", *s))
+			*p++ = '\\';
+		*p++ = *s;
+	}
+	strcpy(p, suffix);
+	return out;
+}
+
+/* Processing sets of workers not in QUEUE:workers: nothing stuck hides. */
+static int
+scan_unregistered(struct ctl *c, struct qstatus *s)
+{
+	char *pattern = glob_escape(s->queue, ":processing:*");
+	size_t plen = strlen(s->queue) + strlen(":processing:");
+	char cursor[32] = "0";
+	int rv = 0;
+
+	if (pattern == NULL)
+		return -1;
+	do {
+		const char *argv[] = { "SCAN", cursor, "MATCH", pattern,
+		    "COUNT", "1000" };
+		redisReply *r = ctl_command(c, 6, argv, NULL), *keys;
+
+		if (r == NULL) {
+			rv = -1;
+			break;
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    !is_str(r->element[0]) ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY) {
+			freeReplyObject(r);
+			bad_reply(c, "SCAN");
+			rv = -1;
+			break;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		keys = r->element[1];
+		for (size_t i = 0; i < keys->elements && rv == 0; i++) {
+			redisReply *k = keys->element[i], *n;
+			const char *id;
+			size_t idlen, j;
+			struct worker *w;
+
+			if (!is_str(k) || k->len <= plen)
+				continue;
+			id = k->str + plen;
+			idlen = k->len - plen;
+			for (j = 0; j < s->nw; j++)
+				if (strlen(s->w[j].id) == idlen &&
+				    memcmp(s->w[j].id, id, idlen) == 0)
+					break;
+			if (j < s->nw)
+				continue;	/* registered, counted */
+			n = ctl_eval(c, size_lua, 1, (const char **)&k->str,
+			    0, NULL, NULL);
+			if (n == NULL || (w = add_worker(s, id, idlen)) == NULL)
+				rv = -1;
+			else {
+				w->n = reply_ll(n, -1);
+				if (w->n > 0 && s->processing >= 0)
+					s->processing += w->n;
+			}
+			freeReplyObject(n);
+		}
+		freeReplyObject(r);
+	} while (rv == 0 && strcmp(cursor, "0") != 0);
+	free(pattern);
+	return rv;
+}
+
+static int
+read_status(struct ctl *c, struct qstatus *s, long long *now)
+{
+	const char *args[] = { s->queue };
+	redisReply *r = ctl_eval(c, status_lua, 0, NULL, 1, args, NULL), *ws;
+
+	if (r == NULL)
+		return -1;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 9 ||
+	    r->element[8]->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(r);
+		return bad_reply(c, "the status script"), -1;
+	}
+	*now = reply_ll(r->element[0], 0) * 1000 +
+	    reply_ll(r->element[1], 0) / 1000;
+	s->len = reply_ll(r->element[2], -1);
+	s->retry = reply_ll(r->element[3], -1);
+	s->scheduled = reply_ll(r->element[4], -1);
+	s->dead = reply_ll(r->element[5], -1);
+	s->attempts = reply_ll(r->element[6], -1);
+	if (is_str(r->element[7]))
+		s->paused = strdup(r->element[7]->str);
+	ws = r->element[8];
+	s->processing = 0;
+	for (size_t i = 0; i + 3 < ws->elements; i += 4) {
+		struct worker *w;
+
+		if (!is_str(ws->element[i]) || (w = add_worker(s,
+		    ws->element[i]->str, ws->element[i]->len)) == NULL)
+			continue;
+		w->registered = 1;
+		if (is_str(ws->element[i + 1]))
+			w->beat = strdup(ws->element[i + 1]->str);
+		w->ttl = reply_ll(ws->element[i + 2], -2);
+		w->n = reply_ll(ws->element[i + 3], -1);
+		if (w->n < 0)
+			s->processing = -1;
+		else if (s->processing >= 0)
+			s->processing += w->n;
+	}
+	freeReplyObject(r);
+	if (scan_unregistered(c, s) == -1)
+		return -1;
+	qsort(s->w, s->nw, sizeof(*s->w), worker_cmp);
+	return 0;
+}
+
+static void
+free_status(struct qstatus *s)
+{
+	for (size_t i = 0; i < s->nw; i++) {
+		free(s->w[i].id);
+		free(s->w[i].beat);
+	}
+	free(s->w);
+	free(s->paused);
+}
+
+/* What a heartbeat says: "host=H pid=P at=MS", or "pid N" from before. */
+struct beat {
+	const char *host;
+	size_t hostlen;
+	long long pid, at;
+	int has_pid, has_at;
+};
+
+static void
+parse_beat(const char *v, struct beat *b)
+{
+	memset(b, 0, sizeof(*b));
+	if (v == NULL)
+		return;
+	b->host = field(v, "host", &b->hostlen);
+	b->has_pid = field_ll(v, "pid", &b->pid);
+	b->has_at = field_ll(v, "at", &b->at);
+	if (!b->has_pid && strncmp(v, "pid ", 4) == 0) {
+		char *end;
+
+		b->pid = strtoll(v + 4, &end, 10);
+		b->has_pid = end != v + 4 && *end == '\0';
+	}
+}
+
+/* What QUEUE:paused says: "at=MS by=USER@HOST". */
+static void
+parse_pause(const char *v, long long *at, int *has_at, const char **by,
+    size_t *bylen)
+{
+	*has_at = field_ll(v, "at", at);
+	*by = field(v, "by", bylen);
+}
+
+static void
+print_status_json(const struct qstatus *s, long long now, int first)
+{
+	long long at = 0;
+	int has_at = 0;
+	const char *by = NULL;
+	size_t bylen = 0;
+
+	if (s->paused)
+		parse_pause(s->paused, &at, &has_at, &by, &bylen);
+	printf("%s{", first ? "" : ",");
+	json_s("queue", s->queue);
+	printf(",\"configured\":%s,", s->configured ? "true" : "false");
+	json_num("length", s->len, s->len >= 0);
+	putchar(',');
+	json_num("processing", s->processing, s->processing >= 0);
+	putchar(',');
+	json_num("retry", s->retry, s->retry >= 0);
+	putchar(',');
+	json_num("scheduled", s->scheduled, s->scheduled >= 0);
+	putchar(',');
+	json_num("dead", s->dead, s->dead >= 0);
+	putchar(',');
+	json_num("attempts", s->attempts, s->attempts >= 0);
+	printf(",\"paused\":%s,", s->paused ? "true" : "false");
+	json_num("paused_at_ms", at, has_at);
+	putchar(',');
+	json_strn("paused_by", by, bylen);
+	putchar(',');
+	json_s("paused_value", s->paused);
+	printf(",\"workers\":[");
+	for (size_t i = 0; i < s->nw; i++) {
+		const struct worker *w = &s->w[i];
+		struct beat b;
+
+		parse_beat(w->beat, &b);
+		printf("%s{", i ? "," : "");
+		json_s("worker", w->id);
+		printf(",\"registered\":%s,", w->registered ? "true" : "false");
+		json_num("processing", w->n, w->n >= 0);
+		printf(",\"alive\":%s,", w->beat ? "true" : "false");
+		json_s("heartbeat", w->beat);
+		putchar(',');
+		json_strn("host", b.host, b.hostlen);
+		putchar(',');
+		json_num("pid", b.pid, b.has_pid);
+		putchar(',');
+		json_num("heartbeat_at_ms", b.at, b.has_at);
+		putchar(',');
+		json_num("heartbeat_age_ms", now - b.at, b.has_at);
+		putchar(',');
+		json_num("heartbeat_ttl_ms", w->ttl, w->beat && w->ttl >= 0);
+		putchar('}');
+	}
+	printf("]}");
+}
+
+static void
+print_size(const char *name, long long v, int first)
+{
+	printf("%s%s ", first ? "" : ", ", name);
+	if (v >= 0)
+		printf("%lld", v);
+	else
+		printf("?");
+}
+
+static void
+print_status_text(const struct qstatus *s, long long now)
+{
+	char when[64], ago[32];
+
+	printf("queue ");
+	out_text(stdout, s->queue, strlen(s->queue));
+	if (s->paused) {
+		long long at = 0;
+		int has_at;
+		const char *by;
+		size_t bylen = 0;
+
+		parse_pause(s->paused, &at, &has_at, &by, &bylen);
+		printf(": PAUSED");
+		if (has_at) {
+			out_localtime(when, sizeof(when), at);
+			out_duration(ago, sizeof(ago), now - at);
+			printf(" since %s (%s ago)", when, ago);
+		}
+		if (by) {
+			printf(" by ");
+			out_text(stdout, by, bylen);
+		}
+	} else
+		printf(": taking ids");
+	if (!s->configured)
+		printf(" (not in the config)");
+	printf("\n  ");
+	print_size("waiting", s->len, 1);
+	print_size("processing", s->processing, 0);
+	print_size("retry", s->retry, 0);
+	print_size("scheduled", s->scheduled, 0);
+	print_size("dead", s->dead, 0);
+	printf("\n");
+	for (size_t i = 0; i < s->nw; i++) {
+		const struct worker *w = &s->w[i];
+		struct beat b;
+
+		parse_beat(w->beat, &b);
+		printf("  worker ");
+		out_text(stdout, w->id, strlen(w->id));
+		printf(": ");
+		print_size("processing", w->n, 1);
+		if (b.host) {
+			printf(", host ");
+			out_text(stdout, b.host, b.hostlen);
+		}
+		if (b.has_pid)
+			printf(", pid %lld", b.pid);
+		if (!w->registered)
+			printf(", not registered in %s:workers (its ids are "
+			    "not reclaimed)", s->queue);
+		else if (w->beat == NULL)
+			printf(", no heartbeat (dead; a live worker will "
+			    "reclaim its ids)");
+		else if (b.has_at) {
+			out_duration(ago, sizeof(ago), now - b.at);
+			printf(", heartbeat %s ago", ago);
+		} else if (w->ttl >= 0) {
+			out_duration(ago, sizeof(ago), w->ttl);
+			printf(", heartbeat expires in %s", ago);
+		}
+		printf("\n");
+	}
+	if (s->nw == 0)
+		printf("  no workers\n");
+}
+
+int
+cmd_status(struct ctl *c, char **queues, int nqueues)
+{
+	struct qstatus *st = calloc(nqueues, sizeof(*st));
+	long long now = 0;
+	int rv = 0;
+
+	if (st == NULL) {
+		ctl_errx("out of memory");
+		return EXIT_FAIL;
+	}
+	for (int i = 0; i < nqueues && rv == 0; i++) {
+		st[i].queue = queues[i];
+		for (int j = 0; j < c->cfg->redis.nqueues; j++)
+			if (strcmp(queues[i], c->cfg->redis.queues[j]) == 0)
+				st[i].configured = 1;
+		if (read_status(c, &st[i], &now) == -1)
+			rv = c->status ? c->status : EXIT_FAIL;
+	}
+	if (rv == 0 && c->json) {
+		printf("{\"time_ms\":%lld,\"queues\":[", now);
+		for (int i = 0; i < nqueues; i++)
+			print_status_json(&st[i], now, i == 0);
+		printf("]}\n");
+	} else if (rv == 0) {
+		for (int i = 0; i < nqueues; i++)
+			print_status_text(&st[i], now);
+	}
+	for (int i = 0; i < nqueues; i++)
+		free_status(&st[i]);
+	free(st);
+	return rv;
+}
+
+/* ---- lists ---- */
+
+/* The newest LIMIT of LEN (all when 0): the first index to show. */
+static long long
+first_shown(long long len, long limit, int newest)
+{
+	if (limit <= 0 || len <= limit)
+		return 0;
+	return newest ? len - limit : 0;
+}
+
+static long long
+key_size(struct ctl *c, const char *cmd, const char *key)
+{
+	const char *argv[] = { cmd, key };
+	redisReply *r = ctl_command(c, 2, argv, NULL);
+	long long n = r ? reply_ll(r, -1) : -1;
+
+	freeReplyObject(r);
+	return n;
+}
+
+/*
+ * One page of a list or sorted set: SCRIPT on K1, K2 for the indexes
+ * FIRST.. (at most PAGE, below LEN). The reply is {items, values} with PER
+ * items to a value; NULL after a message.
+ */
+static redisReply *
+read_page(struct ctl *c, const char *script, const char *k1, const char *k2,
+    long long first, long long len, size_t per)
+{
+	const char *keys[] = { k1, k2 };
+	char a[32], b[32];
+	const char *args[] = { a, b };
+	redisReply *r;
+
+	snprintf(a, sizeof(a), "%lld", first);
+	snprintf(b, sizeof(b), "%lld", first + PAGE - 1 < len ?
+	    first + PAGE - 1 : len - 1);
+	if ((r = ctl_eval(c, script, 2, keys, 2, args, NULL)) == NULL)
+		return NULL;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_ARRAY ||
+	    r->element[1]->type != REDIS_REPLY_ARRAY ||
+	    r->element[0]->elements != per * r->element[1]->elements) {
+		freeReplyObject(r);
+		bad_reply(c, "a page read");
+		return NULL;
+	}
+	return r;
+}
+
+/* "2026-12-02T01:02:03.456Z why": the time in ms and where WHY starts. */
+static int
+parse_reason(const char *s, size_t len, long long *ms, size_t *text)
+{
+	struct tm tm = { 0 };
+	int frac = 0, n = 0;
+	const char *sp = memchr(s, ' ', len);
+
+	if (sp == NULL || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year,
+	    &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec,
+	    &n) != 6)
+		return 0;
+	if (s[n] == '.')
+		sscanf(s + n + 1, "%3d", &frac);
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	*ms = (long long)timegm(&tm) * 1000 + frac;
+	*text = (size_t)(sp - s) + 1;
+	return 1;
+}
+
+int
+cmd_dead_list(struct ctl *c)
+{
+	struct qkeys k;
+	long long len, first, shown = 0;
+	int rv = 0;
+
+	if (qkeys_make(&k, c->queue) == -1) {
+		ctl_errx("out of memory");
+		return EXIT_FAIL;
+	}
+	if ((len = key_size(c, "LLEN", k.dead)) < 0) {
+		qkeys_free(&k);
+		return c->status;
+	}
+	first = first_shown(len, c->limit, 1);
+	if (c->json) {
+		printf("{");
+		json_s("queue", c->queue);
+		printf(",\"total\":%lld,\"ids\":[", len);
+	} else {
+		printf("%s: %lld dead id%s", k.dead, len, len == 1 ? "" : "s");
+		if (first > 0)
+			printf(", the newest %ld shown", c->limit);
+		printf("%s\n", len ? ", oldest first" : "");
+	}
+	/*
+	 * Page by page: ids that die or are trimmed meanwhile shift the
+	 * pages, so a busy list may show an id twice or skip one.
+	 */
+	for (long long i = first; i < len && rv == 0; i += PAGE) {
+		redisReply *r, *ids, *why;
+
+		if ((r = read_page(c, dead_page_lua, k.dead, k.reason, i, len,
+		    1)) == NULL) {
+			rv = c->status;
+			break;
+		}
+		ids = r->element[0];
+		why = r->element[1];
+		if (ids->elements == 0)
+			i = len;	/* the list shrank */
+		for (size_t j = 0; j < ids->elements; j++) {
+			redisReply *id = ids->element[j], *w = why->element[j];
+			long long ms = 0;
+			size_t text = 0;
+			int timed = is_str(w) &&
+			    parse_reason(w->str, w->len, &ms, &text);
+			char when[64];
+
+			if (!is_str(id))
+				continue;
+			if (c->json) {
+				printf("%s{", shown ? "," : "");
+				json_strn("id", id->str, id->len);
+				putchar(',');
+				json_strn("time", timed ? w->str : NULL,
+				    timed ? text - 1 : 0);
+				putchar(',');
+				json_num("time_ms", ms, timed);
+				putchar(',');
+				json_strn("reason", is_str(w) ? w->str + text :
+				    NULL, is_str(w) ? w->len - text : 0);
+				putchar('}');
+			} else {
+				out_text(stdout, id->str, id->len);
+				if (timed)
+					out_localtime(when, sizeof(when), ms);
+				printf("  %s  ", timed ? when : "-");
+				if (is_str(w))
+					out_text(stdout, w->str + text,
+					    w->len - text);
+				else
+					printf("(no reason recorded)");
+				putchar('\n');
+			}
+			shown++;
+		}
+		freeReplyObject(r);
+	}
+	if (c->json && rv == 0)
+		printf("]}\n");
+	qkeys_free(&k);
+	return rv;
+}
+
+/* retry list and scheduled list: a sorted set scored by due time. */
+static int
+due_list(struct ctl *c, const char *key, const char *attempts_key,
+    int show_attempts)
+{
+	long long len, now, shown = 0;
+	int rv = 0;
+
+	if ((len = key_size(c, "ZCARD", key)) < 0 ||
+	    (now = ctl_now_ms(c)) < 0)
+		return c->status;
+	if (c->json) {
+		printf("{");
+		json_s("queue", c->queue);
+		printf(",\"now_ms\":%lld,\"total\":%lld,\"ids\":[", now, len);
+	} else {
+		printf("%s: %lld id%s", key, len, len == 1 ? "" : "s");
+		if (c->limit > 0 && len > c->limit)
+			printf(", the first %ld due shown", c->limit);
+		printf("%s\n", len ? ", soonest due first" : "");
+	}
+	if (c->limit > 0 && len > c->limit)
+		len = c->limit;
+	for (long long i = 0; i < len && rv == 0; i += PAGE) {
+		redisReply *r, *z, *att;
+
+		if ((r = read_page(c, due_page_lua, key, attempts_key, i, len,
+		    2)) == NULL) {
+			rv = c->status;
+			break;
+		}
+		z = r->element[0];
+		att = r->element[1];
+		if (z->elements == 0)
+			i = len;
+		for (size_t j = 0; j + 1 < z->elements; j += 2) {
+			redisReply *id = z->element[j], *a = att->element[j / 2];
+			long long due;
+			char when[64], rel[48];
+
+			if (!is_str(id) || !is_str(z->element[j + 1]))
+				continue;
+			due = llround(strtod(z->element[j + 1]->str, NULL));
+			if (c->json) {
+				printf("%s{", shown ? "," : "");
+				json_strn("id", id->str, id->len);
+				printf(",\"due_ms\":%lld,\"due_in_ms\":%lld", due,
+				    due - now);
+				if (show_attempts) {
+					putchar(',');
+					json_num("attempts_failed",
+					    reply_ll(a, 0), is_str(a));
+				}
+				putchar('}');
+			} else {
+				out_localtime(when, sizeof(when), due);
+				out_due(rel, sizeof(rel), due, now);
+				out_text(stdout, id->str, id->len);
+				printf("  %s  %s", when, rel);
+				if (show_attempts && is_str(a))
+					printf("  (%s failed attempt%s)", a->str,
+					    strcmp(a->str, "1") ? "s" : "");
+				putchar('\n');
+			}
+			shown++;
+		}
+		freeReplyObject(r);
+	}
+	if (c->json && rv == 0)
+		printf("]}\n");
+	return rv;
+}
+
+/* retry list (with the failed attempts) or scheduled list. */
+static int
+due_cmd(struct ctl *c, int retry)
+{
+	struct qkeys k;
+	int rv;
+
+	if (qkeys_make(&k, c->queue) == -1) {
+		ctl_errx("out of memory");
+		return EXIT_FAIL;
+	}
+	rv = due_list(c, retry ? k.retry : k.scheduled, k.attempts, retry);
+	qkeys_free(&k);
+	return rv;
+}
+
+int
+cmd_retry_list(struct ctl *c)
+{
+	return due_cmd(c, 1);
+}
+
+int
+cmd_scheduled_list(struct ctl *c)
+{
+	return due_cmd(c, 0);
+}
+
+/* ---- moves ---- */
+
+/*
+ * Runs SCRIPT on KEYS for the ids of the command line, CHUNK_IDS per
+ * call; each answers how many it found. Adds them to *DONE and marks the
+ * ids found in FOUND. 0, or -1 after a message.
+ */
+static int
+by_ids(struct ctl *c, const char *script, int nkeys, const char **keys,
+    long long *done, char *found)
+{
+	for (int i = 0; i < c->nids; i += CHUNK_IDS) {
+		int n = c->nids - i < CHUNK_IDS ? c->nids - i : CHUNK_IDS;
+		redisReply *r = ctl_eval(c, script, nkeys, keys, n,
+		    (const char **)c->ids + i, NULL);
+
+		if (r == NULL)
+			return -1;
+		if (r->type != REDIS_REPLY_ARRAY || (int)r->elements != n) {
+			freeReplyObject(r);
+			bad_reply(c, "the script");
+			return -1;
+		}
+		for (int j = 0; j < n; j++) {
+			long long k = reply_ll(r->element[j], 0);
+
+			*done += k;
+			found[i + j] = k > 0;
+		}
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+/*
+ * Runs SCRIPT on KEYS in chunks of CHUNK_ALL until it has moved the TOTAL
+ * ids the list held at the start (ids that die meanwhile wait for the
+ * next run) or the list is empty. 0, or -1 after a message.
+ */
+static int
+all_chunks(struct ctl *c, const char *script, int nkeys, const char **keys,
+    long long total, long long *done)
+{
+	while (*done < total) {
+		char nbuf[16];
+		const char *args[] = { nbuf };
+		long long n = total - *done < CHUNK_ALL ? total - *done :
+		    CHUNK_ALL;
+		redisReply *r;
+
+		snprintf(nbuf, sizeof(nbuf), "%lld", n);
+		if ((r = ctl_eval(c, script, nkeys, keys, 1, args,
+		    NULL)) == NULL)
+			return -1;
+		n = reply_ll(r, 0);
+		freeReplyObject(r);
+		if (n <= 0)
+			break;
+		*done += n;
+	}
+	return 0;
+}
+
+/* Prints the outcome of a move; the exit status. */
+static int
+report_move(struct ctl *c, const char *key, const char *verb,
+    const char *from, long long done, const char *found, int failed)
+{
+	int missing = 0;
+
+	for (int i = 0; found && i < c->nids; i++)
+		missing += !found[i];
+	if (failed) {
+		fflush(stdout);
+		fputs("taskworkerctl: stopped: ", stderr);
+		fprintf(stderr, verb, done, done == 1 ? "" : "s");
+		fputc('\n', stderr);
+		return c->status ? c->status : EXIT_FAIL;
+	}
+	if (c->json) {
+		printf("{");
+		json_s("queue", c->queue);
+		printf(",\"%s\":%lld,\"not_found\":[", key, done);
+		for (int i = 0, n = 0; found && i < c->nids; i++)
+			if (!found[i]) {
+				printf("%s", n++ ? "," : "");
+				out_json_str(stdout, c->ids[i],
+				    strlen(c->ids[i]));
+			}
+		printf("]}\n");
+	} else {
+		printf(verb, done, done == 1 ? "" : "s");
+		putchar('\n');
+	}
+	for (int i = 0; found && i < c->nids; i++)
+		if (!found[i]) {
+			fflush(stdout);
+			fputs("taskworkerctl: ", stderr);
+			out_text(stderr, c->ids[i], strlen(c->ids[i]));
+			fprintf(stderr, ": not in %s\n", from);
+		}
+	return missing ? EXIT_FAIL : 0;
+}
+
+/* dead requeue and dead purge. */
+static int
+dead_move(struct ctl *c, const char *key, const char *verb,
+    const char *ids_lua, const char *all_lua, int requeue)
+{
+	struct qkeys k;
+	const char *keys[4];
+	long long done = 0, total;
+	char *found = NULL;
+	int failed = 0, rv;
+
+	if (qkeys_make(&k, c->queue) == -1 ||
+	    (c->nids > 0 && (found = calloc(c->nids, 1)) == NULL)) {
+		ctl_errx("out of memory");
+		return EXIT_FAIL;
+	}
+	keys[0] = k.dead;
+	if (requeue) {
+		keys[1] = k.queue;
+		keys[2] = k.reason;
+		keys[3] = k.attempts;
+	} else
+		keys[1] = k.reason;
+	if (c->all) {
+		if ((total = key_size(c, "LLEN", k.dead)) < 0)
+			failed = 1;
+		else
+			failed = all_chunks(c, all_lua, requeue ? 4 : 2, keys,
+			    total, &done) == -1;
+	} else
+		failed = by_ids(c, ids_lua, requeue ? 4 : 2, keys, &done,
+		    found) == -1;
+	rv = report_move(c, key, verb, k.dead, done, found, failed);
+	free(found);
+	qkeys_free(&k);
+	return rv;
+}
+
+int
+cmd_dead_requeue(struct ctl *c)
+{
+	return dead_move(c, "requeued", "requeued %lld id%s", requeue_ids_lua,
+	    requeue_all_lua, 1);
+}
+
+int
+cmd_dead_purge(struct ctl *c)
+{
+	return dead_move(c, "purged", "purged %lld id%s", purge_ids_lua,
+	    purge_all_lua, 0);
+}
+
+int
+cmd_retry_now(struct ctl *c)
+{
+	struct qkeys k;
+	const char *keys[1];
+	long long done = 0;
+	char *found;
+	int failed, rv;
+
+	if (qkeys_make(&k, c->queue) == -1 ||
+	    (found = calloc(c->nids, 1)) == NULL) {
+		ctl_errx("out of memory");
+		return EXIT_FAIL;
+	}
+	keys[0] = k.retry;
+	failed = by_ids(c, retry_now_lua, 1, keys, &done, found) == -1;
+	rv = report_move(c, "due_now", "made %lld id%s due now", k.retry, done,
+	    found, failed);
+	free(found);
+	qkeys_free(&k);
+	return rv;
+}
+
+/* ---- pause ---- */
+
+/* "USER@HOST" of whoever runs this, for QUEUE:paused. */
+static void
+who(char *buf, size_t size)
+{
+	struct passwd *pw = getpwuid(getuid());
+	char host[256] = "";
+
+	if (gethostname(host, sizeof(host) - 1) == -1 || host[0] == '\0')
+		snprintf(host, sizeof(host), "localhost");
+	if (pw != NULL)
+		snprintf(buf, size, "%s@%s", pw->pw_name, host);
+	else
+		snprintf(buf, size, "%u@%s", (unsigned)getuid(), host);
+	for (char *p = buf; *p; p++)
+		if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
+			*p = '_';
+}
+
+static void
+print_pause(struct ctl *c, const char *value, const char *text)
+{
+	long long at = 0, now;
+	int has_at = 0;
+	const char *by = NULL;
+	size_t bylen = 0;
+	char when[64], ago[32];
+
+	if (value)
+		parse_pause(value, &at, &has_at, &by, &bylen);
+	if (c->json) {
+		putchar(',');
+		json_num("at_ms", at, has_at);
+		putchar(',');
+		json_strn("by", by, bylen);
+		putchar(',');
+		json_s("value", value);
+		printf("}\n");
+		return;
+	}
+	fputs(text, stdout);
+	out_text(stdout, c->queue, strlen(c->queue));
+	if (has_at && (now = ctl_now_ms(c)) >= 0) {
+		out_localtime(when, sizeof(when), at);
+		out_duration(ago, sizeof(ago), now - at);
+		printf(" (paused since %s, %s ago", when, ago);
+	} else
+		printf(" (paused");
+	if (by) {
+		printf(", by ");
+		out_text(stdout, by, bylen);
+	}
+	printf(")\n");
+}
+
+int
+cmd_pause(struct ctl *c)
+{
+	struct qkeys k;
+	char me[600];
+	const char *keys[1], *args[] = { me };
+	redisReply *r;
+	int rv = 0;
+
+	if (qkeys_make(&k, c->queue) == -1) {
+		ctl_errx("out of memory");
+		return EXIT_FAIL;
+	}
+	who(me, sizeof(me));
+	keys[0] = k.paused;
+	if ((r = ctl_eval(c, pause_lua, 1, keys, 1, args, NULL)) == NULL)
+		rv = c->status;
+	else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+		rv = bad_reply(c, "the pause script");
+	else {
+		int fresh = reply_ll(r->element[0], 0) == 1;
+		const char *v = is_str(r->element[1]) ? r->element[1]->str :
+		    NULL;
+
+		if (c->json) {
+			printf("{");
+			json_s("queue", c->queue);
+			printf(",\"paused\":true,\"already\":%s",
+			    fresh ? "false" : "true");
+		}
+		print_pause(c, v, fresh ? "paused " : "already paused: ");
+	}
+	freeReplyObject(r);
+	qkeys_free(&k);
+	return rv;
+}
+
+int
+cmd_resume(struct ctl *c)
+{
+	struct qkeys k;
+	const char *keys[1];
+	redisReply *r;
+	int rv = 0;
+
+	if (qkeys_make(&k, c->queue) == -1) {
+		ctl_errx("out of memory");
+		return EXIT_FAIL;
+	}
+	keys[0] = k.paused;
+	if ((r = ctl_eval(c, resume_lua, 1, keys, 0, NULL, NULL)) == NULL)
+		rv = c->status;
+	else {
+		const char *v = is_str(r) ? r->str : NULL;
+
+		if (c->json) {
+			printf("{");
+			json_s("queue", c->queue);
+			printf(",\"paused\":false,\"was_paused\":%s",
+			    v ? "true" : "false");
+			print_pause(c, v, "");
+		} else if (v)
+			print_pause(c, v, "resumed ");
+		else {
+			printf("not paused: ");
+			out_text(stdout, c->queue, strlen(c->queue));
+			putchar('\n');
+		}
+	}
+	freeReplyObject(r);
+	qkeys_free(&k);
+	return rv;
+}

@@ -1,0 +1,86 @@
+/*
+ * ctl: what the commands of taskworkerctl share: the config, the Redis
+ * connection, the queue and ids they act on, and text or JSON output.
+ */
+#ifndef TASKWORKERCTL_CTL_H
+#define TASKWORKERCTL_CTL_H
+
+#include <stdio.h>
+
+#include <hiredis/hiredis.h>
+
+#include "config.h"
+#include "log.h"
+
+#define EXIT_FAIL	1	/* an id named was not found, or an error */
+#define EXIT_USAGE	64
+#define EXIT_UNAVAILABLE 69	/* Redis cannot be reached or refused us */
+#define EXIT_CONFIG	78
+
+struct ctl {
+	const struct config *cfg;
+	redisContext *rc;
+	int json;
+	const char *queue;
+	long limit;		/* list commands: most ids shown, 0 all */
+	int all;		/* --all */
+	char **ids;		/* the IDs of the command line */
+	int nids;
+	int status;		/* exit status so far: 0, EXIT_FAIL or 69 */
+};
+
+/* The names of one queue's keys; see README "Redis keys". */
+struct qkeys {
+	char *queue;
+	char *dead;		/* QUEUE:dead */
+	char *reason;		/* QUEUE:dead:reason */
+	char *attempts;		/* QUEUE:attempts */
+	char *retry;		/* QUEUE:retry */
+	char *scheduled;	/* QUEUE:scheduled */
+	char *paused;		/* QUEUE:paused */
+};
+
+/* ctlredis.c */
+void ctl_errx(const char *fmt, ...) PRINTFLIKE(1, 2);
+/* Connects, AUTHs and SELECTs as the daemon does; 0 or an exit status. */
+int ctl_connect(struct ctl *c);
+void ctl_disconnect(struct ctl *c);
+/*
+ * One command. Returns its reply (freeReplyObject it), or NULL after a
+ * message on stderr, with c->status set: 69 when the connection failed,
+ * EXIT_FAIL for an error reply.
+ */
+redisReply *ctl_command(struct ctl *c, int argc, const char **argv,
+    const size_t *lens);
+/* EVAL of SCRIPT on NKEYS KEYS and NARGS ARGS (LENS may be NULL). */
+redisReply *ctl_eval(struct ctl *c, const char *script, int nkeys,
+    const char **keys, int nargs, const char **args, const size_t *lens);
+/* The server's clock in ms since the epoch (as the daemons use it); -1. */
+long long ctl_now_ms(struct ctl *c);
+int qkeys_make(struct qkeys *k, const char *queue);
+void qkeys_free(struct qkeys *k);
+
+/* out.c */
+/* S as a JSON string, quoted; bytes that are not UTF-8 become \u00XX. */
+void out_json_str(FILE *f, const char *s, size_t len);
+/* S for a terminal: control bytes and backslashes escaped as \xNN. */
+void out_text(FILE *f, const char *s, size_t len);
+/* MS since the epoch as local "YYYY-MM-DD HH:MM:SS". */
+void out_localtime(char *buf, size_t size, long long ms);
+/* A duration for people: "3s", "2m05s", "4h10m", "2d03h". */
+void out_duration(char *buf, size_t size, long long ms);
+/* When a due time is, against NOW: "in 3s" or "overdue by 2s". */
+void out_due(char *buf, size_t size, long long due, long long now);
+
+/* commands.c */
+int cmd_status(struct ctl *c, char **queues, int nqueues);
+int cmd_dead_list(struct ctl *c);
+int cmd_dead_requeue(struct ctl *c);
+int cmd_dead_purge(struct ctl *c);
+int cmd_retry_list(struct ctl *c);
+int cmd_scheduled_list(struct ctl *c);
+int cmd_retry_now(struct ctl *c);
+int cmd_pause(struct ctl *c);
+int cmd_resume(struct ctl *c);
+
+#endif

@@ -1,0 +1,263 @@
+/*
+ * ctlredis: the one synchronous Redis connection of taskworkerctl, opened
+ * with the daemon's settings, and the key names of a queue.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "ctl.h"
+
+void
+ctl_errx(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fputs("taskworkerctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static struct timeval
+ms_tv(int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	return tv;
+}
+
+static const char *
+where(const struct config *cfg, char *buf, size_t size)
+{
+	if (cfg->redis.unix_socket[0])
+		snprintf(buf, size, "%s", cfg->redis.unix_socket);
+	else if (strchr(cfg->redis.host, ':'))
+		snprintf(buf, size, "[%s]:%d", cfg->redis.host, cfg->redis.port);
+	else
+		snprintf(buf, size, "%s:%d", cfg->redis.host, cfg->redis.port);
+	return buf;
+}
+
+/* A handshake step; 0, or 69 after a message. */
+static int
+handshake(struct ctl *c, const char *what, int argc, const char **argv)
+{
+	redisReply *r = redisCommandArgv(c->rc, argc, argv, NULL);
+	char at[300];
+	int rv = 0;
+
+	if (r == NULL) {
+		ctl_errx("Redis at %s: %s: %s", where(c->cfg, at, sizeof(at)),
+		    what, c->rc->errstr[0] ? c->rc->errstr : "no answer");
+		return EXIT_UNAVAILABLE;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		ctl_errx("Redis at %s: %s failed: %s",
+		    where(c->cfg, at, sizeof(at)), what, r->str);
+		rv = EXIT_UNAVAILABLE;
+	}
+	freeReplyObject(r);
+	return rv;
+}
+
+int
+ctl_connect(struct ctl *c)
+{
+	const struct config *cfg = c->cfg;
+	struct timeval tv = ms_tv(cfg->redis.connect_timeout_ms);
+	const char *argv[3];
+	char db[16], at[300];
+	int rv;
+
+	if (cfg->redis.unix_socket[0])
+		c->rc = redisConnectUnixWithTimeout(cfg->redis.unix_socket, tv);
+	else
+		c->rc = redisConnectWithTimeout(cfg->redis.host,
+		    cfg->redis.port, tv);
+	if (c->rc == NULL || c->rc->err) {
+		ctl_errx("cannot connect to Redis at %s: %s",
+		    where(cfg, at, sizeof(at)),
+		    c->rc ? c->rc->errstr : "out of memory");
+		ctl_disconnect(c);
+		return EXIT_UNAVAILABLE;
+	}
+	if (redisSetTimeout(c->rc, ms_tv(cfg->redis.command_timeout_ms)) !=
+	    REDIS_OK) {
+		ctl_errx("Redis at %s: cannot set the command timeout",
+		    where(cfg, at, sizeof(at)));
+		ctl_disconnect(c);
+		return EXIT_UNAVAILABLE;
+	}
+	rv = 0;
+	if (cfg->redis.password[0]) {
+		argv[0] = "AUTH";
+		if (cfg->redis.username[0]) {
+			argv[1] = cfg->redis.username;
+			argv[2] = cfg->redis.password;
+			rv = handshake(c, "AUTH", 3, argv);
+		} else {
+			argv[1] = cfg->redis.password;
+			rv = handshake(c, "AUTH", 2, argv);
+		}
+	}
+	if (rv == 0 && cfg->redis.database != 0) {
+		snprintf(db, sizeof(db), "%d", cfg->redis.database);
+		argv[0] = "SELECT";
+		argv[1] = db;
+		rv = handshake(c, "SELECT", 2, argv);
+	}
+	if (rv == 0) {
+		/* A name for CLIENT LIST; an older server's refusal is fine. */
+		redisReply *r = redisCommand(c->rc,
+		    "CLIENT SETNAME taskworkerctl");
+
+		if (r == NULL) {
+			ctl_errx("Redis at %s: %s", where(cfg, at, sizeof(at)),
+			    c->rc->errstr);
+			rv = EXIT_UNAVAILABLE;
+		}
+		freeReplyObject(r);
+	}
+	if (rv != 0)
+		ctl_disconnect(c);
+	return rv;
+}
+
+void
+ctl_disconnect(struct ctl *c)
+{
+	if (c->rc)
+		redisFree(c->rc);
+	c->rc = NULL;
+}
+
+redisReply *
+ctl_command(struct ctl *c, int argc, const char **argv, const size_t *lens)
+{
+	redisReply *r;
+
+	if (c->rc == NULL || c->rc->err) {
+		c->status = EXIT_UNAVAILABLE;
+		return NULL;
+	}
+	r = redisCommandArgv(c->rc, argc, argv, lens);
+	if (r == NULL) {
+		ctl_errx("Redis: %s", c->rc->errstr[0] ? c->rc->errstr :
+		    "connection lost");
+		c->status = EXIT_UNAVAILABLE;
+		return NULL;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		ctl_errx("Redis: %s: %s", argv[0], r->str);
+		freeReplyObject(r);
+		if (c->status == 0)
+			c->status = EXIT_FAIL;
+		return NULL;
+	}
+	return r;
+}
+
+redisReply *
+ctl_eval(struct ctl *c, const char *script, int nkeys, const char **keys,
+    int nargs, const char **args, const size_t *lens)
+{
+	int argc = 3 + nkeys + nargs;
+	const char **argv = calloc(argc, sizeof(*argv));
+	size_t *argl = calloc(argc, sizeof(*argl));
+	char nk[16];
+	redisReply *r = NULL;
+
+	if (argv == NULL || argl == NULL) {
+		ctl_errx("out of memory");
+		c->status = EXIT_FAIL;
+		goto out;
+	}
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[0] = "EVAL";
+	argv[1] = script;
+	argv[2] = nk;
+	for (int i = 0; i < nkeys; i++)
+		argv[3 + i] = keys[i];
+	for (int i = 0; i < nargs; i++) {
+		argv[3 + nkeys + i] = args[i];
+		argl[3 + nkeys + i] = lens ? lens[i] : strlen(args[i]);
+	}
+	for (int i = 0; i < 3 + nkeys; i++)
+		argl[i] = strlen(argv[i]);
+	r = ctl_command(c, argc, argv, argl);
+out:
+	free(argv);
+	free(argl);
+	return r;
+}
+
+long long
+ctl_now_ms(struct ctl *c)
+{
+	const char *argv[] = { "TIME" };
+	redisReply *r = ctl_command(c, 1, argv, NULL);
+	long long ms = -1;
+
+	if (r == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[0]->type == REDIS_REPLY_STRING &&
+	    r->element[1]->type == REDIS_REPLY_STRING)
+		ms = strtoll(r->element[0]->str, NULL, 10) * 1000 +
+		    strtoll(r->element[1]->str, NULL, 10) / 1000;
+	else {
+		ctl_errx("Redis: TIME: unexpected reply");
+		c->status = EXIT_FAIL;
+	}
+	freeReplyObject(r);
+	return ms;
+}
+
+static char *
+key_of(const char *queue, const char *suffix)
+{
+	size_t a = strlen(queue), b = strlen(suffix);
+	char *k = malloc(a + b + 1);
+
+	if (k != NULL) {
+		memcpy(k, queue, a);
+		memcpy(k + a, suffix, b + 1);
+	}
+	return k;
+}
+
+int
+qkeys_make(struct qkeys *k, const char *queue)
+{
+	k->queue = key_of(queue, "");
+	k->dead = key_of(queue, ":dead");
+	k->reason = key_of(queue, ":dead:reason");
+	k->attempts = key_of(queue, ":attempts");
+	k->retry = key_of(queue, ":retry");
+	k->scheduled = key_of(queue, ":scheduled");
+	k->paused = key_of(queue, ":paused");
+	if (!k->queue || !k->dead || !k->reason || !k->attempts ||
+	    !k->retry || !k->scheduled || !k->paused) {
+		qkeys_free(k);
+		return -1;
+	}
+	return 0;
+}
+
+void
+qkeys_free(struct qkeys *k)
+{
+	free(k->queue);
+	free(k->dead);
+	free(k->reason);
+	free(k->attempts);
+	free(k->retry);
+	free(k->scheduled);
+	free(k->paused);
+	memset(k, 0, sizeof(*k));
+}

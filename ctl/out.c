@@ -1,0 +1,138 @@
+/*
+ * out: how taskworkerctl prints what Redis holds: JSON strings that are
+ * always valid, text safe for a terminal, times and durations for people.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl.h"
+
+/* Length of the well-formed UTF-8 sequence at S (at most LEft), or 0. */
+static size_t
+utf8_len(const unsigned char *s, size_t left)
+{
+	size_t n;
+	unsigned int cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if (n > left)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return n;
+}
+
+void
+out_json_str(FILE *f, const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	fputc('"', f);
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_len(p + i, len - i);
+
+		if (n > 1) {
+			fwrite(p + i, 1, n, f);
+			i += n;
+			continue;
+		}
+		switch (p[i]) {
+		case '"':
+			fputs("\\\"", f);
+			break;
+		case '\\':
+			fputs("\\\\", f);
+			break;
+		case '\n':
+			fputs("\\n", f);
+			break;
+		case '\r':
+			fputs("\\r", f);
+			break;
+		case '\t':
+			fputs("\\t", f);
+			break;
+		default:
+			/* Control bytes, and bytes that are not UTF-8. */
+			if (p[i] < 0x20 || p[i] >= 0x7f)
+				fprintf(f, "\\u%04x", p[i]);
+			else
+				fputc(p[i], f);
+		}
+		i++;
+	}
+	fputc('"', f);
+}
+
+void
+out_text(FILE *f, const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] < 0x20 || p[i] == 0x7f || p[i] == '\\')
+			fprintf(f, "\\x%02x", p[i]);
+		else
+			fputc(p[i], f);
+	}
+}
+
+void
+out_localtime(char *buf, size_t size, long long ms)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (localtime_r(&t, &tm) == NULL ||
+	    strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+		snprintf(buf, size, "@%lld", ms);
+}
+
+void
+out_duration(char *buf, size_t size, long long ms)
+{
+	long long s = ms / 1000;
+
+	if (ms < 0)
+		ms = 0, s = 0;
+	if (ms < 10000)
+		snprintf(buf, size, "%lld.%llds", s, ms % 1000 / 100);
+	else if (s < 60)
+		snprintf(buf, size, "%llds", s);
+	else if (s < 3600)
+		snprintf(buf, size, "%lldm%02llds", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(buf, size, "%lldh%02lldm", s / 3600, s % 3600 / 60);
+	else
+		snprintf(buf, size, "%lldd%02lldh", s / 86400, s % 86400 / 3600);
+}
+
+void
+out_due(char *buf, size_t size, long long due, long long now)
+{
+	char d[32];
+
+	if (due > now) {
+		out_duration(d, sizeof(d), due - now);
+		snprintf(buf, size, "in %s", d);
+	} else {
+		out_duration(d, sizeof(d), now - due);
+		snprintf(buf, size, "overdue by %s", d);
+	}
+}
