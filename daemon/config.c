@@ -1225,3 +1225,55 @@ config_foreach_key(void (*fn)(void *arg, const char *section,
 	for (i = 0; i < NKEYS; i++)
 		fn(arg, keys[i].section, keys[i].name);
 }
+
+/* Appends S to BUF as a libconfig string literal, escaping " and \. */
+static size_t
+quote_into(char *buf, size_t size, size_t n, const char *s)
+{
+	if (n < size)
+		n += (size_t)snprintf(buf + n, size - n, "\"");
+	for (; *s != '\0' && n < size; s++)
+		n += (size_t)snprintf(buf + n, size - n, "%s%c",
+		    *s == '"' || *s == '\\' ? "\\" : "", *s);
+	if (n < size)
+		n += (size_t)snprintf(buf + n, size - n, "\"");
+	return n;
+}
+
+void
+config_foreach_default(void (*fn)(void *arg, const char *section,
+    const char *key, const char *default_text), void *arg)
+{
+	char buf[1024];
+	const struct key *k;
+	size_t i, j, n;
+
+	for (i = 0; i < NKEYS; i++) {
+		k = &keys[i];
+		n = 0;
+		switch (k->kind) {
+		case K_INT:
+			snprintf(buf, sizeof(buf), "%lld", k->def_int);
+			break;
+		case K_STRING:
+		case K_LEVEL:
+		case K_FACILITY:
+		case K_HANDLER:
+			quote_into(buf, sizeof(buf), 0, k->def_str);
+			break;
+		case K_LIST:
+			n = (size_t)snprintf(buf, sizeof(buf), "[");
+			for (j = 0; k->def_list[j] != NULL; j++) {
+				if (j > 0 && n < sizeof(buf))
+					n += (size_t)snprintf(buf + n,
+					    sizeof(buf) - n, ", ");
+				n = quote_into(buf, sizeof(buf), n,
+				    k->def_list[j]);
+			}
+			if (n < sizeof(buf))
+				snprintf(buf + n, sizeof(buf) - n, "]");
+			break;
+		}
+		fn(arg, k->section, k->name, buf);
+	}
+}

@@ -112,4 +112,12 @@ const char *config_facility_name(int facility);
 void config_foreach_key(void (*fn)(void *arg, const char *section,
     const char *key), void *arg);
 
+/*
+ * Calls FN once for every key, in table order, with its default as the
+ * file would spell it: 6379, "127.0.0.1", ["tasks"], []. For the tests
+ * that keep the documentation in step with the table.
+ */
+void config_foreach_default(void (*fn)(void *arg, const char *section,
+    const char *key, const char *default_text), void *arg);
+
 #endif
