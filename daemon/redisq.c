@@ -1780,6 +1780,18 @@ redisq_queue(const struct redisq *q, int qi)
 	return q->k[qi].queue;
 }
 
+int
+redisq_paused(const struct redisq *q, int qi)
+{
+	return q->k[qi].is_paused;
+}
+
+int
+redisq_npaused(const struct redisq *q)
+{
+	return q->npaused;
+}
+
 const char *
 redisq_dead_key(const struct redisq *q, int qi)
 {

@@ -82,5 +82,8 @@ int redisq_ready(const struct redisq *q);
 const char *redisq_last_error(const struct redisq *q);
 const char *redisq_queue(const struct redisq *q, int qi);
 const char *redisq_dead_key(const struct redisq *q, int qi);
+/* QUEUE:paused was found when ids were last taken (redisq_npaused: how many). */
+int redisq_paused(const struct redisq *q, int qi);
+int redisq_npaused(const struct redisq *q);
 
 #endif

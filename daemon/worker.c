@@ -95,7 +95,7 @@ struct worker {
 	ev_timer shutdown;
 	struct stats *st;
 	struct hint hint;
-	char status[256];
+	char status[512];
 };
 
 static void task_load(struct task *t);
@@ -911,6 +911,16 @@ worker_update_status(struct worker *w)
 		    (unsigned long long)STATS_SUM(w->st, retried),
 		    (unsigned long long)stats_dead_total(w->st),
 		    pgstore_nready(w->ps), pgstore_nconns(w->ps));
+	if (!w->stopping && redisq_npaused(w->q) > 0) {
+		size_t n = strlen(buf);
+
+		n += snprintf(buf + n, sizeof(buf) - n, "; paused:");
+		for (int i = 0; i < w->cfg->redis.nqueues && n < sizeof(buf);
+		    i++)
+			if (redisq_paused(w->q, i))
+				n += snprintf(buf + n, sizeof(buf) - n, " %s",
+				    redisq_queue(w->q, i));
+	}
 	if (strcmp(buf, w->status) == 0)
 		return;
 	memcpy(w->status, buf, sizeof(buf));
