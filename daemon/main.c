@@ -279,10 +279,13 @@ main(int argc, char **argv)
 	if (d.cfg->metrics.listen[0] != '\0' &&
 	    (d.metrics = metrics_new(d.loop, d.cfg, d.stats, d.worker)) ==
 	    NULL) {
+		/* In use may pass (a restart retries); anything else will not. */
+		int code = errno == EADDRINUSE ? EXIT_UNAVAILABLE : EXIT_CONFIG;
+
 		worker_free(d.worker);
 		stats_free(d.stats);
 		config_free(d.cfg);
-		return EXIT_UNAVAILABLE;
+		return code;
 	}
 
 	ev_timer_init(&d.status, status_cb, 1., 1.);

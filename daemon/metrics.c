@@ -473,9 +473,12 @@ open_listener(const char *listen_on, char **unix_path)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&sa, len) == -1 ||
 	    listen(fd, 64) == -1) {
+		int e = errno;
+
 		log_errorx("metrics: cannot listen on %s: %s", listen_on,
-		    strerror(errno));
+		    strerror(e));
 		close(fd);
+		errno = e;
 		return -1;
 	}
 	if (sa.ss_family == AF_UNIX && (*unix_path = strdup(listen_on)) == NULL) {
@@ -504,7 +507,10 @@ metrics_new(struct ev_loop *loop, const struct config *cfg,
 	if (m->ticks <= 0)
 		m->ticks = 100;
 	if ((m->fd = open_listener(cfg->metrics.listen, &m->unix_path)) == -1) {
+		int e = errno;
+
 		free(m);
+		errno = e;
 		return NULL;
 	}
 	inet = m->unix_path == NULL;
@@ -524,6 +530,7 @@ metrics_new(struct ev_loop *loop, const struct config *cfg,
 		log_errorx("metrics: cannot start the HTTP server on %s",
 		    cfg->metrics.listen);
 		metrics_free(m);
+		errno = EADDRINUSE;	/* a passing trouble, as far as we know */
 		return NULL;
 	}
 	m->fd = -1;	/* MHD closes it when it stops */

@@ -16,7 +16,8 @@ struct metrics;
 /*
  * Listens on CFG's metrics.listen (the caller checks it is set). ST and W
  * are read at each scrape and must outlive the endpoint. NULL when the
- * address cannot be listened on (logged).
+ * address cannot be listened on (logged), errno EADDRINUSE when that may
+ * pass.
  */
 struct metrics *metrics_new(struct ev_loop *loop, const struct config *cfg,
     const struct stats *st, struct worker *w);
