@@ -952,7 +952,7 @@ all_chunks(struct ctl *c, const char *script, int nkeys, const char **keys,
     long long total, long long *done)
 {
 	while (*done < total) {
-		char nbuf[16];
+		char nbuf[32];
 		const char *args[] = { nbuf };
 		long long n = total - *done < CHUNK_ALL ? total - *done :
 		    CHUNK_ALL;

@@ -63,7 +63,10 @@ void qkeys_free(struct qkeys *k);
 /* out.c */
 /* S as a JSON string, quoted; bytes that are not UTF-8 become \u00XX. */
 void out_json_str(FILE *f, const char *s, size_t len);
-/* S for a terminal: control bytes and backslashes escaped as \xNN. */
+/*
+ * S for a terminal: control bytes, backslashes and bytes that are not
+ * UTF-8 escaped as \xNN.
+ */
 void out_text(FILE *f, const char *s, size_t len);
 /* MS since the epoch as local "YYYY-MM-DD HH:MM:SS". */
 void out_localtime(char *buf, size_t size, long long ms);

@@ -8,7 +8,7 @@
 
 #include "ctl.h"
 
-/* Length of the well-formed UTF-8 sequence at S (at most LEft), or 0. */
+/* Length of the well-formed UTF-8 sequence at S (at most LEFT), or 0. */
 static size_t
 utf8_len(const unsigned char *s, size_t left)
 {
@@ -38,59 +38,76 @@ utf8_len(const unsigned char *s, size_t left)
 	return n;
 }
 
-void
-out_json_str(FILE *f, const char *s, size_t len)
+/*
+ * Writes the well-formed UTF-8 sequences of S as they are and hands every
+ * other byte to ONE, ASCII nonzero for a byte below 0x80.
+ */
+static void
+walk_utf8(FILE *f, const char *s, size_t len,
+    void (*one)(FILE *, unsigned char, int ascii))
 {
 	const unsigned char *p = (const unsigned char *)s;
 
-	fputc('"', f);
 	for (size_t i = 0; i < len;) {
 		size_t n = utf8_len(p + i, len - i);
 
 		if (n > 1) {
 			fwrite(p + i, 1, n, f);
 			i += n;
-			continue;
-		}
-		switch (p[i]) {
-		case '"':
-			fputs("\\\"", f);
-			break;
-		case '\\':
-			fputs("\\\\", f);
-			break;
-		case '\n':
-			fputs("\\n", f);
-			break;
-		case '\r':
-			fputs("\\r", f);
-			break;
-		case '\t':
-			fputs("\\t", f);
-			break;
-		default:
-			/* Control bytes, and bytes that are not UTF-8. */
-			if (p[i] < 0x20 || p[i] >= 0x7f)
-				fprintf(f, "\\u%04x", p[i]);
-			else
-				fputc(p[i], f);
-		}
-		i++;
+		} else
+			one(f, p[i++], n == 1);
 	}
+}
+
+static void
+json_byte(FILE *f, unsigned char c, int ascii)
+{
+	switch (c) {
+	case '"':
+		fputs("\\\"", f);
+		break;
+	case '\\':
+		fputs("\\\\", f);
+		break;
+	case '\n':
+		fputs("\\n", f);
+		break;
+	case '\r':
+		fputs("\\r", f);
+		break;
+	case '\t':
+		fputs("\\t", f);
+		break;
+	default:
+		/* Control bytes, and bytes that are not UTF-8. */
+		if (!ascii || c < 0x20 || c == 0x7f)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+}
+
+void
+out_json_str(FILE *f, const char *s, size_t len)
+{
 	fputc('"', f);
+	walk_utf8(f, s, len, json_byte);
+	fputc('"', f);
+}
+
+static void
+text_byte(FILE *f, unsigned char c, int ascii)
+{
+	if (!ascii || c < 0x20 || c == 0x7f || c == '\\')
+		fprintf(f, "\\x%02x", c);
+	else
+		fputc(c, f);
 }
 
 void
 out_text(FILE *f, const char *s, size_t len)
 {
-	const unsigned char *p = (const unsigned char *)s;
-
-	for (size_t i = 0; i < len; i++) {
-		if (p[i] < 0x20 || p[i] == 0x7f || p[i] == '\\')
-			fprintf(f, "\\x%02x", p[i]);
-		else
-			fputc(p[i], f);
-	}
+	walk_utf8(f, s, len, text_byte);
 }
 
 void
