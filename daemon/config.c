@@ -19,6 +19,7 @@
 #include <libpq-fe.h>
 
 #include "config.h"
+#include "credentials.h"
 #include "netaddr.h"
 
 #define CONFIG_MAX_BYTES	(1024 * 1024)
@@ -1055,6 +1056,12 @@ finish(struct loader *ld)
 			    "with redis.password");
 		else
 			load_password_file(ld);
+	} else if (cfg->redis.password[0] == '\0') {
+		char msg[MSG_MAX];	/* the systemd credential, if given */
+
+		if (credentials_redis_password(&cfg->redis.password, msg,
+		    sizeof(msg)) == -1)
+			report(ld, 0, "%s", msg);
 	}
 	if (cfg->worker.id[0] == '\0' && ld->nerrors == 0) {
 		memset(host, 0, sizeof(host));

@@ -13,6 +13,7 @@
 #include <ev.h>
 
 #include "config.h"
+#include "credentials.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -268,6 +269,8 @@ main(int argc, char **argv)
 	    "concurrency %d, delay %d ms", TASKWORKERD_VERSION, d.cfg->worker.id,
 	    d.cfg->redis.nqueues, d.cfg->worker.concurrency,
 	    d.cfg->worker.delay_ms);
+	if (credentials_export_pgpass(getenv("CREDENTIALS_DIRECTORY")) == 1)
+		log_info("PGPASSFILE: the credential %s", CRED_PGPASS);
 	d.stats = stats_new(d.cfg->redis.nqueues);
 	if (d.stats)
 		d.worker = worker_new(d.loop, d.cfg, d.stats, on_exit_request,
