@@ -1,0 +1,1 @@
+"""taskworkerd's units under a real systemd, booted in a container."""
