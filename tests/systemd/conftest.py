@@ -55,6 +55,9 @@ README_SECRETS = {
     ]),
 }
 
+# README's drop-in for a secret left where it is.
+README_SECRET_IN_PLACE = "LoadCredential=redis-password:/etc/taskworkerd/redis.pass"
+
 # The drop-in README gives for an exec handler that must write and needs
 # writable, executable memory.
 README_DROPIN = "[Service]\nStateDirectory=taskworkerd-app\nMemoryDenyWriteExecute=no\n"

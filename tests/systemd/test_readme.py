@@ -1,7 +1,7 @@
 """README's "Operating it under systemd" shows what these tests run."""
 
-from .conftest import (README_DROPIN, README_INSTALL, README_SECRETS, README_START,
-                       REPO)
+from .conftest import (README_DROPIN, README_INSTALL, README_SECRET_IN_PLACE, README_SECRETS,
+                       README_START, REPO)
 
 
 def test_readme_shows_the_commands_the_tests_run():
@@ -13,3 +13,4 @@ def test_readme_shows_the_commands_the_tests_run():
         lines += secret_lines
     missing = [line for line in lines if line not in shown]
     assert not missing, missing
+    assert f"`{README_SECRET_IN_PLACE}`" in section

@@ -4,7 +4,7 @@ role with a SCRAM password, with no file anyone else can read."""
 
 import shlex
 
-from .conftest import CONF, README_SECRETS, UNIT
+from .conftest import CONF, README_SECRET_IN_PLACE, README_SECRETS, UNIT
 
 
 def give(box, name, secret):
@@ -102,4 +102,22 @@ def test_a_root_only_password_file_fails_once(clean):
         s = box.show(UNIT, "ExecMainStatus", "NRestarts")
         assert s == {"ExecMainStatus": "78", "NRestarts": "0"}, s
     finally:
+        box.run("rm -f /etc/taskworkerd/redis.pass")
+
+
+def test_a_drop_in_loads_the_password_file_where_it_is(clean):
+    # The file the issue's operator had, mode 600, handed over by systemd.
+    box = clean
+    box.write("/etc/taskworkerd/redis.pass", "in pl4ce\n", mode="600")
+    box.write(f"/etc/systemd/system/{UNIT}.d/secrets.conf",
+              f"[Service]\n{README_SECRET_IN_PLACE}\n")
+    box.redis("CONFIG", "SET", "requirepass", "in pl4ce")
+    box.redis_password = "in pl4ce"
+    try:
+        box.run(f"systemctl daemon-reload && systemctl restart {UNIT}")
+        ids = box.add_tasks(5)
+        box.wait_completed(ids)
+    finally:
+        box.redis("CONFIG", "SET", "requirepass", "")
+        box.redis_password = None
         box.run("rm -f /etc/taskworkerd/redis.pass")
