@@ -868,9 +868,8 @@ load_password_file(struct loader *ld)
 	struct config *cfg = ld->cfg;
 	const char *file = cfg->redis.password_file, *slash;
 	unsigned int line = line_of_key(ld, "redis", "password_file");
-	char *path, *buf, *pw;
-	size_t len, n;
-	int toobig, dirlen;
+	char *path, *pw, msg[MSG_MAX];
+	int dirlen;
 
 	/* A relative path is relative to the config file's directory. */
 	slash = strrchr(ld->path, '/');
@@ -884,29 +883,12 @@ load_password_file(struct loader *ld)
 		report(ld, line, "redis.password_file: out of memory");
 		return;
 	}
-	if (read_file(path, 64 * 1024, 1, &buf, &len, &toobig) == -1) {
-		report(ld, line, "redis.password_file: cannot read %s: %s",
-		    path, errno == EINVAL ? "not a regular file" :
-		    strerror(errno));
-		free(path);
-		return;
-	}
-	n = strcspn(buf, "\n");
-	if (n > 0 && buf[n - 1] == '\r')
-		n--;
-	if (memchr(buf, '\0', n) != NULL)
-		report(ld, line, "redis.password_file: %s holds a NUL byte",
-		    path);
-	else if (n == 0)
-		report(ld, line, "redis.password_file: %s is empty", path);
-	else if ((pw = strndup(buf, n)) == NULL)
-		report(ld, line, "redis.password_file: out of memory");
-	else {
+	if (credentials_read_file("redis.password_file", path, 0, &pw, msg,
+	    sizeof(msg)) == 1) {
 		free(cfg->redis.password);
 		cfg->redis.password = pw;
-	}
-	explicit_bzero(buf, len);
-	free(buf);
+	} else
+		report(ld, line, "%s", msg);
 	free(path);
 }
 

@@ -30,42 +30,36 @@ join(const char *dir, const char *name)
 }
 
 int
-credentials_read(const char *dir, const char *name, char **secretp,
-    char *err, size_t errsize)
+credentials_read_file(const char *what, const char *path, int missing_ok,
+    char **secretp, char *err, size_t errsize)
 {
 	struct stat st;
-	char *path, *buf = NULL, *secret, *nl;
+	char *buf = NULL, *secret, *nl;
 	ssize_t got;
 	size_t len = 0, n;
 	int fd, rc = -1;
 
-	if (dir == NULL || dir[0] == '\0')
-		return 0;
-	if ((path = join(dir, name)) == NULL) {
-		snprintf(err, errsize, "credential %s: out of memory", name);
-		return -1;
-	}
 	/* O_NONBLOCK: a FIFO put there must not stall the loop on reload. */
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) == -1) {
-		if (errno == ENOENT)
+		if (errno == ENOENT && missing_ok)
 			rc = 0;
 		else
-			snprintf(err, errsize, "credential %s: cannot read "
-			    "%s: %s", name, path, strerror(errno));
+			snprintf(err, errsize, "%s: cannot read %s: %s", what,
+			    path, strerror(errno));
 		goto out;
 	}
 	if (fstat(fd, &st) == -1) {
-		snprintf(err, errsize, "credential %s: cannot read %s: %s",
-		    name, path, strerror(errno));
+		snprintf(err, errsize, "%s: cannot read %s: %s", what, path,
+		    strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errsize, "credential %s: %s is not a regular "
-		    "file", name, path);
+		snprintf(err, errsize, "%s: cannot read %s: not a regular "
+		    "file", what, path);
 		goto out;
 	}
 	if ((buf = malloc(SECRET_MAX + 1)) == NULL) {
-		snprintf(err, errsize, "credential %s: out of memory", name);
+		snprintf(err, errsize, "%s: out of memory", what);
 		goto out;
 	}
 	while (len < SECRET_MAX &&
@@ -73,8 +67,8 @@ credentials_read(const char *dir, const char *name, char **secretp,
 		if (got == -1 && errno == EINTR)
 			continue;
 		if (got == -1) {
-			snprintf(err, errsize, "credential %s: cannot read "
-			    "%s: %s", name, path, strerror(errno));
+			snprintf(err, errsize, "%s: cannot read %s: %s", what,
+			    path, strerror(errno));
 			goto out;
 		}
 		len += (size_t)got;
@@ -84,13 +78,11 @@ credentials_read(const char *dir, const char *name, char **secretp,
 	if (n > 0 && buf[n - 1] == '\r')
 		n--;
 	if (memchr(buf, '\0', n) != NULL)
-		snprintf(err, errsize, "credential %s: %s holds a NUL byte",
-		    name, path);
+		snprintf(err, errsize, "%s: %s holds a NUL byte", what, path);
 	else if (n == 0)
-		snprintf(err, errsize, "credential %s: %s is empty", name,
-		    path);
+		snprintf(err, errsize, "%s: %s is empty", what, path);
 	else if ((secret = strndup(buf, n)) == NULL)
-		snprintf(err, errsize, "credential %s: out of memory", name);
+		snprintf(err, errsize, "%s: out of memory", what);
 	else {
 		*secretp = secret;
 		rc = 1;
@@ -102,6 +94,24 @@ out:
 	}
 	if (fd != -1)
 		close(fd);
+	return rc;
+}
+
+int
+credentials_read(const char *dir, const char *name, char **secretp,
+    char *err, size_t errsize)
+{
+	char *path, what[64];
+	int rc;
+
+	if (dir == NULL || dir[0] == '\0')
+		return 0;
+	snprintf(what, sizeof(what), "credential %s", name);
+	if ((path = join(dir, name)) == NULL) {
+		snprintf(err, errsize, "%s: out of memory", what);
+		return -1;
+	}
+	rc = credentials_read_file(what, path, 1, secretp, err, errsize);
 	free(path);
 	return rc;
 }

@@ -11,6 +11,15 @@
 #define CRED_PGPASS		"pgpass"
 
 /*
+ * Reads the first line of the file PATH (at most 64 KiB, without its "\n"
+ * or "\r\n") into *SECRETP, a new string. Returns 1 when read; 0 when
+ * PATH does not exist and MISSING_OK; -1 with "WHAT: why" in ERR when it
+ * cannot be used (unreadable, not a regular file, empty, a NUL byte).
+ */
+int credentials_read_file(const char *what, const char *path, int missing_ok,
+    char **secretp, char *err, size_t errsize);
+
+/*
  * Reads the first line of credential NAME in DIR (without its "\n" or
  * "\r\n") into *SECRETP, a new string. Returns 1 when read; 0 when DIR is
  * NULL or "" or holds no NAME; -1 with a message in ERR when NAME exists

@@ -726,6 +726,13 @@ test_cross_checks(void)
 	    "is empty");
 	free(text);
 
+	pw = write_temp("tw-test-pass", "pa\0ss\n", 6);
+	if (asprintf(&text, "redis: { password_file = \"%s\"; };\n", pw) == -1)
+		abort();
+	expect_error("a password_file with a NUL byte", text, 1,
+	    "redis.password_file", "holds a NUL byte");
+	free(text);
+
 	pw = write_temp("tw-test-pass", "nonl", 4);
 	if (asprintf(&text, "redis: { password_file = \"%s\"; };\n", pw) == -1)
 		abort();

@@ -123,7 +123,7 @@ test_read(void)
 		abort();
 	free(s);
 	rc = credentials_read(dir, CRED_REDIS_PASSWORD, &s, err, sizeof(err));
-	ok(rc == -1 && strstr(err, "is not a regular file") != NULL,
+	ok(rc == -1 && strstr(err, "not a regular file") != NULL,
 	    "refused: a directory (%s)", err);
 	drop(CRED_REDIS_PASSWORD);
 }
