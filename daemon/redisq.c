@@ -1056,11 +1056,13 @@ block_cb(redisAsyncContext *ac, void *r, void *priv)
 	struct rconn *c = rc_reply(ac);
 	redisReply *reply = r;
 	struct redisq *q;
+	int unblocked;
 
 	(void)priv;
 	if (c == NULL || reply == NULL)
 		return;
 	q = c->q;
+	unblocked = c->unblock_sent;
 	c->blocked = 0;
 	c->unblock_sent = 0;
 	if (reply->type == REDIS_REPLY_STRING) {
@@ -1068,6 +1070,12 @@ block_cb(redisAsyncContext *ac, void *r, void *priv)
 		q->known_empty = 0;
 		if (q->cb.on_hint && !q->k[c->qi].is_paused)
 			q->cb.on_hint(q->arg, c->qi, reply->str, reply->len);
+	} else if (reply->type == REDIS_REPLY_NIL && !unblocked) {
+		/*
+		 * A quiet BLOCK_SECONDS: one fetch script looks at every
+		 * queue, so a pause (or its end) is seen while idle too.
+		 */
+		q->known_empty = 0;
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		if (!c->qerr)
 			log_warnx("redis: cannot take ids from %s: %s",

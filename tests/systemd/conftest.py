@@ -72,7 +72,7 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def config_text(worker_id="box", handler=None, redis=None, postgres=None,
-                worker=None):
+                worker=None, metrics=None):
     """A config for the box: fast polling, a short shutdown wait."""
     sections = {
         "redis": {"queues": [QUEUE], **(redis or {})},
@@ -82,6 +82,8 @@ def config_text(worker_id="box", handler=None, redis=None, postgres=None,
                    **(worker or {})},
         "handler": handler or {"type": "none"},
     }
+    if metrics:
+        sections["metrics"] = metrics
     out = []
     for name, keys in sections.items():
         out.append(f"{name}: {{")
