@@ -429,7 +429,8 @@ read_status(struct ctl *c, struct qstatus *s, long long *now)
 	freeReplyObject(r);
 	if (scan_unregistered(c, s) == -1)
 		return -1;
-	qsort(s->w, s->nw, sizeof(*s->w), worker_cmp);
+	if (s->nw > 1)	/* qsort may not be given a NULL array */
+		qsort(s->w, s->nw, sizeof(*s->w), worker_cmp);
 	return 0;
 }
 
