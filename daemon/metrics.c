@@ -1,7 +1,7 @@
 /*
  * metrics: an HTTP endpoint on the loop. libmicrohttpd runs in epoll mode
  * without threads: one ev_io on its epoll descriptor, one ev_timer for
- * its timeouts. Connections, memory and time per client are bounded.
+ * its timeouts and for work it has buffered. Connections, memory and time per client are bounded.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -38,8 +38,7 @@ struct metrics {
 	int fd;			/* the listening socket */
 	char *unix_path;	/* removed when the endpoint closes */
 	ev_io io;		/* MHD's epoll descriptor */
-	ev_timer timer;		/* MHD's next timeout */
-	ev_idle again;		/* MHD has work buffered: run it next turn */
+	ev_timer timer;		/* MHD's next timeout; 0: work is buffered */
 	long ticks;		/* clock ticks per second */
 	long page;
 };
@@ -405,14 +404,12 @@ run(struct metrics *m)
 
 	MHD_run(m->mhd);
 	ev_timer_stop(m->loop, &m->timer);
-	ev_idle_stop(m->loop, &m->again);
 	if (MHD_get_timeout(m->mhd, &ms) != MHD_YES)
 		return;
-	if (ms == 0) {
-		/* Data already buffered: on the next turn, after tasks. */
-		ev_idle_start(m->loop, &m->again);
-		return;
-	}
+	/*
+	 * 0: data already buffered, run again on the next turn of the loop
+	 * (a timer, not an idle watcher, which busy tasks would starve).
+	 */
 	ev_timer_set(&m->timer, ms / 1000.0, 0.);
 	ev_timer_start(m->loop, &m->timer);
 }
@@ -427,14 +424,6 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void
 timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	(void)loop;
-	(void)revents;
-	run(w->data);
-}
-
-static void
-idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
 	(void)loop;
 	(void)revents;
@@ -539,8 +528,6 @@ metrics_new(struct ev_loop *loop, const struct config *cfg,
 	ev_io_start(loop, &m->io);
 	ev_init(&m->timer, timer_cb);
 	m->timer.data = m;
-	ev_idle_init(&m->again, idle_cb);
-	m->again.data = m;
 	log_info("metrics: serving /metrics on %s", cfg->metrics.listen);
 	return m;
 }
@@ -553,7 +540,6 @@ metrics_free(struct metrics *m)
 	if (m->mhd) {
 		ev_io_stop(m->loop, &m->io);
 		ev_timer_stop(m->loop, &m->timer);
-		ev_idle_stop(m->loop, &m->again);
 		MHD_stop_daemon(m->mhd);
 	}
 	if (m->fd != -1)
