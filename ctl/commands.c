@@ -729,7 +729,7 @@ cmd_dead_list(struct ctl *c)
 	long long len, first, shown = 0;
 	int rv = 0;
 
-	if (qkeys_make(&k, c->queue) == -1) {
+	if (qkeys_make(&k, c->queue, NULL) == -1) {
 		ctl_errx("out of memory");
 		return EXIT_FAIL;
 	}
@@ -888,7 +888,7 @@ due_cmd(struct ctl *c, int retry)
 	struct qkeys k;
 	int rv;
 
-	if (qkeys_make(&k, c->queue) == -1) {
+	if (qkeys_make(&k, c->queue, NULL) == -1) {
 		ctl_errx("out of memory");
 		return EXIT_FAIL;
 	}
@@ -1024,7 +1024,7 @@ dead_move(struct ctl *c, const char *key, const char *verb,
 	char *found = NULL;
 	int failed = 0, rv;
 
-	if (qkeys_make(&k, c->queue) == -1 ||
+	if (qkeys_make(&k, c->queue, NULL) == -1 ||
 	    (c->nids > 0 && (found = calloc(c->nids, 1)) == NULL)) {
 		ctl_errx("out of memory");
 		return EXIT_FAIL;
@@ -1074,7 +1074,7 @@ cmd_retry_now(struct ctl *c)
 	char *found;
 	int failed, rv;
 
-	if (qkeys_make(&k, c->queue) == -1 ||
+	if (qkeys_make(&k, c->queue, NULL) == -1 ||
 	    (found = calloc(c->nids, 1)) == NULL) {
 		ctl_errx("out of memory");
 		return EXIT_FAIL;
@@ -1153,7 +1153,7 @@ cmd_pause(struct ctl *c)
 	redisReply *r;
 	int rv = 0;
 
-	if (qkeys_make(&k, c->queue) == -1) {
+	if (qkeys_make(&k, c->queue, NULL) == -1) {
 		ctl_errx("out of memory");
 		return EXIT_FAIL;
 	}
@@ -1189,7 +1189,7 @@ cmd_resume(struct ctl *c)
 	redisReply *r;
 	int rv = 0;
 
-	if (qkeys_make(&k, c->queue) == -1) {
+	if (qkeys_make(&k, c->queue, NULL) == -1) {
 		ctl_errx("out of memory");
 		return EXIT_FAIL;
 	}

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "qkeys.h"
 
 #define EXIT_FAIL	1	/* an id named was not found, or an error */
 #define EXIT_USAGE	64
@@ -27,17 +28,6 @@ struct ctl {
 	char **ids;		/* the IDs of the command line */
 	int nids;
 	int status;		/* exit status so far: 0, EXIT_FAIL or 69 */
-};
-
-/* The names of one queue's keys; see README "Redis keys". */
-struct qkeys {
-	char *queue;
-	char *dead;		/* QUEUE:dead */
-	char *reason;		/* QUEUE:dead:reason */
-	char *attempts;		/* QUEUE:attempts */
-	char *retry;		/* QUEUE:retry */
-	char *scheduled;	/* QUEUE:scheduled */
-	char *paused;		/* QUEUE:paused */
 };
 
 /* ctlredis.c */
@@ -57,8 +47,6 @@ redisReply *ctl_eval(struct ctl *c, const char *script, int nkeys,
     const char **keys, int nargs, const char **args, const size_t *lens);
 /* The server's clock in ms since the epoch (as the daemons use it); -1. */
 long long ctl_now_ms(struct ctl *c);
-int qkeys_make(struct qkeys *k, const char *queue);
-void qkeys_free(struct qkeys *k);
 
 /* out.c */
 /* S as a JSON string, quoted; bytes that are not UTF-8 become \u00XX. */

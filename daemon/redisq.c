@@ -17,6 +17,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "qkeys.h"
 #include "redisq.h"
 
 /* hiredis 1.0 alone took the connect callback's context without const. */
@@ -238,20 +239,8 @@ static const char leave_lua[] =
 
 enum rc_state { RC_DOWN, RC_HANDSHAKE, RC_READY };
 
-/* The keys of one queue QUEUE; see README "Redis keys". */
-struct qkeys {
-	char *queue;
-	char *processing;	/* QUEUE:processing:WORKER */
-	char *dead;		/* QUEUE:dead */
-	char *reason;		/* QUEUE:dead:reason */
-	char *attempts;		/* QUEUE:attempts */
-	char *retry;		/* QUEUE:retry */
-	char *scheduled;	/* QUEUE:scheduled */
-	char *workers;		/* QUEUE:workers */
-	char *heartbeat;	/* QUEUE:heartbeat:WORKER */
-	char *paused;		/* QUEUE:paused */
-	char *processing_of;	/* QUEUE:processing: (any worker) */
-	/* What this worker knows of the queue. */
+/* What this worker knows of one queue, beside its key names. */
+struct qwatch {
 	int is_paused;		/* the last fetch found QUEUE:paused */
 	char *head;		/* the id at its head at the last sample */
 	ev_tstamp head_since;	/* ... first seen there */
@@ -283,6 +272,7 @@ struct redisq {
 	void *arg;
 	int nq;
 	struct qkeys *k;		/* the keys of each queue */
+	struct qwatch *qw;		/* and what is known of it */
 	struct rconn cmd;
 	struct rconn *blk;
 	int recovered;		/* reconciled since the command conn came up */
@@ -958,9 +948,9 @@ note_paused(struct redisq *q, const char *paused, size_t len)
 	for (int i = 0; i < q->nq && (size_t)i < len; i++) {
 		int p = paused[i] == '1';
 
-		if (p == q->k[i].is_paused)
+		if (p == q->qw[i].is_paused)
 			continue;
-		q->k[i].is_paused = p;
+		q->qw[i].is_paused = p;
 		q->npaused += p ? 1 : -1;
 		if (p)
 			log_notice("redis: %s is paused (%s exists); taking no "
@@ -1068,7 +1058,7 @@ block_cb(redisAsyncContext *ac, void *r, void *priv)
 	if (reply->type == REDIS_REPLY_STRING) {
 		/* The queue has ids now (the BLMOVE only rotated it): fetch. */
 		q->known_empty = 0;
-		if (q->cb.on_hint && !q->k[c->qi].is_paused)
+		if (q->cb.on_hint && !q->qw[c->qi].is_paused)
 			q->cb.on_hint(q->arg, c->qi, reply->str, reply->len);
 	} else if (reply->type == REDIS_REPLY_NIL && !unblocked) {
 		/*
@@ -1164,7 +1154,7 @@ redisq_kick(struct redisq *q)
 
 		if (b->qerr)
 			recheck_in(q, QERR_RECHECK);	/* not waited on */
-		else if (q->k[i].is_paused)
+		else if (q->qw[i].is_paused)
 			continue;	/* it has ids: a BLMOVE would spin */
 		else if (b->state == RC_READY && !b->blocked)
 			send_block(b);
@@ -1489,7 +1479,7 @@ int_of(const redisReply *r)
 
 /* The oldest id waiting, as far as sampling can tell (see README). */
 static double
-oldest_age(struct redisq *q, struct qkeys *k, const redisReply *head,
+oldest_age(struct redisq *q, struct qwatch *k, const redisReply *head,
     long long retry_due, long long sched_due, long long now_ms)
 {
 	ev_tstamp now = ev_now(q->loop);
@@ -1547,7 +1537,7 @@ sample_cb(redisAsyncContext *ac, void *r, void *priv)
 		s->dead = int_of(e[4]);
 		s->workers = int_of(e[5]);
 		s->paused = int_of(e[6]) == 1;
-		s->oldest_age = oldest_age(q, &q->k[qi], e[7], int_of(e[8]),
+		s->oldest_age = oldest_age(q, &q->qw[qi], e[7], int_of(e[8]),
 		    int_of(e[9]), now_ms);
 		q->st->q[qi].sampled = 1;
 	}
@@ -1589,40 +1579,12 @@ sampler_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 free_keys(struct redisq *q)
 {
-	for (int i = 0; q->k != NULL && i < q->nq; i++) {
-		struct qkeys *k = &q->k[i];
-
-		free(k->queue);
-		free(k->processing);
-		free(k->dead);
-		free(k->reason);
-		free(k->attempts);
-		free(k->retry);
-		free(k->scheduled);
-		free(k->workers);
-		free(k->heartbeat);
-		free(k->paused);
-		free(k->processing_of);
-		free(k->head);
-	}
+	for (int i = 0; q->k != NULL && i < q->nq; i++)
+		qkeys_free(&q->k[i]);
+	for (int i = 0; q->qw != NULL && i < q->nq; i++)
+		free(q->qw[i].head);
 	free(q->k);
-}
-
-static int
-make_keys(struct qkeys *k, const char *name, const char *worker)
-{
-	return (k->queue = strdup(name)) == NULL ||
-	    asprintf(&k->processing, "%s:processing:%s", name, worker) == -1 ||
-	    asprintf(&k->dead, "%s:dead", name) == -1 ||
-	    asprintf(&k->reason, "%s:dead:reason", name) == -1 ||
-	    asprintf(&k->attempts, "%s:attempts", name) == -1 ||
-	    asprintf(&k->retry, "%s:retry", name) == -1 ||
-	    asprintf(&k->scheduled, "%s:scheduled", name) == -1 ||
-	    asprintf(&k->workers, "%s:workers", name) == -1 ||
-	    asprintf(&k->heartbeat, "%s:heartbeat:%s", name, worker) == -1 ||
-	    asprintf(&k->paused, "%s:paused", name) == -1 ||
-	    asprintf(&k->processing_of, "%s:processing:", name) == -1 ?
-	    -1 : 0;
+	free(q->qw);
 }
 
 struct redisq *
@@ -1644,15 +1606,17 @@ redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
 	q->arg = arg;
 	q->nq = cfg->redis.nqueues;
 	q->k = calloc(q->nq, sizeof(*q->k));
+	q->qw = calloc(q->nq, sizeof(*q->qw));
 	q->blk = calloc(q->nq, sizeof(*q->blk));
 	q->acks = calloc(q->nq, sizeof(*q->acks));
 	q->acks_tail = calloc(q->nq, sizeof(*q->acks_tail));
 	q->ack_retried = calloc(q->nq, 1);
-	ok = q->k && q->blk && q->acks && q->acks_tail && q->ack_retried;
+	ok = q->k && q->qw && q->blk && q->acks && q->acks_tail &&
+	    q->ack_retried;
 	for (int i = 0; ok && i < q->nq; i++)
 		q->acks_tail[i] = &q->acks[i];
 	for (int i = 0; ok && i < q->nq; i++)
-		ok = make_keys(&q->k[i], cfg->redis.queues[i],
+		ok = qkeys_make(&q->k[i], cfg->redis.queues[i],
 		    cfg->worker.id) == 0;
 	if (!ok) {
 		free_keys(q);
@@ -1791,7 +1755,7 @@ redisq_queue(const struct redisq *q, int qi)
 int
 redisq_paused(const struct redisq *q, int qi)
 {
-	return q->k[qi].is_paused;
+	return q->qw[qi].is_paused;
 }
 
 int
