@@ -201,12 +201,16 @@ start_waiting(struct worker *w)
 		task_load(t);
 }
 
-/* A task left memory: make room for the next. */
+/*
+ * The id is acknowledged (completed, moved to the retry set or the dead
+ * list): the task's time is counted, it leaves memory, the next comes.
+ */
 static void
 task_done(struct task *t)
 {
 	struct worker *w = t->w;
 
+	stats_observe(&w->st->q[t->qi].task, ev_now(w->loop) - t->taken_at);
 	task_free(t);
 	if (w->exiting)
 		return;
@@ -291,8 +295,6 @@ ack_cb(void *arg, int ok)
 		return;
 	}
 	log_debug("task %lld: acknowledged", (long long)t->id);
-	stats_observe(&t->w->st->q[t->qi].task,
-	    ev_now(t->w->loop) - t->taken_at);
 	task_done(t);
 }
 
@@ -322,7 +324,6 @@ dead_cb(void *arg, int ok)
 	w->st->q[t->qi].dead[t->dead]++;
 	if (t->dead == DEAD_FAILED)
 		w->st->q[t->qi].failed++;
-	stats_observe(&w->st->q[t->qi].task, ev_now(w->loop) - t->taken_at);
 	task_done(t);
 }
 
@@ -370,8 +371,6 @@ retried_cb(void *arg, int ok)
 		return;
 	}
 	t->w->st->q[t->qi].retried++;
-	stats_observe(&t->w->st->q[t->qi].task,
-	    ev_now(t->w->loop) - t->taken_at);
 	task_done(t);
 }
 
