@@ -99,29 +99,60 @@ histogram(FILE *f, const char *name, const char *queue,
 	fprintf(f, "%llu\n", (unsigned long long)n);
 }
 
-/* One counter or gauge with a value per queue, read at OFF of qstats. */
+/* A counter with a value per queue, the uint64_t at OFF of qstats. */
 static void
 per_queue(FILE *f, const struct metrics *m, const char *name,
-    const char *type, const char *help, size_t off, int sampled)
+    const char *help, size_t off)
 {
 	const struct stats *st = m->st;
 
-	family(f, name, type, help);
+	family(f, name, "counter", help);
 	for (int i = 0; i < st->nq; i++) {
-		const char *p = (const char *)&st->q[i] + off;
-
-		if (sampled && !st->q[i].sampled)
-			continue;
 		qline(f, name, m->cfg->redis.queues[i], NULL);
-		if (!sampled)
-			fprintf(f, "%llu\n",
-			    (unsigned long long)*(const uint64_t *)p);
-		else if (off == offsetof(struct qstats, sample.oldest_age))
-			fprintf(f, "%.3f\n", *(const double *)p);
-		else if (off == offsetof(struct qstats, sample.paused))
-			fprintf(f, "%d\n", *(const int *)p);
-		else
-			fprintf(f, "%lld\n", *(const long long *)p);
+		fprintf(f, "%llu\n", (unsigned long long)*(const uint64_t *)
+		    ((const char *)&st->q[i] + off));
+	}
+}
+
+#define SOFF(field)	offsetof(struct qsample, field)
+
+/* The gauges of the last queue sample; a queue not sampled yet has none. */
+static void
+sampled(FILE *f, const struct metrics *m)
+{
+	static const struct { const char *name, *help; size_t off; } g[] = {
+		{ "taskworkerd_queue_length",
+		    "Ids waiting in the queue, sampled.", SOFF(length) },
+		{ "taskworkerd_queue_processing",
+		    "Ids held by every registered worker, sampled.",
+		    SOFF(processing) },
+		{ "taskworkerd_queue_retry",
+		    "Ids waiting for their next attempt, sampled.",
+		    SOFF(retry) },
+		{ "taskworkerd_queue_scheduled",
+		    "Ids scheduled for later, sampled.", SOFF(scheduled) },
+		{ "taskworkerd_queue_dead",
+		    "Ids in the dead list, sampled.", SOFF(dead) },
+		{ "taskworkerd_queue_paused",
+		    "1 while QUEUE:paused exists, sampled.", SOFF(paused) },
+		{ "taskworkerd_queue_oldest_age_seconds",
+		    "How long the oldest waiting id has waited, as far as "
+		    "sampling tells (a lower bound).", SOFF(oldest_age) },
+		{ "taskworkerd_workers_alive",
+		    "Registered workers whose heartbeat is alive, sampled.",
+		    SOFF(workers) },
+	};
+	const struct stats *st = m->st;
+
+	for (size_t j = 0; j < sizeof(g) / sizeof(g[0]); j++) {
+		family(f, g[j].name, "gauge", g[j].help);
+		for (int i = 0; i < st->nq; i++) {
+			if (!st->q[i].sampled)
+				continue;
+			qline(f, g[j].name, m->cfg->redis.queues[i], NULL);
+			fprintf(f, "%.15g\n", *(const double *)
+			    ((const char *)&st->q[i].sample + g[j].off));
+		}
 	}
 }
 
@@ -219,8 +250,8 @@ render(const struct metrics *m, size_t *len)
 	fprintf(f, "taskworkerd_build_info{version=\"%s\"} 1\n",
 	    TASKWORKERD_VERSION);
 
-	per_queue(f, m, "taskworkerd_tasks_taken_total", "counter",
-	    "Ids taken off the queue.", QOFF(taken), 0);
+	per_queue(f, m, "taskworkerd_tasks_taken_total",
+	    "Ids taken off the queue.", QOFF(taken));
 	family(f, "taskworkerd_tasks_finished_total", "counter",
 	    "Tasks finished, by outcome: completed, already_completed "
 	    "(acknowledged only), retried (an attempt failed, another "
@@ -277,29 +308,10 @@ render(const struct metrics *m, size_t *len)
 		histogram(f, "taskworkerd_task_duration_seconds",
 		    m->cfg->redis.queues[i], &st->q[i].task);
 
-	per_queue(f, m, "taskworkerd_queue_length", "gauge",
-	    "Ids waiting in the queue, sampled.", QOFF(sample.length), 1);
-	per_queue(f, m, "taskworkerd_queue_processing", "gauge",
-	    "Ids held by every registered worker, sampled.",
-	    QOFF(sample.processing), 1);
-	per_queue(f, m, "taskworkerd_queue_retry", "gauge",
-	    "Ids waiting for their next attempt, sampled.",
-	    QOFF(sample.retry), 1);
-	per_queue(f, m, "taskworkerd_queue_scheduled", "gauge",
-	    "Ids scheduled for later, sampled.", QOFF(sample.scheduled), 1);
-	per_queue(f, m, "taskworkerd_queue_dead", "gauge",
-	    "Ids in the dead list, sampled.", QOFF(sample.dead), 1);
-	per_queue(f, m, "taskworkerd_queue_paused", "gauge",
-	    "1 while QUEUE:paused exists, sampled.", QOFF(sample.paused), 1);
-	per_queue(f, m, "taskworkerd_queue_oldest_age_seconds", "gauge",
-	    "How long the oldest waiting id has waited, as far as sampling "
-	    "tells (a lower bound).", QOFF(sample.oldest_age), 1);
-	per_queue(f, m, "taskworkerd_workers_alive", "gauge",
-	    "Registered workers whose heartbeat is alive, sampled.",
-	    QOFF(sample.workers), 1);
-	per_queue(f, m, "taskworkerd_reclaimed_ids_total", "counter",
+	sampled(f, m);
+	per_queue(f, m, "taskworkerd_reclaimed_ids_total",
 	    "Ids given back to the queue from workers without a heartbeat.",
-	    QOFF(reclaimed), 0);
+	    QOFF(reclaimed));
 
 	backend(f, "taskworkerd_backend_up", "gauge",
 	    "1 when the backend is connected and usable.", g.redis_up,

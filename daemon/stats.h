@@ -25,10 +25,10 @@ struct histogram {
 	double sum;
 };
 
-/* What Redis said of one queue at the last sample. */
+/* What Redis said of one queue at the last sample, as metrics print it. */
 struct qsample {
-	long long length, processing, retry, scheduled, dead, workers;
-	int paused;
+	double length, processing, retry, scheduled, dead, workers;
+	double paused;		/* 0 or 1 */
 	double oldest_age;	/* seconds, a lower bound (see README) */
 };
 
