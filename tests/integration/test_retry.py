@@ -224,7 +224,10 @@ def test_attempts_and_error_columns(tw, task_columns, taskworkerd, tmp_path):
     status, attempts, error = row()
     assert status == "pending"
     assert error and "exit 4" in error, f"last_error after attempt 1: {error!r}"
-    assert tw.r.hget("tasks:attempts", str(i)) == "1"
+    # The row is written first, then the move to tasks:retry records the
+    # count: the two may be read between them.
+    wait_until(lambda: tw.r.hget("tasks:attempts", str(i)) == "1", 5,
+               "tasks:attempts to count the first failure", daemon=d)
 
     wait_dead(tw, [i], 10, daemon=d)
     status, attempts, error = row()
