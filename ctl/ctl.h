@@ -49,11 +49,14 @@ redisReply *ctl_eval(struct ctl *c, const char *script, int nkeys,
 long long ctl_now_ms(struct ctl *c);
 
 /* out.c */
-/* S as a JSON string, quoted; bytes that are not UTF-8 become \u00XX. */
+/*
+ * S as a JSON string, quoted; bytes that are not UTF-8, and the C1
+ * controls, become \u00XX.
+ */
 void out_json_str(FILE *f, const char *s, size_t len);
 /*
- * S for a terminal: control bytes, backslashes and bytes that are not
- * UTF-8 escaped as \xNN.
+ * S for a terminal: control bytes (C0, DEL and the C1 U+0080..U+009F),
+ * backslashes and bytes that are not UTF-8 escaped as \xNN.
  */
 void out_text(FILE *f, const char *s, size_t len);
 /* MS since the epoch as local "YYYY-MM-DD HH:MM:SS". */

@@ -39,19 +39,25 @@ utf8_len(const unsigned char *s, size_t left)
 }
 
 /*
- * Writes the well-formed UTF-8 sequences of S as they are and hands every
- * other byte to ONE, ASCII nonzero for a byte below 0x80.
+ * Writes the well-formed UTF-8 sequences of S as they are, but for the C1
+ * controls (U+0080..U+009F, C2 80..C2 9F), which go to C1 as their code
+ * point: a terminal obeys them as it obeys ESC. Every other byte goes to
+ * ONE, ASCII nonzero for a byte below 0x80.
  */
 static void
 walk_utf8(FILE *f, const char *s, size_t len,
-    void (*one)(FILE *, unsigned char, int ascii))
+    void (*one)(FILE *, unsigned char, int ascii),
+    void (*c1)(FILE *, unsigned char))
 {
 	const unsigned char *p = (const unsigned char *)s;
 
 	for (size_t i = 0; i < len;) {
 		size_t n = utf8_len(p + i, len - i);
 
-		if (n > 1) {
+		if (n == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0) {
+			c1(f, p[i + 1]);
+			i += 2;
+		} else if (n > 1) {
 			fwrite(p + i, 1, n, f);
 			i += n;
 		} else
@@ -87,11 +93,17 @@ json_byte(FILE *f, unsigned char c, int ascii)
 	}
 }
 
+static void
+json_c1(FILE *f, unsigned char cp)
+{
+	fprintf(f, "\\u%04x", cp);
+}
+
 void
 out_json_str(FILE *f, const char *s, size_t len)
 {
 	fputc('"', f);
-	walk_utf8(f, s, len, json_byte);
+	walk_utf8(f, s, len, json_byte, json_c1);
 	fputc('"', f);
 }
 
@@ -104,10 +116,17 @@ text_byte(FILE *f, unsigned char c, int ascii)
 		fputc(c, f);
 }
 
+/* U+0085 as the bytes that spell it: \xc2\x85. */
+static void
+text_c1(FILE *f, unsigned char cp)
+{
+	fprintf(f, "\\xc2\\x%02x", cp);
+}
+
 void
 out_text(FILE *f, const char *s, size_t len)
 {
-	walk_utf8(f, s, len, text_byte);
+	walk_utf8(f, s, len, text_byte, text_c1);
 }
 
 void

@@ -340,6 +340,21 @@ def test_dead_list_text_and_json(ctl, tw):
         "tasks:dead: 4 dead ids, the newest 1 shown, oldest first"
 
 
+def test_text_escapes_c1_controls(ctl, tw):
+    """U+0080..U+009F (UTF-8 C2 80..C2 9F) are controls a terminal obeys
+    (U+009B is CSI): escaped in text and in JSON, like C0; U+00A0 is not."""
+    odd = "a\u009b31mred\u0085b\u00a0c\u00e9"
+    put_dead(tw, [odd], reason="why \u009d0;title\u009c")
+    text = ctl.ok("dead", "list").splitlines()
+    assert text[1].startswith("a\\xc2\\x9b31mred\\xc2\\x85b\u00a0c\u00e9  "), text
+    assert text[1].endswith("why \\xc2\\x9d0;title\\xc2\\x9c"), text
+    res = ctl.run("--json", "dead", "list")
+    assert res.returncode == EX_OK, res
+    assert "\\u009b31mred\\u0085b" in res.stdout and "\\u009c" in res.stdout, res.stdout
+    assert not any(0x80 <= ord(ch) <= 0x9f for ch in res.stdout), res.stdout
+    assert json.loads(res.stdout)["ids"][0]["id"] == odd
+
+
 def test_retry_and_scheduled_lists(ctl, tw):
     now = redis_now_ms(tw)
     tw.r.zadd("tasks:retry", {"21": now - 4000, "22": now + 90000, "23": now + 3000})
