@@ -976,6 +976,81 @@ check_handler(struct loader *ld)
 	}
 }
 
+/* A byte of a column name as it is in its TASK_ variable (exec.c). */
+static unsigned char
+env_char(unsigned char c)
+{
+	if (c >= 'a' && c <= 'z')
+		return c - ('a' - 'A');
+	if ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+		return c;
+	return '_';
+}
+
+/* Would columns A and B be the same TASK_ variable? */
+static int
+same_task_var(const char *a, const char *b)
+{
+	const unsigned char *p = (const unsigned char *)a;
+	const unsigned char *q = (const unsigned char *)b;
+
+	for (; *p != '\0' && *q != '\0'; p++, q++)
+		if (env_char(*p) != env_char(*q))
+			return 0;
+	return *p == *q;
+}
+
+/*
+ * Every column of postgres.columns reaches an exec handler as its own
+ * TASK_ variable (README "Handlers"): two that would share one ("a-b" and
+ * "a_b", "Name" and "name"), or one that would be a variable the daemon
+ * sets itself, are refused rather than one of them silently left out.
+ */
+static void
+check_task_vars(struct loader *ld)
+{
+	static const char *const own[][2] = {
+		{ "id", "TASK_ID" },
+		{ "queue", "TASK_QUEUE" },
+		{ "attempt", "TASK_ATTEMPT" },
+	};
+	const struct config *cfg = ld->cfg;
+	unsigned int line = line_of_key(ld, "postgres", "columns");
+	size_t k;
+	int i, j;
+
+	if (key_bad(ld, "postgres", "columns"))
+		return;
+	for (i = 0; i < cfg->postgres.ncolumns; i++) {
+		const char *c = cfg->postgres.columns[i];
+
+		for (k = 0; k < sizeof(own) / sizeof(own[0]); k++)
+			if (same_task_var(c, own[k][0]))
+				break;
+		if (k < sizeof(own) / sizeof(own[0])) {
+			report(ld, line, "postgres.columns[%d]: \"%.100s\" "
+			    "would be %s, which the daemon sets itself", i, c,
+			    own[k][1]);
+			continue;
+		}
+		for (j = 0; j < i; j++)
+			if (same_task_var(c, cfg->postgres.columns[j]))
+				break;
+		if (j < i) {
+			char var[64] = "TASK_";
+			size_t n = 5;
+
+			for (const char *p = c; *p != '\0' && n < 60; p++)
+				var[n++] = (char)env_char((unsigned char)*p);
+			strcpy(var + n, strlen(c) + 5 > n ? "..." : "");
+			report(ld, line, "postgres.columns[%d]: \"%.100s\" and "
+			    "postgres.columns[%d] \"%.100s\" would both be %s "
+			    "for an exec handler", i, c, j,
+			    cfg->postgres.columns[j], var);
+		}
+	}
+}
+
 /* The optional columns are names distinct from the id and status columns. */
 static void
 check_columns(struct loader *ld)
@@ -1019,6 +1094,7 @@ finish(struct loader *ld)
 	    cfg->retry.max_ms);
 	check_handler(ld);
 	check_columns(ld);
+	check_task_vars(ld);
 	if (strcmp(cfg->postgres.id_column, cfg->postgres.status_column) ==
 	    0 && !key_bad(ld, "postgres", "id_column") &&
 	    !key_bad(ld, "postgres", "status_column")) {

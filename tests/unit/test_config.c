@@ -744,6 +744,29 @@ test_cross_checks(void)
 	config_free(cfg);
 	free(text);
 
+	/* Two columns, one TASK_ variable: refused, not silently dropped. */
+	expect_error("columns a-b and a_b",
+	    "\npostgres: { columns = [\"a-b\", \"x\", \"a_b\"]; };\n", 2,
+	    "postgres.columns[2]: \"a_b\" and postgres.columns[0] \"a-b\"",
+	    "both be TASK_A_B");
+	expect_error("columns Name and name",
+	    "postgres: { columns = [\"name\", \"Name\"]; };\n", 1,
+	    "postgres.columns[1]: \"Name\" and postgres.columns[0]",
+	    "TASK_NAME");
+	expect_error("a column that would be TASK_QUEUE",
+	    "postgres: { columns = [\"Queue\"]; };\n", 1,
+	    "postgres.columns[0]: \"Queue\" would be TASK_QUEUE",
+	    "sets itself");
+	expect_error("a column that would be TASK_ATTEMPT",
+	    "postgres: { columns = [\"attempt\"]; };\n", 1,
+	    "TASK_ATTEMPT", NULL);
+	expect_error("a column that would be TASK_ID",
+	    "postgres: { columns = [\"i.d\", \"id\"]; };\n", 1,
+	    "postgres.columns[1]: \"id\" would be TASK_ID", NULL);
+	config_free(load_ok("columns whose variables differ", write_conf(
+	    "postgres: { columns = [\"a-b\", \"a-bc\", \"ids\", "
+	    "\"attempts\", \"queue_name\"]; };\n")));
+
 	/* All the errors of one file are reported, each on its line. */
 	path = write_conf(
 	    "redis: {\n"			/* 1 */
