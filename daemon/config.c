@@ -4,6 +4,7 @@
  */
 #include <sys/stat.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -220,12 +222,13 @@ report(struct loader *ld, unsigned int line, const char *fmt, ...)
 
 /*
  * Hands one error line to the caller. Control bytes are shown as \xHH so
- * a hostile file cannot forge log lines; nothing here allocates.
+ * a hostile file cannot forge log lines, and a password in a conninfo as
+ * "***"; nothing here allocates.
  */
 static void
 report(struct loader *ld, unsigned int line, const char *fmt, ...)
 {
-	char msg[MSG_MAX], out[PATH_MAX + 4 * MSG_MAX + 32];
+	char raw[MSG_MAX], msg[MSG_MAX], out[PATH_MAX + 4 * MSG_MAX + 32];
 	char pfx[64];
 	const unsigned char *p;
 	size_t n;
@@ -236,9 +239,10 @@ report(struct loader *ld, unsigned int line, const char *fmt, ...)
 		return;
 
 	va_start(ap, fmt);
-	if (vsnprintf(msg, sizeof(msg), fmt, ap) >= (int)sizeof(msg))
-		memcpy(msg + sizeof(msg) - 4, "...", 4);
+	if (vsnprintf(raw, sizeof(raw), fmt, ap) >= (int)sizeof(raw))
+		memcpy(raw + sizeof(raw) - 4, "...", 4);
 	va_end(ap);
+	config_redact(raw, msg, sizeof(msg));	/* a conninfo's password */
 
 	if (line > 0)
 		snprintf(pfx, sizeof(pfx), ":%u: ", line);
@@ -615,6 +619,130 @@ walk(struct loader *ld, const config_t *lc)
 	}
 }
 
+/* Appends LEN bytes of S to OUT at *N, leaving room for the NUL. */
+static void
+put(char *out, size_t size, size_t *n, const char *s, size_t len)
+{
+	if (*n + 1 >= size)
+		return;
+	if (len > size - 1 - *n)
+		len = size - 1 - *n;
+	memcpy(out + *n, s, len);
+	*n += len;
+}
+
+static int
+is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
+	    c == '\f' || c == '\v';
+}
+
+/*
+ * At S, "password" then '=' (spaces around it allowed): the length up to
+ * the value, or 0.
+ */
+static size_t
+password_key(const char *s)
+{
+	size_t i = 8;
+
+	if (strncasecmp(s, "password", 8) != 0)
+		return 0;
+	while (s[i] == ' ' || s[i] == '\t')
+		i++;
+	if (s[i] != '=')
+		return 0;
+	i++;
+	while (s[i] == ' ' || s[i] == '\t')
+		i++;
+	return i;
+}
+
+/*
+ * The length of the value at S: a quoted one to its closing quote (a
+ * backslash escapes), else to a blank, and in a URI query (QUERY) to the
+ * next '&' or '#' too.
+ */
+static size_t
+password_value(const char *s, int query)
+{
+	size_t i = 0;
+
+	if (*s == '\'') {
+		for (i = 1; s[i] != '\0' && s[i] != '\''; i++)
+			if (s[i] == '\\' && s[i + 1] != '\0')
+				i++;
+		return s[i] == '\'' ? i + 1 : i;
+	}
+	while (s[i] != '\0' && !is_blank(s[i]) &&
+	    !(query && (s[i] == '&' || s[i] == '#')))
+		i++;
+	return i;
+}
+
+/*
+ * At S, just after "://": the length of "user:" when a password follows
+ * it up to the last '@' of the token (a malformed URI may hold a '/' in
+ * its password, so the token, not the authority, bounds it); *PW_LEN is
+ * the password's length. 0 when there is none.
+ */
+static size_t
+uri_password(const char *s, size_t *pw_len)
+{
+	size_t end = 0, at = 0, colon = 0;
+	int has_at = 0, has_colon = 0;
+
+	for (; s[end] != '\0' && !is_blank(s[end]) && s[end] != '"' &&
+	    s[end] != '\''; end++)
+		if (s[end] == '@') {
+			at = end;
+			has_at = 1;
+		}
+	if (!has_at)
+		return 0;
+	for (colon = 0; colon < at; colon++)
+		if (s[colon] == ':') {
+			has_colon = 1;
+			break;
+		}
+	if (!has_colon)
+		return 0;
+	*pw_len = at - colon - 1;
+	return colon + 1;
+}
+
+char *
+config_redact(const char *in, char *out, size_t size)
+{
+	size_t i = 0, n = 0, k, v;
+
+	if (size == 0)
+		return out;
+	while (in[i] != '\0') {
+		if (strncmp(in + i, "://", 3) == 0 &&
+		    (k = uri_password(in + i + 3, &v)) > 0) {
+			put(out, size, &n, in + i, 3 + k);
+			put(out, size, &n, "***", 3);
+			i += 3 + k + v;
+		} else if ((i == 0 || !isalnum((unsigned char)in[i - 1]) ||
+		    (i >= 3 && strncasecmp(in + i - 3, "ssl", 3) == 0)) &&
+		    (k = password_key(in + i)) > 0) {
+			int query = i > 0 && (in[i - 1] == '?' ||
+			    in[i - 1] == '&');
+
+			put(out, size, &n, in + i, k);
+			v = password_value(in + i + k, query);
+			if (v > 0)
+				put(out, size, &n, "***", 3);
+			i += k + v;
+		} else
+			put(out, size, &n, in + i++, 1);
+	}
+	out[n] = '\0';
+	return out;
+}
+
 static const char *
 check_conninfo(const char *s, char *buf, size_t size)
 {
@@ -628,7 +756,8 @@ check_conninfo(const char *s, char *buf, size_t size)
 	}
 	if (errmsg == NULL)
 		return "out of memory";
-	snprintf(buf, size, "%s", errmsg);
+	/* libpq's message may quote the whole string, password and all. */
+	config_redact(errmsg, buf, size);
 	PQfreemem(errmsg);
 	n = strlen(buf);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||

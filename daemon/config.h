@@ -104,6 +104,15 @@ int config_redis_conn_changed(const struct config *a, const struct config *b);
 /* Nonzero when anything that shapes the PostgreSQL sessions differs. */
 int config_postgres_changed(const struct config *a, const struct config *b);
 
+/*
+ * Copies IN to OUT (SIZE bytes, always terminated) with every password of
+ * a libpq conninfo hidden as "***": the value of password= and
+ * sslpassword= (keyword form, quoted or not, or a URI query parameter)
+ * and the part after "user:" of a URI's "user:pass@". For any message
+ * that may hold a conninfo, before it is printed or logged. Returns OUT.
+ */
+char *config_redact(const char *in, char *out, size_t size);
+
 /* Names for log levels and facilities, for messages. */
 const char *config_level_name(int level);
 const char *config_facility_name(int facility);

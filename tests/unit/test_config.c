@@ -1064,6 +1064,58 @@ test_listen(void)
 	    "metrics.sample_interval_ms", NULL);
 }
 
+/* No password of a conninfo reaches an error line or a log. */
+static void
+test_redact(void)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{ "postgresql://app:S3cretPW@[::1/db",
+		  "postgresql://app:***@[::1/db" },
+		{ "postgres://u:p%40ss@h/db", "postgres://u:***@h/db" },
+		{ "x: \"postgresql://app:a/b@c@h:5432/db\" y",
+		  "x: \"postgresql://app:***@h:5432/db\" y" },
+		{ "postgresql://app@h:5432/db", "postgresql://app@h:5432/db" },
+		{ "postgresql://h:5432/db", "postgresql://h:5432/db" },
+		{ "host=h password=S3cret dbname=x",
+		  "host=h password=*** dbname=x" },
+		{ "password = 'S3c ret\\' x' user=u",
+		  "password = *** user=u" },
+		{ "password='unterminated and more",
+		  "password=***" },
+		{ "PASSWORD=a&b sslpassword=k", "PASSWORD=*** sslpassword=***" },
+		{ "postgresql:///db?user=u&password=p%20w&sslmode=require",
+		  "postgresql:///db?user=u&password=***&sslmode=require" },
+		{ "passfile=/etc/pgpass password", "passfile=/etc/pgpass password" },
+		{ "nopassword=x", "nopassword=x" },
+		{ "", "" },
+	};
+	char out[256], small[8];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		ok(streq(config_redact(cases[i].in, out, sizeof(out)),
+		    cases[i].out), "redact \"%s\": \"%s\"", cases[i].in, out);
+	ok(streq(config_redact("password=abcdefgh", small, sizeof(small)),
+	    "passwor"), "a short buffer is cut, never overrun");
+
+	expect_error("a malformed URI with a password",
+	    "postgres: { conninfo = \"postgresql://app:S3cretPW@[::1/db\"; };\n",
+	    1, "postgres.conninfo: ", "\"postgresql://app:***@[::1/db\"");
+	{
+		struct errs e = { NULL, 0 };
+		const char *path = write_conf("postgres: { conninfo = "
+		    "\"postgresql://app:S3cretPW@[::1/db\"; };\n");
+		int leaked = 0;
+
+		config_free(config_load(path, collect, &e));
+		for (int i = 0; i < e.n; i++)
+			leaked |= strstr(e.line[i], "S3cretPW") != NULL;
+		ok(e.n == 1 && !leaked, "the password is in no error line");
+		errs_clear(&e);
+	}
+}
+
 int
 main(void)
 {
@@ -1075,6 +1127,7 @@ main(void)
 	test_files();
 	test_changed();
 	test_listen();
+	test_redact();
 	remove_temps();
 	return done_testing();
 }
