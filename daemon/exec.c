@@ -171,6 +171,28 @@ is_task_var(const char *s)
 	return strncmp(s, "TASK_", 5) == 0;
 }
 
+/*
+ * What systemd and credentials.c gave the daemon itself, not its
+ * handlers: the notify socket (a handler could report READY or STOPPING
+ * for it), the watchdog, socket activation, and the daemon's own pgpass
+ * file. Left out of what a handler inherits; an entry of the configured
+ * environment that names one is the operator's choice and is kept.
+ */
+static int
+is_daemon_var(const char *s)
+{
+	static const char *const names[] = { "NOTIFY_SOCKET", "WATCHDOG_USEC",
+	    "WATCHDOG_PID", "PGPASSFILE" };
+	size_t len = name_len(s);
+
+	if (strncmp(s, "LISTEN_", 7) == 0)
+		return 1;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (len == strlen(names[i]) && memcmp(s, names[i], len) == 0)
+			return 1;
+	return 0;
+}
+
 static void
 strv_free(char **v)
 {
@@ -220,9 +242,9 @@ exec_conf_new(char *const *command, char *const *environment,
 	    (c->workdir = strdup(workdir)) == NULL)
 		goto fail;
 
-	/* The daemon's own, less TASK_* and what ENVIRONMENT sets. */
+	/* The daemon's own, less TASK_*, its own and what ENVIRONMENT sets. */
 	for (i = 0; i < ne; i++) {
-		if (is_task_var(environ[i]))
+		if (is_task_var(environ[i]) || is_daemon_var(environ[i]))
 			continue;
 		for (j = 0; j < nc; j++)
 			if (same_name(environ[i], environment[j]))

@@ -284,6 +284,39 @@ test_env(void)
 	unsetenv("TASK_LEAK");
 }
 
+/* What systemd and credentials.c set for the daemon stays the daemon's. */
+static void
+test_daemon_env(void)
+{
+	static const char *const own[] = { "NOTIFY_SOCKET", "WATCHDOG_USEC",
+	    "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+	    "PGPASSFILE" };
+	char *none[] = { NULL };
+	char *env[] = { "PGPASSFILE=/handler/pgpass", NULL };
+	struct result res;
+
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		setenv(own[i], "daemon", 1);
+	setenv("CREDENTIALS_DIRECTORY", "/run/credentials/tw", 1);
+	setenv("NOTIFY_SOCKETS_NOT", "kept", 1);
+	run_sh("test -z \"$(env | grep -E '^(NOTIFY_SOCKET|WATCHDOG_[A-Z]*|"
+	    "LISTEN_[A-Z]*|PGPASSFILE)=')\" && "
+	    "test \"$CREDENTIALS_DIRECTORY\" = /run/credentials/tw && "
+	    "test \"$NOTIFY_SOCKETS_NOT\" = kept", none, NULL, &res);
+	ok(res.res == EXEC_DONE, "NOTIFY_SOCKET, WATCHDOG_*, LISTEN_* and "
+	    "PGPASSFILE are not inherited; CREDENTIALS_DIRECTORY is (%s)",
+	    res.why);
+	run_sh("test \"$PGPASSFILE\" = /handler/pgpass && "
+	    "test $(env | grep -c '^PGPASSFILE=') = 1 && "
+	    "test -z \"${NOTIFY_SOCKET+set}\"", env, NULL, &res);
+	ok(res.res == EXEC_DONE, "handler.environment may set PGPASSFILE "
+	    "itself (%s)", res.why);
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		unsetenv(own[i]);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	unsetenv("NOTIFY_SOCKETS_NOT");
+}
+
 static void
 test_big_env(void)
 {
@@ -832,6 +865,7 @@ main(void)
 
 	test_results();
 	test_env();
+	test_daemon_env();
 	test_big_env();
 	test_process();
 	test_output();
