@@ -151,6 +151,38 @@ warn_unknown(const struct ctl *c, const char *queue)
 		    queue, c->cfg->path);
 }
 
+/*
+ * A queue named on the command line that would share a key with a queue
+ * of the config (or another one named) is refused: "dead requeue
+ * jobs:dead -a" would push jobs:dead:dead onto the dead list of "jobs".
+ * 0 or 64 after a message.
+ */
+static int
+check_keys(const struct ctl *c, char **queues, int nqueues)
+{
+	const struct config *cfg = c->cfg;
+	char why[600];
+
+	for (int i = 0; i < nqueues; i++) {
+		for (int j = 0; j < cfg->redis.nqueues; j++)
+			if (qkeys_collide(queues[i], cfg->redis.queues[j], why,
+			    sizeof(why))) {
+				ctl_errx("queue %s would share a key with "
+				    "queue %s of %s: %s", queues[i],
+				    cfg->redis.queues[j], cfg->path, why);
+				return EXIT_USAGE;
+			}
+		for (int j = 0; j < i; j++)
+			if (qkeys_collide(queues[i], queues[j], why,
+			    sizeof(why))) {
+				ctl_errx("queues %s and %s would share a key: "
+				    "%s", queues[i], queues[j], why);
+				return EXIT_USAGE;
+			}
+	}
+	return 0;
+}
+
 /* Drops repeated IDs, keeping the first of each. */
 static void
 dedup_ids(struct ctl *c)
@@ -192,6 +224,8 @@ resolve(struct ctl *c, const struct command *cmd, char **rest, int nrest,
 		if (qopt[0] == '\0')
 			return bad_usage("%san empty queue name", "");
 		c->queue = qopt;
+		if ((rv = check_keys(c, (char **)&c->queue, 1)) != 0)
+			return rv;
 		warn_unknown(c, qopt);
 	}
 	if (cmd->ids == IDS_NONE && nrest > 0)
@@ -321,6 +355,8 @@ main(int argc, char **argv)
 			rv = 0;
 		} else
 			rv = 0;
+		if (rv == 0)
+			rv = check_keys(&c, args, nargs);
 		for (int i = 0; rv == 0 && i < nargs; i++)
 			warn_unknown(&c, args[i]);
 	} else

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "credentials.h"
 #include "netaddr.h"
+#include "qkeys.h"
 
 #define CONFIG_MAX_BYTES	(1024 * 1024)
 #define MSG_MAX			1024
@@ -1180,6 +1181,32 @@ check_task_vars(struct loader *ld)
 	}
 }
 
+/*
+ * No two queues may share a Redis key (README "Redis keys"): with
+ * ["jobs", "jobs:dead"], the dead ids of one would be the tasks of the
+ * other.
+ */
+static void
+check_queue_keys(struct loader *ld)
+{
+	const struct config *cfg = ld->cfg;
+	char why[MSG_MAX / 2];
+
+	if (key_bad(ld, "redis", "queues"))
+		return;
+	for (int i = 0; i < cfg->redis.nqueues; i++)
+		for (int j = 0; j < i; j++)
+			if (qkeys_collide(cfg->redis.queues[i],
+			    cfg->redis.queues[j], why, sizeof(why))) {
+				report(ld, line_of_key(ld, "redis", "queues"),
+				    "redis.queues[%d]: \"%.200s\" and "
+				    "redis.queues[%d] \"%.200s\" share a key: "
+				    "%s", i, cfg->redis.queues[i], j,
+				    cfg->redis.queues[j], why);
+				break;
+			}
+}
+
 /* The optional columns are names distinct from the id and status columns. */
 static void
 check_columns(struct loader *ld)
@@ -1224,6 +1251,7 @@ finish(struct loader *ld)
 	check_handler(ld);
 	check_columns(ld);
 	check_task_vars(ld);
+	check_queue_keys(ld);
 	if (strcmp(cfg->postgres.id_column, cfg->postgres.status_column) ==
 	    0 && !key_bad(ld, "postgres", "id_column") &&
 	    !key_bad(ld, "postgres", "status_column")) {

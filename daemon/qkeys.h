@@ -23,4 +23,13 @@ struct qkeys {
 int qkeys_make(struct qkeys *k, const char *queue, const char *worker);
 void qkeys_free(struct qkeys *k);
 
+/*
+ * Nonzero when queues A and B, two names, would share a Redis key: one
+ * is a key of the other ("jobs:dead" beside "jobs"), or a key of one is
+ * a worker's key of the other ("jobs:processing" beside "jobs": its
+ * jobs:processing:dead is the processing set of a worker "dead"). WHY
+ * (SIZE bytes) then names the key and what it is to each queue.
+ */
+int qkeys_collide(const char *a, const char *b, char *why, size_t size);
+
 #endif

@@ -177,6 +177,34 @@ def test_queue_not_in_config_is_used_with_a_warning(ctl, tw):
     assert ctl.run("dead", "list", "tasks").stderr == ""
 
 
+def test_queues_that_share_keys_are_refused(ctl, tw):
+    """A config whose queues share a key is refused (exit 78, as -t); a
+    queue named on the command line that shares a key with one of the
+    config, or with another named, is refused (64) before anything moves:
+    "dead requeue jobs:dead -a" would push onto the dead list of jobs."""
+    path = ctl.write("clash", redis={"queues": ["jobs", "jobs:dead", "jobs:retry"]})
+    res = ctl.run("status", config=path)
+    assert res.returncode == EX_CONFIG, res
+    assert f'{path}:' in res.stderr and '"jobs:dead" and redis.queues[0] "jobs" share a key' \
+        in res.stderr, res.stderr
+    daemon = subprocess.run(WRAPPER + [BIN, "-t", "-c", str(path)], capture_output=True,
+                            text=True)
+    assert daemon.returncode == EX_CONFIG and daemon.stderr == res.stderr
+
+    path = ctl.write("jobs", redis={"queues": ["jobs"]})
+    put_dead(tw, ["7", "8"], queue="jobs:dead")
+    tw.r.rpush("jobs:dead", "1")
+    for args in (["dead", "requeue", "jobs:dead", "-a"], ["-q", "jobs:dead", "dead", "purge", "7"],
+                 ["dead", "list", "jobs:processing"], ["status", "jobs:heartbeat:x"],
+                 ["status", "other", "other:paused"], ["pause", "jobs:retry"]):
+        res = ctl.run(*args, config=path)
+        assert res.returncode == EX_USAGE, (args, res)
+        assert res.stdout == "" and "would share a key" in res.stderr, (args, res.stderr)
+    assert tw.lrange("jobs:dead") == ["1"] and tw.lrange("jobs:dead:dead") == ["7", "8"]
+    assert tw.r.exists("jobs:retry:paused", "other:paused:paused") == 0
+    assert "other2:dead: 0 dead ids" in ctl.ok("dead", "list", "other2", config=path)
+
+
 def test_config_errors_exit_78_as_the_daemon_prints_them(ctl):
     path = ctl.write("bad", text='redis: {\n  port = "x";\n  bogus = 1;\n};\n')
     res = ctl.run("status", config=path)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "qkeys.h"
 #include "tap.h"
 
 #define MAX_TEMPS	1024
@@ -1064,6 +1065,75 @@ test_listen(void)
 	    "metrics.sample_interval_ms", NULL);
 }
 
+/* Two queues never share a Redis key. */
+static void
+test_queue_keys(void)
+{
+	static const struct {
+		const char *a, *b, *key;
+	} meet[] = {
+		{ "jobs:dead", "jobs", "jobs:dead is QUEUE of \"jobs:dead\" "
+		  "and QUEUE:dead of \"jobs\"" },
+		{ "jobs", "jobs:retry", "jobs:retry is QUEUE:retry of \"jobs\" "
+		  "and QUEUE of \"jobs:retry\"" },
+		{ "jobs:dead:reason", "jobs", "QUEUE:dead:reason of \"jobs\"" },
+		{ "jobs:attempts", "jobs", "QUEUE:attempts" },
+		{ "jobs:scheduled", "jobs", "QUEUE:scheduled" },
+		{ "jobs:workers", "jobs", "QUEUE:workers" },
+		{ "jobs:paused", "jobs", "QUEUE:paused" },
+		{ "jobs:processing:w1", "jobs", "QUEUE:processing:WORKER" },
+		{ "jobs:heartbeat:w1", "jobs", "QUEUE:heartbeat:WORKER" },
+		{ "jobs:processing", "jobs", "jobs:processing:dead is QUEUE:dead "
+		  "of \"jobs:processing\" and QUEUE:processing:WORKER" },
+		{ "jobs:heartbeat", "jobs", "QUEUE:heartbeat:WORKER of \"jobs\"" },
+		{ "a:processing:b:heartbeat:c", "a", "QUEUE:processing:WORKER" },
+	};
+	static const struct {
+		const char *a, *b;
+	} apart[] = {
+		{ "jobs", "jobs2" }, { "jobs", "jobs-dead" }, { "a:retry", "a:retry:x" },
+		{ "jobs", "jobs:" }, { "jobs", "jobs:deadx" }, { "jobs", "job" },
+		{ "jobs", "jobs:processin" }, { "high", "low" }, { "x", "x" },
+	};
+	char why[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(meet) / sizeof(meet[0]); i++) {
+		int rv = qkeys_collide(meet[i].a, meet[i].b, why, sizeof(why));
+
+		ok(rv && strstr(why, meet[i].key) != NULL, "%s and %s meet: %s",
+		    meet[i].a, meet[i].b, rv ? why : "no");
+		ok(qkeys_collide(meet[i].b, meet[i].a, why, sizeof(why)),
+		    "%s and %s meet either way", meet[i].b, meet[i].a);
+	}
+	for (i = 0; i < sizeof(apart) / sizeof(apart[0]); i++)
+		ok(!qkeys_collide(apart[i].a, apart[i].b, why, sizeof(why)) &&
+		    !qkeys_collide(apart[i].b, apart[i].a, why, sizeof(why)),
+		    "%s and %s do not meet", apart[i].a, apart[i].b);
+
+	expect_error("queues that share keys",
+	    "redis: {\n queues = [\"jobs\", \"other\", \"jobs:dead\"];\n};\n",
+	    2, "redis.queues[2]: \"jobs:dead\" and redis.queues[0] \"jobs\" "
+	    "share a key", "QUEUE:dead of \"jobs\"");
+	{
+		struct errs e = { NULL, 0 };
+		const char *path = write_conf("redis: { queues = [\"jobs\", "
+		    "\"jobs:dead\", \"jobs:retry\"]; };\n");
+		struct config *cfg = config_load(path, collect, &e);
+
+		if (!ok(cfg == NULL && e.n == 2 &&
+		    has_error(&e, path, 1, "redis.queues[1]: \"jobs:dead\"") &&
+		    has_error(&e, path, 1, "redis.queues[2]: \"jobs:retry\""),
+		    "[\"jobs\", \"jobs:dead\", \"jobs:retry\"]: two errors"))
+			errs_show(&e);
+		config_free(cfg);
+		errs_clear(&e);
+	}
+	config_free(load_ok("queues that share no key", write_conf(
+	    "redis: { queues = [\"jobs\", \"jobs-low\", \"jobs2\", "
+	    "\"jobs:\"]; };\n")));
+}
+
 /* No password of a conninfo reaches an error line or a log. */
 static void
 test_redact(void)
@@ -1128,6 +1198,7 @@ main(void)
 	test_changed();
 	test_listen();
 	test_redact();
+	test_queue_keys();
 	remove_temps();
 	return done_testing();
 }
