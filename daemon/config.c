@@ -276,15 +276,28 @@ find_key(const char *section, const char *name)
 	return NULL;
 }
 
+/*
+ * The number of SECTION among the table's sections, in table order
+ * (redis 0, postgres 1, ...), or -1 when the table has no such section.
+ */
+static int
+section_index(const char *section)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < NKEYS; i++) {
+		if (i > 0 && strcmp(keys[i].section, keys[i - 1].section) != 0)
+			n++;
+		if (strcmp(keys[i].section, section) == 0)
+			return n;
+	}
+	return -1;
+}
+
 static int
 section_known(const char *section)
 {
-	size_t i;
-
-	for (i = 0; i < NKEYS; i++)
-		if (strcmp(keys[i].section, section) == 0)
-			return 1;
-	return 0;
+	return section_index(section) != -1;
 }
 
 static void *
@@ -612,6 +625,7 @@ walk(struct loader *ld, const config_t *lc)
 			    name);
 			continue;
 		}
+		ld->cfg->sections |= 1u << section_index(name);
 		m = config_setting_length(sec);
 		for (j = 0; j < m; j++)
 			if ((s = config_setting_get_elem(sec,
@@ -1359,6 +1373,31 @@ config_free(struct config *cfg)
 	free(cfg);
 }
 
+int
+config_sections_left_out(const struct config *cfg,
+    const struct config *than, char *buf, size_t size)
+{
+	size_t n = 0;
+	int count = 0;
+
+	if (size > 0)
+		buf[0] = '\0';
+	for (size_t i = 0; i < NKEYS; i++) {
+		int bit = section_index(keys[i].section);
+
+		if (i > 0 && strcmp(keys[i].section, keys[i - 1].section) == 0)
+			continue;	/* one section, many keys */
+		if ((cfg->sections & 1u << bit) ||
+		    (than != NULL && !(than->sections & 1u << bit)))
+			continue;
+		if (n < size)
+			n += (size_t)snprintf(buf + n, size - n, "%s%s",
+			    count > 0 ? ", " : "", keys[i].section);
+		count++;
+	}
+	return count;
+}
+
 static int
 str_differ(const char *a, const char *b)
 {
@@ -1430,6 +1469,12 @@ const char *
 config_level_name(int level)
 {
 	return value_name(level_names, level);
+}
+
+const char *
+config_handler_name(enum handler_type type)
+{
+	return value_name(handler_names, (int)type);
 }
 
 const char *

@@ -15,6 +15,7 @@ enum handler_type {
 
 struct config {
 	char *path;
+	unsigned int sections;	/* bit N: the file has section N (below) */
 
 	struct {
 		char *host;
@@ -99,6 +100,16 @@ typedef void config_error_fn(void *arg, const char *line);
 struct config *config_load(const char *path, config_error_fn *err, void *arg);
 void config_free(struct config *cfg);
 
+/*
+ * The sections (redis, postgres, ...) that CFG's file leaves out but
+ * THAN's has (every one it leaves out when THAN is NULL), as "handler,
+ * log" in BUF of SIZE; their count. A file cut short, or emptied, loads
+ * with defaults for what is gone: a reload must not take that for a
+ * change.
+ */
+int config_sections_left_out(const struct config *cfg,
+    const struct config *than, char *buf, size_t size);
+
 /* Nonzero when the Redis connection settings of A and B differ. */
 int config_redis_conn_changed(const struct config *a, const struct config *b);
 /* Nonzero when anything that shapes the PostgreSQL sessions differs. */
@@ -113,8 +124,9 @@ int config_postgres_changed(const struct config *a, const struct config *b);
  */
 char *config_redact(const char *in, char *out, size_t size);
 
-/* Names for log levels and facilities, for messages. */
+/* Names for log levels, facilities and handler types, for messages. */
 const char *config_level_name(int level);
+const char *config_handler_name(enum handler_type type);
 const char *config_facility_name(int facility);
 
 /* Calls FN once for every key the file may hold, in table order. */

@@ -117,17 +117,67 @@ keep_fixed(struct config *next, const struct config *cur)
 	}
 }
 
+/* Where the Redis of CFG is, for messages. */
+static void
+redis_where(const struct config *cfg, char *buf, size_t size)
+{
+	if (cfg->redis.unix_socket[0] != '\0')
+		snprintf(buf, size, "%s db %d", cfg->redis.unix_socket,
+		    cfg->redis.database);
+	else
+		snprintf(buf, size, "%s port %d db %d", cfg->redis.host,
+		    cfg->redis.port, cfg->redis.database);
+}
+
+/*
+ * A reload that changes what the tasks do, or the servers they live on,
+ * is said loudly: a file edited for one thing may have changed another.
+ */
+static void
+warn_big_changes(const struct config *next, const struct config *cur)
+{
+	char a[1024], b[1024];
+
+	if (next->handler.type != cur->handler.type)
+		log_warnx("reload: handler.type changes from %s to %s for the "
+		    "tasks that start from now on",
+		    config_handler_name(cur->handler.type),
+		    config_handler_name(next->handler.type));
+	redis_where(cur, a, sizeof(a));
+	redis_where(next, b, sizeof(b));
+	if (strcmp(a, b) != 0)
+		log_warnx("reload: the Redis server changes from %s to %s", a,
+		    b);
+	if (strcmp(cur->postgres.conninfo, next->postgres.conninfo) != 0) {
+		config_redact(cur->postgres.conninfo, a, sizeof(a));
+		config_redact(next->postgres.conninfo, b, sizeof(b));
+		log_warnx("reload: postgres.conninfo changes from \"%s\" to "
+		    "\"%s\"", a, b);
+	}
+}
+
 static void
 reload(struct daemon *d)
 {
 	struct config *next;
+	char gone[256];
+	int n;
 
 	notify_send("RELOADING=1");
 	log_info("reloading %s", d->path);
 	next = config_load(d->path, log_config_error, NULL);
 	if (next == NULL) {
 		log_errorx("reload failed: keeping the running configuration");
+	} else if ((n = config_sections_left_out(next, d->cfg, gone,
+	    sizeof(gone))) > 0) {
+		/* Cut short or emptied: its defaults are not what was meant. */
+		log_errorx("reload refused: %s has no %s section%s, which the "
+		    "running configuration has (a file cut short or emptied?); "
+		    "keeping the running configuration", d->path, gone,
+		    n > 1 ? "s" : "");
+		config_free(next);
 	} else {
+		warn_big_changes(next, d->cfg);
 		keep_fixed(next, d->cfg);
 		if (next->redis.queues == NULL || next->worker.id == NULL ||
 		    next->metrics.listen == NULL) {
@@ -246,6 +296,16 @@ main(int argc, char **argv)
 	if (d.cfg == NULL)
 		return EXIT_CONFIG;
 	if (check) {
+		char gone[256];
+		int n;
+
+		/* Not an error, but a reload of it would be refused. */
+		if ((n = config_sections_left_out(d.cfg, NULL, gone,
+		    sizeof(gone))) > 0)
+			fprintf(stderr, "%s: note: no %s section%s: the "
+			    "defaults apply; a reload that leaves out a section "
+			    "the running file has is refused\n", d.path, gone,
+			    n > 1 ? "s" : "");
 		printf("configuration OK\n");
 		config_free(d.cfg);
 		return 0;

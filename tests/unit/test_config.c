@@ -1134,6 +1134,42 @@ test_queue_keys(void)
 	    "\"jobs:\"]; };\n")));
 }
 
+/* Which sections a file has, so that a reload can see one cut short. */
+static void
+test_sections(void)
+{
+	struct config *full, *part, *empty;
+	char buf[256];
+
+	full = load_ok("every section", write_conf(
+	    "redis: {}; postgres: {}; worker: {}; handler: { type = \"none\"; };\n"
+	    "retry: {}; metrics: {}; log: {};\n"));
+	part = load_ok("a file cut before handler", write_conf(
+	    "redis: { port = 1; };\npostgres: {};\nworker: { delay_ms = 5; };\n"));
+	empty = load_ok("an empty file", write_conf(""));
+	if (full == NULL || part == NULL || empty == NULL)
+		return;
+	ok(config_sections_left_out(full, NULL, buf, sizeof(buf)) == 0 &&
+	    streq(buf, ""), "every section there: none left out");
+	ok(config_sections_left_out(part, full, buf, sizeof(buf)) == 4 &&
+	    streq(buf, "handler, retry, metrics, log"),
+	    "cut before handler: \"%s\"", buf);
+	ok(config_sections_left_out(full, part, buf, sizeof(buf)) == 0,
+	    "more sections than the running file: none left out");
+	ok(config_sections_left_out(empty, part, buf, sizeof(buf)) == 3 &&
+	    streq(buf, "redis, postgres, worker"),
+	    "an empty file, against a running file: \"%s\"", buf);
+	ok(config_sections_left_out(empty, NULL, buf, sizeof(buf)) == 7,
+	    "an empty file leaves out all 7");
+	ok(config_sections_left_out(empty, NULL, buf, 8) == 7 &&
+	    strlen(buf) < 8, "a short buffer is cut, never overrun");
+	ok(streq(config_handler_name(HANDLER_EXEC), "exec") &&
+	    streq(config_handler_name(HANDLER_NONE), "none"), "handler names");
+	config_free(full);
+	config_free(part);
+	config_free(empty);
+}
+
 /* No password of a conninfo reaches an error line or a log. */
 static void
 test_redact(void)
@@ -1199,6 +1235,7 @@ main(void)
 	test_listen();
 	test_redact();
 	test_queue_keys();
+	test_sections();
 	remove_temps();
 	return done_testing();
 }
