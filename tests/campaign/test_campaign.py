@@ -14,11 +14,6 @@ import twcampaign  # noqa: E402
 
 STRICT = os.environ.get("CAMPAIGN_STRICT") == "1"
 
-# Invariants that fail on today's code for a known, filed reason:
-# {test name: reason}. Each is an xfail of that invariant alone, never
-# strict, and CAMPAIGN_STRICT=1 turns them off.
-KNOWN = {}
-
 
 @pytest.fixture(scope="module")
 def campaign(seed, campaign_servers, request):
@@ -28,50 +23,59 @@ def campaign(seed, campaign_servers, request):
     c.run()
     print(c.summary())
     yield c
-    if request.session.testsfailed == failed_before:
+    if request.session.testsfailed == failed_before and not c.had_failures:
         c.remove_files()
     else:
         print(f"campaign seed {seed}: daemon logs, events and handler runs kept in {c.dir}")
 
 
-def check(campaign, request, failures):
-    name = request.node.originalname
-    if name in KNOWN and not STRICT:
-        request.applymarker(pytest.mark.xfail(reason=KNOWN[name], strict=False))
+def check(campaign, failures, diagnose=3):
+    """Fails with every failure, the daemons' log lines about the first
+    DIAGNOSE ids and the last events. When every failure has the exact
+    shape of a known defect (twcampaign.KNOWN_DEFECTS), the invariant is
+    an xfail naming them instead, unless CAMPAIGN_STRICT=1."""
     if not failures:
         return
+    campaign.had_failures = True
+    known = sorted({f.known for f in failures if f.known})
+    all_known = all(f.known for f in failures)
     lines = [f"seed {campaign.seed}: {len(failures)} failures "
              f"(replay: scripts/test --campaign-seed {campaign.seed})"]
-    lines += failures[:40]
+    lines += [str(f) for f in failures[:40]]
     if len(failures) > 40:
         lines.append(f"... {len(failures) - 40} more")
+    seen = set()
+    for f in failures:
+        if f.subject is None or f.subject in seen or len(seen) >= diagnose:
+            continue
+        seen.add(f.subject)
+        lines.append(f"daemon log lines about {f.subject!r}:")
+        lines += campaign.log_lines_about(f.subject)
     lines.append(campaign.summary())
     lines.append("events (last 60):")
     lines += ["  " + e for e in campaign.events_tail()]
+    print("\n".join(lines))
+    if all_known and not STRICT:
+        pytest.xfail(f"seed {campaign.seed}: {len(failures)} failures, all known: "
+                     + " | ".join(twcampaign.KNOWN_DEFECTS[k] for k in known))
     pytest.fail("\n".join(lines), pytrace=False)
 
 
-def test_every_id_ends_in_exactly_one_place(campaign, request):
-    fails = campaign.check_placement()
-    # For the first few, what the daemons logged about them.
-    for f in fails[:3]:
-        word = f.split()[1]
-        fails.append(f"log lines about {word}:")
-        fails += campaign.log_lines_about(word.strip("b'\""))
-    check(campaign, request, fails)
+def test_every_id_ends_in_exactly_one_place(campaign):
+    check(campaign, campaign.check_placement())
 
 
-def test_nothing_left_queued_held_or_counted(campaign, request):
-    check(campaign, request, campaign.check_nothing_left())
+def test_nothing_left_queued_held_or_counted(campaign):
+    check(campaign, campaign.check_nothing_left())
 
 
-def test_sql_handler_once_per_completed_row(campaign, request):
-    check(campaign, request, campaign.check_sql_once())
+def test_sql_handler_once_per_completed_row(campaign):
+    check(campaign, campaign.check_sql_once())
 
 
-def test_exec_handler_saw_its_row(campaign, request):
-    check(campaign, request, campaign.check_exec_rows())
+def test_exec_handler_saw_its_row(campaign):
+    check(campaign, campaign.check_exec_rows())
 
 
-def test_no_daemon_crashed(campaign, request):
-    check(campaign, request, campaign.check_no_crash())
+def test_no_daemon_crashed(campaign):
+    check(campaign, campaign.check_no_crash())

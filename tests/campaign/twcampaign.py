@@ -20,11 +20,9 @@ import re
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -51,7 +49,7 @@ SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
                      "Invalid read", "Invalid write", "uninitialised value")
 
 # How long the pushes and faults go on, and the most a drain may take.
-WORKLOAD_SECONDS = float(os.environ.get("CAMPAIGN_SECONDS") or 24)
+WORKLOAD_SECONDS = float(os.environ.get("CAMPAIGN_SECONDS") or 34)
 DRAIN_SECONDS = 40.0
 # Everything empty and nothing pending for this long: settled.
 SETTLE_SECONDS = 1.0
@@ -158,10 +156,6 @@ COLUMNS = ["name", "color", "mode", "payload"]
 
 def now_iso():
     return time.strftime("%H:%M:%S")
-
-
-class Problem(Exception):
-    pass
 
 
 # ---- config -----------------------------------------------------------------
@@ -432,10 +426,12 @@ class Campaign:
         self.paused_until = None
         self.restart_at = {}           # daemon index -> monotonic time
         self.r = self.rb = self.db = None
+        self.had_failures = False
 
     # -- logging
     def note(self, what):
-        line = f"{time.monotonic() - self.t0:7.2f} {what}"
+        wall = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+        line = f"{time.monotonic() - self.t0:7.2f} {wall} {what}"
         self.events.write(line + "\n")
         self.events.flush()
 
@@ -574,7 +570,7 @@ class Campaign:
             else:
                 ev.append((t, "push", (v,)))
         self.hostile = set(hostile)
-        nfaults = rng.randint(14, 22)
+        nfaults = int(rng.randint(18, 28) * T / 34)
         kinds = list(FAULT_WEIGHTS)
         weights = [FAULT_WEIGHTS[k] for k in kinds]
         for _ in range(nfaults):
@@ -594,7 +590,7 @@ class Campaign:
     def _run(self):
         self.connect()
         self.reset_servers()
-        nrows = self.rng.randint(250, 350)
+        nrows = int(self.rng.randint(360, 460) * WORKLOAD_SECONDS / 34)
         self.rows = self.insert_rows(nrows)
         self.partition_target = self.rng.randrange(NDAEMONS)
         can_partition = self.partition.available() and os.geteuid() == 0
@@ -930,8 +926,20 @@ class Campaign:
                 self.note(f"restart {d.name} pid {d.proc.pid} for the drain")
         self.restart_at.clear()
 
+    def leftover_members(self, key, kind, n=10):
+        """Up to N members of KEY, for the report."""
+        if kind == "list":
+            return self.rb.lrange(key, 0, n - 1)
+        if kind == "zset":
+            return self.rb.zrange(key, 0, n - 1, withscores=True)
+        if kind == "hash":
+            return sorted(self.rb.hgetall(key).items())[:n]
+        if kind == "string":
+            return self.rb.get(key)[:100]
+        return list(self.rb.smembers(key))[:n]
+
     def leftovers(self):
-        """What is still held anywhere: {key: size} (absent keys left out)."""
+        """What is still held anywhere: {key: (type, size)} (absent keys left out)."""
         keys = [QUEUE, f"{QUEUE}:retry", f"{QUEUE}:scheduled", f"{QUEUE}:attempts"]
         keys += sorted(self.r.scan_iter(f"{QUEUE}:processing:*"))
         keys += sorted(self.r.scan_iter("*:campaign-aside"))
@@ -981,6 +989,8 @@ class Campaign:
 
     def collect(self):
         self.final_left = self.leftovers()
+        self.final_left_members = {k: self.leftover_members(k, t)
+                                   for k, (t, _) in self.final_left.items()}
         self.dead = self.rb.lrange(f"{QUEUE}:dead", 0, -1)
         self.dead_reason = self.rb.hgetall(f"{QUEUE}:dead:reason")
         self.paused = self.r.exists(f"{QUEUE}:paused")
@@ -1060,53 +1070,69 @@ class Campaign:
         except OSError:
             return []
 
-    # -- invariants: each returns a list of failures (strings)
+    # -- invariants: each returns a list of Failure
+    def wrong_typed_keys_seen(self):
+        return self.fault_counts["wrong_type"] > 0 and any(
+            "WRONGTYPE" in t for t in self.daemon_logs.values())
+
     def check_placement(self):
         """Every value pushed ends in exactly one place: a completed row, or a
         failed row whose id is in the dead list (with a reason); a value with
         no row, in the dead list with a reason. Nothing else is dead."""
         fails = []
         dead_count = Counter(self.dead)
+        lost_known = KNOWN_DEFECTS["ids_lost_wrong_type"] if self.wrong_typed_keys_seen() \
+            else None
         for i, row in self.rows.items():
             v = str(i).encode()
             if v not in self.pushes:
                 continue
             st = self.status.get(i)
             n = dead_count.get(v, 0)
+            lost = st == "pending" and n == 0
             if row["mode"] == "always":
                 if st != "failed" or n == 0:
-                    fails.append(f"id {i} (mode always, pushed {self.pushes[v]}x): status "
-                                 f"{st!r}, {n}x in dead; wanted failed and dead")
+                    fails.append(Failure(
+                        f"id {i} (mode always, pushed {self.pushes[v]}x): status {st!r}, "
+                        f"{n}x in dead; wanted failed and dead"
+                        + (" (lost)" if lost else ""),
+                        lost_known if lost else None, subject=i))
                 elif n > self.pushes[v]:
-                    fails.append(f"id {i}: {n}x in dead, pushed only {self.pushes[v]}x")
+                    fails.append(Failure(f"id {i}: {n}x in dead, pushed only "
+                                         f"{self.pushes[v]}x", subject=i))
                 elif v not in self.dead_reason:
-                    fails.append(f"id {i}: dead without a reason")
-            else:
-                if st != "completed" or n:
-                    fails.append(f"id {i} (mode {row['mode']}, pushed {self.pushes[v]}x): "
-                                 f"status {st!r}, {n}x in dead; wanted completed "
-                                 f"(last error {self.row_error.get(i)!r})")
+                    fails.append(Failure(f"id {i}: dead without a reason", subject=i))
+            elif st != "completed" or n:
+                fails.append(Failure(
+                    f"id {i} (mode {row['mode']}, pushed {self.pushes[v]}x): status {st!r}, "
+                    f"{n}x in dead; wanted completed (the row's last error "
+                    f"{self.row_error.get(i)!r})" + (" (lost)" if lost else ""),
+                    lost_known if lost else None, subject=i))
         for v in self.hostile:
             n = dead_count.get(v, 0)
             if n == 0:
-                fails.append(f"value {v[:40]!r} (no id or no row): not in dead")
+                fails.append(Failure(f"value {v[:40]!r} (no id or no row): not in dead",
+                                     lost_known, subject=v))
             elif n > self.pushes[v]:
-                fails.append(f"value {v[:40]!r}: {n}x in dead, pushed {self.pushes[v]}x")
+                fails.append(Failure(f"value {v[:40]!r}: {n}x in dead, pushed "
+                                     f"{self.pushes[v]}x", subject=v))
             elif v not in self.dead_reason:
-                fails.append(f"value {v[:40]!r}: dead without a reason")
+                fails.append(Failure(f"value {v[:40]!r}: dead without a reason", subject=v))
         for v in dead_count:
             if v not in self.pushes:
-                fails.append(f"value {v[:40]!r} in dead was never pushed")
+                fails.append(Failure(f"value {v[:40]!r} in dead was never pushed"))
         return fails
 
     def check_nothing_left(self):
-        fails = [f"{k} still holds {size} ({t})" for k, (t, size) in self.final_left.items()]
+        fails = [Failure(f"{k} still holds {size} ({t}): {self.final_left_members[k]}")
+                 for k, (t, size) in self.final_left.items()]
         if self.paused:
-            fails.append(f"{QUEUE}:paused still set")
-        stray = [k for k in self.dead_reason if k not in set(self.dead)]
+            fails.append(Failure(f"{QUEUE}:paused still set"))
+        dead = set(self.dead)
+        stray = [k for k in self.dead_reason if k not in dead]
         if stray:
-            fails.append(f"{len(stray)} reasons for values not in the dead list, e.g. "
-                         f"{stray[:5]}")
+            fails.append(Failure(f"{len(stray)} reasons for values not in the dead list, "
+                                 f"e.g. {stray[:5]}"))
         return fails
 
     def check_sql_once(self):
@@ -1114,63 +1140,106 @@ class Campaign:
         every completed row had its handler run: one committed SQL run,
         or an exec run that exited 0."""
         fails = []
-        exec_ok = {int(r.get("TASK_ID", b"0")) for r in self.exec_runs
+        exec_ok = {int(r["TASK_ID"]) for r in self.exec_runs
                    if r.get("CAMP_EXIT") == b"0" and r.get("TASK_ID", b"").isdigit()}
         for tid, pids in sorted(self.sql_log.items()):
             if len(pids) > 1:
-                fails.append(f"id {tid}: SQL handler committed {len(pids)} times "
-                             f"(backend pids {pids}), status {self.status.get(tid)!r}")
+                pushed = self.pushes[str(tid).encode()]
+                how = ("one backend: the id was held twice at once" if len(set(pids)) == 1
+                       else "several backends: sent again on another session")
+                fails.append(Failure(
+                    f"id {tid}: SQL handler committed {len(pids)} times (backend pids {pids}, "
+                    f"{how}; pushed {pushed}x), status {self.status.get(tid)!r}",
+                    KNOWN_DEFECTS["sql_twice"], subject=tid))
             if self.status.get(tid) != "completed":
-                fails.append(f"id {tid}: SQL handler committed, row {self.status.get(tid)!r}")
+                fails.append(Failure(f"id {tid}: SQL handler committed, row "
+                                     f"{self.status.get(tid)!r}", subject=tid))
         for i, st in self.status.items():
             if st == "completed" and not self.sql_log.get(i) and i not in exec_ok:
-                fails.append(f"id {i}: completed without a handler run that succeeded")
+                fails.append(Failure(f"id {i}: completed without a handler run that "
+                                     "succeeded", subject=i))
         return fails
 
     def check_exec_rows(self):
         """Every exec run got its row: argument and TASK_ID agree, the queue,
         and each TASK_<COLUMN> it was given equals that column of the row."""
         fails = []
+        columns_reloaded = any('"columns"' in e for e in self.events_tail(10**6)
+                               if "FAULT sighup" in e)
         for r in self.exec_runs:
             tid = r.get("TASK_ID")
             tag = f"exec run {r['_file'].decode()}"
             if tid is None or not tid.isdigit():
-                fails.append(f"{tag}: TASK_ID {tid!r}")
+                fails.append(Failure(f"{tag}: TASK_ID {tid!r}"))
                 continue
             i = int(tid)
             if r.get("CAMP_ARG") != tid or r.get("CAMP_ARGC") != b"1":
-                fails.append(f"{tag} id {i}: argument {r.get('CAMP_ARG')!r} "
-                             f"(argc {r.get('CAMP_ARGC')!r})")
+                fails.append(Failure(f"{tag} id {i}: argument {r.get('CAMP_ARG')!r} "
+                                     f"(argc {r.get('CAMP_ARGC')!r})", subject=i))
             if r.get("TASK_QUEUE") != QUEUE.encode():
-                fails.append(f"{tag} id {i}: TASK_QUEUE {r.get('TASK_QUEUE')!r}")
+                fails.append(Failure(f"{tag} id {i}: TASK_QUEUE {r.get('TASK_QUEUE')!r}",
+                                     subject=i))
             row = self.rows.get(i)
             if row is None:
-                fails.append(f"{tag}: ran for id {i}, which has no row")
+                fails.append(Failure(f"{tag}: ran for id {i}, which has no row", subject=i))
                 continue
             if not (r.get("TASK_ATTEMPT") or b"").isdigit():
-                fails.append(f"{tag} id {i}: TASK_ATTEMPT {r.get('TASK_ATTEMPT')!r}")
+                fails.append(Failure(f"{tag} id {i}: TASK_ATTEMPT "
+                                     f"{r.get('TASK_ATTEMPT')!r}", subject=i))
             for col in COLUMNS:
                 var = "TASK_" + col.upper()
                 if var not in r:
                     continue
                 want = row[col]
                 if want is None or r[var] != want.encode():
-                    fails.append(f"{tag} id {i}: {var}={r[var][:60]!r}, the row's {col} is "
-                                 f"{None if want is None else want[:60]!r}")
-            if row["mode"] != "always" and r.get("CAMP_EXIT") == b"0" and \
-                    r.get("TASK_MODE") == b"always":
-                fails.append(f"{tag} id {i}: mode mismatch")
+                    fails.append(Failure(
+                        f"{tag} id {i}: {var}={r[var][:60]!r}, the row's {col} is "
+                        f"{None if want is None else want[:60]!r}",
+                        KNOWN_DEFECTS["columns_reload"] if columns_reloaded else None,
+                        subject=i))
         return fails
 
     def check_no_crash(self):
         fails = []
         for d in self.daemons:
-            fails += d.problems
+            fails += [Failure(p) for p in d.problems]
             text = self.daemon_logs.get(d.name, "")
             for m in SANITIZER_MARKERS:
                 if m in text:
                     at = text.index(m)
-                    fails.append(f"{d.name}: log has {m!r}: "
-                                 f"{text[max(0, at - 200):at + 600]!r}")
-        fails += self.ctl_problems
+                    fails.append(Failure(f"{d.name}: log has {m!r}: "
+                                         f"{text[max(0, at - 200):at + 600]!r}"))
+        fails += [Failure(p) for p in self.ctl_problems]
         return fails
+
+
+class Failure:
+    """One broken invariant: what, the known defect it matches (a key of
+    KNOWN_DEFECTS) if any, and the id or value it is about."""
+
+    def __init__(self, text, known=None, subject=None):
+        self.text = text
+        self.known = known
+        self.subject = subject
+
+    def __str__(self):
+        return self.text + (f"  [known: {self.known}]" if self.known else "")
+
+
+# Defects filed in issue 13 and not yet fixed on the code this was written
+# against, with the failures they explain. A failure is only taken as one
+# of these when it has that exact shape; test_campaign.py marks an
+# invariant xfail only when every one of its failures is explained.
+KNOWN_DEFECTS = {
+    "ids_lost_wrong_type": (
+        "issue 13 item 2: a script removes an id before it writes it to a key "
+        "of the wrong type, so the id is gone (an id lost in a run with "
+        "wrong-typed keys and WRONGTYPE in the daemon logs)"),
+    "sql_twice": (
+        "issue 13 items 3 and 5: the SQL handler's transaction is sent again "
+        "after a session loss or reset, and an id pushed twice runs as two "
+        "tasks; the statement commits twice for one row"),
+    "columns_reload": (
+        "issue 13 item 4: a reload of postgres.columns pairs the new names with "
+        "rows loaded under the old list"),
+}
