@@ -19,7 +19,7 @@ struct exec_task {
 	const char *queue;
 	int attempt;			/* 1-based */
 	int ncols;
-	const char *const *names;	/* column names as configured */
+	const char *const *names;	/* column names, as the row was loaded */
 	const char *const *values;	/* NULL: SQL NULL, variable left unset */
 };
 

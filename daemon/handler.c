@@ -89,8 +89,14 @@ sql_cb(void *arg, enum pgstore_result res, struct pgrow *row, const char *msg)
 	r->req = NULL;
 	switch (res) {
 	case PGSTORE_OK:
-	case PGSTORE_NOTFOUND:
 		r->fn(r->arg, HR_COMPLETED, NULL);
+		break;
+	case PGSTORE_NOTFOUND:
+	case PGSTORE_UNCHANGED:
+		r->fn(r->arg, HR_UNCHANGED, NULL);
+		break;
+	case PGSTORE_TRANSIENT:
+		r->fn(r->arg, HR_TRANSIENT, msg);
 		break;
 	case PGSTORE_FAILED:
 		r->fn(r->arg, HR_FAILED, msg);
@@ -189,19 +195,19 @@ handler_start(struct handler *h, const struct handler_task *t,
 		defer(r, HR_DONE);
 		return r;
 	case HANDLER_SQL:
-		r->req = pgstore_run_sql(h->ps, t->id, sql_cb, r);
+		r->req = pgstore_run_sql(h->ps, t->row->table, t->id, sql_cb,
+		    r);
 		break;
 	case HANDLER_EXEC: {
 		if (h->conf == NULL)
 			break;		/* a reload ran out of memory */
-		int ncols = t->row->ncols < cfg->postgres.ncolumns ?
-		    t->row->ncols : cfg->postgres.ncolumns;
+		/* The names the row was loaded with, whatever a reload changed. */
 		struct exec_task et = {
 			.id = t->id,
 			.queue = t->queue,
 			.attempt = t->attempt,
-			.ncols = ncols,
-			.names = (const char *const *)cfg->postgres.columns,
+			.ncols = t->row->ncols,
+			.names = (const char *const *)t->row->names,
 			.values = (const char *const *)t->row->cols,
 		};
 

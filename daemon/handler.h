@@ -22,6 +22,10 @@ enum handler_result {
 	HR_FAILED,	/* this attempt failed; REASON says why */
 	HR_RETRY,	/* could not run for a passing reason: not an attempt */
 	HR_STOPPED,	/* handler_stop ended it */
+	HR_UNCHANGED,	/* sql: the completion changed no row, so nothing
+			   ran; the caller looks at the row to know why */
+	HR_TRANSIENT,	/* sql: the statement failed for a reason that may
+			   pass (a timeout, a lock): counted, then retried */
 };
 
 /* REASON lives during the call; never called from inside handler_*(). */

@@ -30,6 +30,8 @@ struct pgreq {
 	enum req_kind kind;
 	int solo;		/* failed inside a batch: now sent alone */
 	int64_t id;
+	struct pgtable *pt;	/* the statements it is sent with */
+	int sent;		/* it went out once: its effect may happen */
 	int final;		/* REQ_FAIL: write failed_status */
 	int attempts;		/* REQ_FAIL */
 	char *error;		/* REQ_FAIL, bounded */
@@ -40,6 +42,25 @@ struct pgreq {
 struct reqfifo {
 	struct pgreq *head, *tail;
 	int n;
+};
+
+/*
+ * In the order a session prepares them: DEALLOCATE ALL (a session that
+ * switches sets), the statement timeout, and the named statements.
+ */
+enum stmt { ST_RESET, ST_SETUP, ST_LOAD, ST_COMPLETE, ST_FAIL, ST_GUARD,
+    ST_HANDLER, NSTMT };
+
+static const char *const stmt_names[] = { "", "", "tw_load", "tw_complete",
+    "tw_fail", "tw_guard", "tw_handler" };
+
+struct pgtable {
+	int refs;
+	char *sql[NSTMT];	/* NULL: not prepared */
+	char *where;		/* table, id, status, completed status */
+	char *completed, *failed;
+	int has_attempts, has_error;
+	int timeout_ms;		/* of the sql handler */
 };
 
 enum conn_state {
@@ -56,6 +77,9 @@ struct pgconn {
 	PGconn *conn;
 	enum conn_state state;
 	int prep_step;
+	struct pgtable *pt;	/* the statements this session has prepared */
+	struct pgtable *want;	/* the ones it is preparing */
+	int reprepare;		/* a cached plan went stale: prepare again */
 	ev_io io;
 	int io_fd, io_events;
 	ev_timer timer;		/* retry, connect timeout, command timeout */
@@ -69,8 +93,11 @@ struct pgconn {
 	struct pgreq *batch[MAX_BATCH];
 	int nbatch;
 	int nseg, seg;		/* transactions sent; the one being read */
-	PGresult *seg_rows;	/* REQ_LOAD: the rows of this transaction */
+	PGresult *seg_rows;	/* REQ_LOAD, REQ_COMPLETE: the rows returned */
 	PGresult *seg_err;	/* its first error */
+	int stmt_open;		/* a statement's results are being read */
+	int seg_stmt;		/* statements of the transaction read so far */
+	int err_stmt;		/* the one that failed */
 	PGresult *prep_res;	/* the answer to a PREPARE */
 };
 
@@ -85,10 +112,8 @@ struct pgstore {
 	int nready;
 	struct reqfifo pending[NKINDS];
 	ev_prepare dispatch;
-	char *sql[5];		/* by enum stmt */
-	int nstmts;		/* prepared per session */
-	int fail_params;	/* of tw_fail: 3, plus attempts and error */
-	int ncols;
+	ev_timer state_soon;	/* state_fn, on the next loop turn */
+	struct pgtable *cur;	/* the statements of the current settings */
 	char last_error[640];	/* why the last session or statement failed */
 	char batch_error[640];	/* the last statement error logged */
 	ev_tstamp batch_error_at;
@@ -151,6 +176,7 @@ pq_message(const char *msg, char *buf, size_t len)
 	return buf;
 }
 
+/* The owner hears of a change on the next loop turn, never from inside its own call. */
 static void
 set_ready(struct pgconn *c, int ready)
 {
@@ -162,16 +188,34 @@ set_ready(struct pgconn *c, int ready)
 	ps->nready += ready ? 1 : -1;
 	if (ready)
 		ev_prepare_start(ps->loop, &ps->dispatch);
+	if (ps->state_fn && !ev_is_active(&ps->state_soon)) {
+		ev_timer_set(&ps->state_soon, 0., 0.);
+		ev_timer_start(ps->loop, &ps->state_soon);
+	}
+}
+
+static void
+state_soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct pgstore *ps = w->data;
+
+	(void)loop;
+	(void)revents;
 	if (ps->state_fn)
 		ps->state_fn(ps->arg);
 }
 
+/*
+ * Watches the session's socket for EVENTS. ANEW: libpq may have replaced
+ * the socket (connecting, or moving on to the next host) under the same
+ * number, so the watcher is set again whatever it watched before.
+ */
 static void
-io_watch(struct pgconn *c, int events)
+io_watch_fd(struct pgconn *c, int events, int anew)
 {
 	int fd = c->conn ? PQsocket(c->conn) : -1;
 
-	if (fd == c->io_fd && events == c->io_events)
+	if (!anew && fd == c->io_fd && events == c->io_events)
 		return;
 	ev_io_stop(c->ps->loop, &c->io);
 	c->io_fd = fd;
@@ -180,6 +224,12 @@ io_watch(struct pgconn *c, int events)
 		ev_io_set(&c->io, fd, events);
 		ev_io_start(c->ps->loop, &c->io);
 	}
+}
+
+static void
+io_watch(struct pgconn *c, int events)
+{
+	io_watch_fd(c, events, 0);
 }
 
 static void
@@ -199,6 +249,7 @@ seg_clear(struct pgconn *c)
 	PQclear(c->seg_err);
 	PQclear(c->prep_res);
 	c->seg_rows = c->seg_err = c->prep_res = NULL;
+	c->stmt_open = c->seg_stmt = c->err_stmt = 0;
 }
 
 /* Requests of the flight that did not get an answer go back to the front. */
@@ -228,6 +279,10 @@ conn_close(struct pgconn *c)
 		PQfinish(c->conn);
 	c->conn = NULL;
 	c->state = PC_DOWN;
+	c->reprepare = 0;
+	pgtable_unref(c->pt);
+	pgtable_unref(c->want);
+	c->pt = c->want = NULL;
 }
 
 static void
@@ -255,42 +310,6 @@ conn_lost(struct pgconn *c, const char *why)
 	timer_arm(c, delay);
 }
 
-static char *
-quote_ident(PGconn *conn, const char *name)
-{
-	char *q = PQescapeIdentifier(conn, name, strlen(name));
-	char *copy;
-
-	if (q == NULL)
-		return NULL;
-	copy = strdup(q);
-	PQfreemem(q);
-	return copy;
-}
-
-/* "schema.table" is quoted part by part. */
-static char *
-quote_table(PGconn *conn, const char *table)
-{
-	const char *dot = strchr(table, '.');
-	char *schema, *name, *out = NULL;
-
-	if (dot == NULL)
-		return quote_ident(conn, table);
-	schema = strndup(table, dot - table);
-	name = quote_ident(conn, dot + 1);
-	if (schema && name) {
-		char *qs = quote_ident(conn, schema);
-		if (qs && asprintf(&out, "%s.%s", qs, name) == -1)
-			out = NULL;
-		free(qs);
-	}
-	free(schema);
-	free(name);
-	return out;
-}
-
-
 /* Appends to the string *S; -1 (S unchanged) when out of memory. */
 static int
 appendf(char **s, const char *fmt, ...)
@@ -313,75 +332,169 @@ appendf(char **s, const char *fmt, ...)
 	return 0;
 }
 
-enum stmt { ST_LOAD, ST_COMPLETE, ST_FAIL, ST_HANDLER, ST_SETUP };
+/* NAME as an SQL identifier: in double quotes, each one inside doubled. */
+static int
+append_ident(char **s, const char *name)
+{
+	size_t n = strlen(name);
+	char *q = malloc(2 * n + 3), *o = q;
+	int r;
 
-static const char *const stmt_names[] = { "tw_load", "tw_complete",
-    "tw_fail", "tw_handler", "" };
+	if (q == NULL)
+		return -1;
+	*o++ = '"';
+	for (; *name; name++) {
+		if (*name == '"')
+			*o++ = '"';
+		*o++ = *name;
+	}
+	*o++ = '"';
+	*o = '\0';
+	r = appendf(s, "%s", q);
+	free(q);
+	return r;
+}
+
+/* "schema.table" is quoted part by part. */
+static int
+append_table(char **s, const char *table)
+{
+	const char *dot = strchr(table, '.');
+	char *schema;
+	int r;
+
+	if (dot == NULL)
+		return append_ident(s, table);
+	if ((schema = strndup(table, dot - table)) == NULL)
+		return -1;
+	r = append_ident(s, schema) == 0 && appendf(s, ".") == 0 &&
+	    append_ident(s, dot + 1) == 0 ? 0 : -1;
+	free(schema);
+	return r;
+}
+
+struct pgtable *
+pgtable_ref(struct pgtable *t)
+{
+	if (t)
+		t->refs++;
+	return t;
+}
+
+void
+pgtable_unref(struct pgtable *t)
+{
+	if (t == NULL || --t->refs > 0)
+		return;
+	for (int i = 0; i < NSTMT; i++)
+		free(t->sql[i]);
+	free(t->where);
+	free(t->completed);
+	free(t->failed);
+	free(t);
+}
+
+const char *
+pgtable_completed(const struct pgtable *t)
+{
+	return t->completed;
+}
+
+/* Whether A and B would send the same statements. */
+static int
+pgtable_same(const struct pgtable *a, const struct pgtable *b)
+{
+	for (int i = 0; i < NSTMT; i++)
+		if ((a->sql[i] == NULL) != (b->sql[i] == NULL) ||
+		    (a->sql[i] && strcmp(a->sql[i], b->sql[i]) != 0))
+			return 0;
+	return strcmp(a->completed, b->completed) == 0 &&
+	    strcmp(a->failed, b->failed) == 0 && a->timeout_ms == b->timeout_ms;
+}
 
 /*
- * Builds the statements with identifiers quoted by this session's rules:
- * load and complete many rows by id, record a failure of one, and with the
- * sql handler, the operator's statement ($1 the id) and its timeout.
+ * The statements of CFG: load and complete many rows by id, record a
+ * failure of one, and with the sql handler, the guarded completion of
+ * one, the operator's statement ($1 the id) and its timeout. NULL when
+ * out of memory.
  */
-static int
-build_sql(struct pgstore *ps, PGconn *conn)
+static struct pgtable *
+pgtable_new(const struct config *cfg)
 {
-	const struct config *cfg = ps->cfg;
-	char *table = quote_table(conn, cfg->postgres.table);
-	char *idc = quote_ident(conn, cfg->postgres.id_column);
-	char *stc = quote_ident(conn, cfg->postgres.status_column);
-	char *atc = cfg->postgres.attempts_column[0] ?
-	    quote_ident(conn, cfg->postgres.attempts_column) : strdup("");
-	char *erc = cfg->postgres.error_column[0] ?
-	    quote_ident(conn, cfg->postgres.error_column) : strdup("");
-	char *cols = strdup(""), *extra = NULL;
-	int ok = table && idc && stc && atc && erc && cols, n = 3;
+	const char *atc = cfg->postgres.attempts_column;
+	const char *erc = cfg->postgres.error_column;
+	struct pgtable *t = calloc(1, sizeof(*t));
+	char *tab = strdup(""), *idc = strdup(""), *stc = strdup("");
+	char *cols = strdup(""), *extra = strdup("");
+	int ok, n = 3;
 
-	for (int i = 0; ok && i < cfg->postgres.ncolumns; i++) {
-		char *q = quote_ident(conn, cfg->postgres.columns[i]);
-
-		ok = q && appendf(&cols, ", %s", q) == 0;
-		free(q);
-	}
-	for (int i = 0; i < 5; i++) {
-		free(ps->sql[i]);
-		ps->sql[i] = NULL;
-	}
-	ps->nstmts = 0;
+	ok = t && tab && idc && stc && cols && extra &&
+	    append_table(&tab, cfg->postgres.table) == 0 &&
+	    append_ident(&idc, cfg->postgres.id_column) == 0 &&
+	    append_ident(&stc, cfg->postgres.status_column) == 0;
+	for (int i = 0; ok && i < cfg->postgres.ncolumns; i++)
+		ok = appendf(&cols, ", ") == 0 &&
+		    append_ident(&cols, cfg->postgres.columns[i]) == 0;
 	/* tw_fail: $1 id, $2 status or NULL to keep it, $3 completed. */
-	extra = strdup("");
-	ok = ok && extra != NULL;
 	if (ok && atc[0])
-		ok = appendf(&extra, ", %s = $%d", atc, ++n) == 0;
+		ok = appendf(&extra, ", ") == 0 && append_ident(&extra, atc) == 0 &&
+		    appendf(&extra, " = $%d", ++n) == 0;
 	if (ok && erc[0])
-		ok = appendf(&extra, ", %s = $%d", erc, ++n) == 0;
-	ps->fail_params = n;
-	ok = ok && asprintf(&ps->sql[ST_LOAD],
-	    "SELECT %s::int8, %s::text%s FROM %s WHERE %s = ANY($1::int8[])",
-	    idc, stc, cols, table, idc) != -1;
-	ok = ok && asprintf(&ps->sql[ST_COMPLETE],
-	    "UPDATE %s SET %s = $1 WHERE %s = ANY($2::int8[]) "
-	    "AND %s IS DISTINCT FROM $1", table, stc, idc, stc) != -1;
-	ok = ok && asprintf(&ps->sql[ST_FAIL],
-	    "UPDATE %s SET %s = COALESCE($2, %s)%s WHERE %s = $1 "
-	    "AND %s IS DISTINCT FROM $3", table, stc, stc, extra, idc,
-	    stc) != -1;
-	ps->nstmts = 3;
-	if (ok && cfg->handler.type == HANDLER_SQL) {
-		ok = (ps->sql[ST_HANDLER] = strdup(cfg->handler.statement)) !=
-		    NULL && asprintf(&ps->sql[ST_SETUP],
-		    "SET statement_timeout = %d", cfg->handler.timeout_ms) != -1;
-		ps->nstmts = 5;
+		ok = appendf(&extra, ", ") == 0 && append_ident(&extra, erc) == 0 &&
+		    appendf(&extra, " = $%d", ++n) == 0;
+	if (ok) {
+		t->refs = 1;
+		t->has_attempts = atc[0] != '\0';
+		t->has_error = erc[0] != '\0';
+		t->timeout_ms = cfg->handler.type == HANDLER_SQL ?
+		    cfg->handler.timeout_ms : 0;
+		ok = (t->completed = strdup(cfg->postgres.completed_status)) &&
+		    (t->failed = strdup(cfg->postgres.failed_status)) &&
+		    (t->sql[ST_RESET] = strdup("DEALLOCATE ALL")) &&
+		    asprintf(&t->where, "%s\n%s\n%s\n%s", tab, idc, stc,
+		    t->completed) != -1;
 	}
-	ps->ncols = cfg->postgres.ncolumns;
-	free(table);
+	ok = ok && (cfg->handler.type == HANDLER_SQL ?
+	    asprintf(&t->sql[ST_SETUP], "SET statement_timeout = %d",
+	    cfg->handler.timeout_ms) != -1 :
+	    (t->sql[ST_SETUP] = strdup("RESET statement_timeout")) != NULL);
+	ok = ok && asprintf(&t->sql[ST_LOAD],
+	    "SELECT %s::int8, %s::text%s FROM %s WHERE %s = ANY($1::int8[])",
+	    idc, stc, cols, tab, idc) != -1;
+	/* Only what it changed comes back: a row it did not is looked at. */
+	ok = ok && asprintf(&t->sql[ST_COMPLETE],
+	    "UPDATE %s SET %s = $1 WHERE %s = ANY($2::int8[]) "
+	    "AND %s IS DISTINCT FROM $1 RETURNING %s::int8", tab, stc, idc, stc,
+	    idc) != -1;
+	ok = ok && asprintf(&t->sql[ST_FAIL],
+	    "UPDATE %s SET %s = COALESCE($2, %s)%s WHERE %s = $1 "
+	    "AND %s IS DISTINCT FROM $3", tab, stc, stc, extra, idc,
+	    stc) != -1;
+	/*
+	 * The sql handler's transaction starts with this: when it changed
+	 * no row (completed already, by a copy of this transaction sent
+	 * before a session was lost, or refused) it divides by zero at run
+	 * time, and the pipeline skips the operator's statement. The count
+	 * comes from the UPDATE, so no plan can fold it to a constant.
+	 */
+	if (ok && cfg->handler.type == HANDLER_SQL)
+		ok = asprintf(&t->sql[ST_GUARD],
+		    "WITH u AS (UPDATE %s SET %s = $2 WHERE %s = $1 "
+		    "AND %s IS DISTINCT FROM $2 RETURNING 1) "
+		    "SELECT 1 / (SELECT count(*) FROM u)::int", tab, stc, idc,
+		    stc) != -1 &&
+		    (t->sql[ST_HANDLER] = strdup(cfg->handler.statement)) != NULL;
+	free(tab);
 	free(idc);
 	free(stc);
-	free(atc);
-	free(erc);
 	free(cols);
 	free(extra);
-	return ok ? 0 : -1;
+	if (!ok && t) {
+		t->refs = 1;
+		pgtable_unref(t);
+		t = NULL;
+	}
+	return t;
 }
 
 /* Sends what libpq holds; waits for writability while it cannot. */
@@ -397,46 +510,74 @@ conn_flush(struct pgconn *c)
 }
 
 
-/* Sends the next statement to prepare (or the session setting); 1: all done. */
+/* Sends the next statement of c->want to prepare (or a setting); 1: all done. */
 static int
 prepare_next(struct pgconn *c)
 {
-	struct pgstore *ps = c->ps;
+	struct pgtable *t = c->want;
 	static const Oid int8[] = { INT8OID };
-	int ok;
+	int ok, st;
 
-	if (c->prep_step == 0 && build_sql(ps, c->conn) == -1)
-		return -1;
-	if (c->prep_step >= ps->nstmts)
+	while (c->prep_step < NSTMT && t->sql[c->prep_step] == NULL)
+		c->prep_step++;
+	if ((st = c->prep_step) == NSTMT)
 		return 1;
-	if (c->prep_step == ST_SETUP)
-		ok = PQsendQuery(c->conn, ps->sql[ST_SETUP]);
+	if (st == ST_RESET || st == ST_SETUP)
+		ok = PQsendQuery(c->conn, t->sql[st]);
 	else
-		ok = PQsendPrepare(c->conn, stmt_names[c->prep_step],
-		    ps->sql[c->prep_step], c->prep_step == ST_HANDLER ? 1 : 0,
-		    c->prep_step == ST_HANDLER ? int8 : NULL);
+		ok = PQsendPrepare(c->conn, stmt_names[st], t->sql[st],
+		    st == ST_HANDLER ? 1 : 0, st == ST_HANDLER ? int8 : NULL);
 	if (!ok)
 		return -1;
-	timer_arm(c, ps->cfg->postgres.command_timeout_ms);
+	timer_arm(c, c->ps->cfg->postgres.command_timeout_ms);
 	return conn_flush(c);
 }
 
+/*
+ * Prepares the statements of T: a new session from its start, a session
+ * that served another set (or whose plans went stale) after DEALLOCATE ALL.
+ */
+static int
+prepare_start(struct pgconn *c, struct pgtable *t)
+{
+	pgtable_unref(c->want);
+	c->want = pgtable_ref(t);
+	c->reprepare = 0;
+	c->state = PC_PREPARING;
+	c->prep_step = c->pt ? ST_RESET : ST_SETUP;
+	return prepare_next(c);
+}
+
+/* Switches an idle session to the statements of T, outside the pipeline. */
+static void
+conn_switch(struct pgconn *c, struct pgtable *t)
+{
+	log_debug("postgres connection %d: preparing the statements again",
+	    c->idx);
+	if (!PQexitPipelineMode(c->conn) || prepare_start(c, t) == -1)
+		conn_lost(c, NULL);
+}
 
 static void
 conn_became_ready(struct pgconn *c)
 {
 	ev_timer_stop(c->ps->loop, &c->timer);
+	pgtable_unref(c->pt);
+	c->pt = c->want;
+	c->want = NULL;
 	/* Every flight is a pipeline: one sync per transaction. */
 	if (!PQenterPipelineMode(c->conn)) {
 		conn_lost(c, NULL);
 		return;
 	}
-	log_info("postgres connection %d: connected%s", c->idx,
-	    outage_end(&c->outage) ? " again" : "");
-	backoff_reset(&c->bo);
-	stats_connected(c->ps->st, &c->connected_once);
 	c->state = PC_IDLE;
-	set_ready(c, 1);
+	if (!c->ready) {
+		log_info("postgres connection %d: connected%s", c->idx,
+		    outage_end(&c->outage) ? " again" : "");
+		backoff_reset(&c->bo);
+		stats_connected(c->ps->st, &c->connected_once);
+		set_ready(c, 1);
+	}
 	io_watch(c, EV_READ);
 	conn_dispatch(c);
 }
@@ -456,10 +597,10 @@ connect_poll(struct pgconn *c)
 {
 	switch (PQconnectPoll(c->conn)) {
 	case PGRES_POLLING_READING:
-		io_watch(c, EV_READ);
+		io_watch_fd(c, EV_READ, 1);
 		return;
 	case PGRES_POLLING_WRITING:
-		io_watch(c, EV_WRITE);
+		io_watch_fd(c, EV_WRITE, 1);
 		return;
 	case PGRES_POLLING_FAILED:
 		conn_lost(c, NULL);
@@ -473,9 +614,9 @@ connect_poll(struct pgconn *c)
 		return;
 	}
 	PQsetNoticeProcessor(c->conn, notice_processor, c);
-	c->state = PC_PREPARING;
-	c->prep_step = 0;
-	if (prepare_next(c) == -1)
+	/* The socket is final now. */
+	io_watch_fd(c, EV_READ, 1);
+	if (prepare_start(c, c->ps->cur) == -1)
 		conn_lost(c, NULL);
 }
 
@@ -509,21 +650,31 @@ conn_start(struct pgconn *c)
 	io_watch(c, EV_WRITE);
 }
 
+/*
+ * Row I of a load's RES, in one allocation: the values and the names the
+ * columns came back with, so a later reload cannot pair them with others.
+ */
 static struct pgrow *
-row_from_result(PGresult *res, int i, int ncols)
+row_from_result(PGresult *res, int i, struct pgtable *t)
 {
-	size_t size = sizeof(struct pgrow) + ncols * sizeof(char *);
+	int nf = PQnfields(res), ncols = nf > 2 ? nf - 2 : 0;
+	size_t size = sizeof(struct pgrow) + 2 * ncols * sizeof(char *);
 	struct pgrow *row;
 	char *p;
 
-	for (int j = 1; j < ncols + 2; j++)
+	for (int j = 1; j < nf; j++)
 		size += PQgetlength(res, i, j) + 1;
+	for (int j = 2; j < nf; j++)
+		size += strlen(PQfname(res, j)) + 1;
 	row = malloc(size);
 	if (row == NULL)
 		return NULL;
+	row->table = pgtable_ref(t);
 	row->ncols = ncols;
-	p = (char *)&row->cols[ncols];
-	for (int j = 1; j < ncols + 2; j++) {
+	row->names = (char **)&row->cols[ncols];
+	p = (char *)&row->names[ncols];
+	row->status = NULL;
+	for (int j = 1; j < nf; j++) {
 		char *v = NULL;
 
 		if (!PQgetisnull(res, i, j)) {
@@ -538,6 +689,12 @@ row_from_result(PGresult *res, int i, int ncols)
 		else
 			row->cols[j - 2] = v;
 	}
+	for (int j = 2; j < nf; j++) {
+		size_t len = strlen(PQfname(res, j)) + 1;
+
+		row->names[j - 2] = memcpy(p, PQfname(res, j), len);
+		p += len;
+	}
 	return row;
 }
 
@@ -545,6 +702,7 @@ row_from_result(PGresult *res, int i, int ncols)
 static void
 req_free(struct pgreq *r)
 {
+	pgtable_unref(r->pt);
 	free(r->error);
 	free(r);
 }
@@ -574,9 +732,12 @@ cmp_rowref(const void *a, const void *b)
 }
 
 
-/* Hands every load request of REQS its row from RES, or "not found". */
+/*
+ * Answers the requests of REQS by the ids RES returned: a load gets its
+ * row or "not found", a completion is done or changed nothing.
+ */
 static void
-answer_rows(struct pgstore *ps, struct pgreq **reqs, int n, PGresult *res)
+answer_rows(struct pgreq **reqs, int n, PGresult *res)
 {
 	int nt = res ? PQntuples(res) : 0, t = 0;
 	struct rowref *rows = calloc(nt ? nt : 1, sizeof(*rows));
@@ -599,16 +760,38 @@ answer_rows(struct pgstore *ps, struct pgreq **reqs, int n, PGresult *res)
 		while (t < nt && rows[t].id < r->id)
 			t++;
 		if (t == nt || rows[t].id != r->id) {
-			answer(r, PGSTORE_NOTFOUND, NULL, NULL);
+			answer(r, r->kind == REQ_LOAD ? PGSTORE_NOTFOUND :
+			    PGSTORE_UNCHANGED, NULL, NULL);
 			continue;
 		}
-		row = row_from_result(res, rows[t].idx, ps->ncols);
+		if (r->kind != REQ_LOAD) {
+			answer(r, PGSTORE_OK, NULL, NULL);
+			continue;
+		}
+		row = row_from_result(res, rows[t].idx, r->pt);
 		if (row == NULL)
 			answer(r, PGSTORE_ERROR, NULL, "out of memory");
 		else
 			answer(r, PGSTORE_OK, row, NULL);
 	}
 	free(rows);
+}
+
+/*
+ * Errors of one statement that may pass when it is sent again: a
+ * statement timeout or a cancel, a lock not granted, a conflict or a
+ * deadlock, a cached plan gone stale. Retried, but a task counts them.
+ */
+static int
+statement_passing(const char *sqlstate)
+{
+	static const char *const states[] = { "57014", "55P03", "55006",
+	    "40001", "40P01", "0A000", NULL };
+
+	for (int i = 0; sqlstate && states[i]; i++)
+		if (strcmp(sqlstate, states[i]) == 0)
+			return 1;
+	return 0;
 }
 
 /*
@@ -624,8 +807,7 @@ transient(const char *sqlstate)
 
 	if (sqlstate == NULL || strlen(sqlstate) != 5)
 		return 1;
-	if (strcmp(sqlstate, "55P03") == 0 || strcmp(sqlstate, "55006") == 0 ||
-	    strcmp(sqlstate, "0A000") == 0)
+	if (statement_passing(sqlstate))
 		return 1;
 	for (int i = 0; classes[i]; i++)
 		if (strncmp(sqlstate, classes[i], 2) == 0)
@@ -697,18 +879,30 @@ seg_failed(struct pgconn *c, struct pgreq **reqs, int n, PGresult *err)
 	else
 		snprintf(msg, sizeof(msg), "%s", pq_message(
 		    PQresultErrorMessage(err), buf, sizeof(buf)));
+	/* The guard of the sql handler changed no row. */
+	if (c->batch_kind == REQ_SQL && c->err_stmt == 0 && state != NULL &&
+	    strcmp(state, "22012") == 0) {
+		answer(reqs[0], PGSTORE_UNCHANGED, NULL, NULL);
+		return;
+	}
 	if (state != NULL && strcmp(state, "57014") == 0 &&
-	    c->batch_kind == REQ_SQL && ps->cfg->handler.timeout_ms > 0) {
+	    c->batch_kind == REQ_SQL && reqs[0]->pt->timeout_ms > 0) {
 		snprintf(msg, sizeof(msg), "timed out after %d ms",
-		    ps->cfg->handler.timeout_ms);
+		    reqs[0]->pt->timeout_ms);
 		answer(reqs[0], PGSTORE_FAILED, NULL, msg);
 		return;
 	}
+	/* "cached plan must not change result type": a column changed. */
+	if (state != NULL && strcmp(state, "0A000") == 0)
+		c->reprepare = 1;
 	if (!row_error(c->batch_kind, state, primary)) {
+		int passing = statement_passing(state);
+
 		ps->st->errors++;
 		log_batch_error(c, n, msg);
 		for (int i = 0; i < n; i++)
-			answer(reqs[i], PGSTORE_ERROR, NULL, msg);
+			answer(reqs[i], passing ? PGSTORE_TRANSIENT :
+			    PGSTORE_ERROR, NULL, msg);
 		return;
 	}
 	if (n > 1) {
@@ -737,6 +931,7 @@ seg_end(struct pgconn *c)
 
 	memcpy(reqs, &c->batch[c->per_req ? c->seg : 0], n * sizeof(reqs[0]));
 	c->seg_err = c->seg_rows = NULL;
+	c->stmt_open = c->seg_stmt = 0;
 	/* The flight's state is settled before any answer runs. */
 	if (++c->seg == c->nseg) {
 		/* A load is a plain round trip: no commit waits on a flush. */
@@ -750,8 +945,8 @@ seg_end(struct pgconn *c)
 		timer_arm(c, flight_timeout(c));
 	if (err != NULL)
 		seg_failed(c, reqs, n, err);
-	else if (c->batch_kind == REQ_LOAD)
-		answer_rows(ps, reqs, n, rows);
+	else if (c->batch_kind == REQ_LOAD || c->batch_kind == REQ_COMPLETE)
+		answer_rows(reqs, n, rows);
 	else
 		for (int i = 0; i < n; i++)
 			answer(reqs[i], PGSTORE_OK, NULL, NULL);
@@ -775,8 +970,8 @@ flight_timeout(const struct pgconn *c)
 {
 	const struct config *cfg = c->ps->cfg;
 
-	return cfg->postgres.command_timeout_ms + (c->batch_kind == REQ_SQL ?
-	    cfg->handler.timeout_ms : 0);
+	return cfg->postgres.command_timeout_ms + (c->batch_kind == REQ_SQL &&
+	    c->pt ? c->pt->timeout_ms : 0);
 }
 
 static int
@@ -790,7 +985,7 @@ send_stmt(struct pgconn *c, enum stmt st, int n, const char *const *params)
 static int
 send_one(struct pgconn *c, const struct pgreq *r)
 {
-	const struct config *cfg = c->ps->cfg;
+	const struct pgtable *t = r->pt;
 	char id[24], arr[24], att[16];
 	const char *p[5];
 	int n = 3;
@@ -802,23 +997,23 @@ send_one(struct pgconn *c, const struct pgreq *r)
 		p[0] = arr;
 		return send_stmt(c, ST_LOAD, 1, p);
 	case REQ_SQL:
+		/* The completion first; the statement runs only if it changed the row. */
 		p[0] = id;
-		if (!send_stmt(c, ST_HANDLER, 1, p))
-			return 0;
-		/* completed in the same transaction */
-		__attribute__((fallthrough));
+		p[1] = t->completed;
+		return send_stmt(c, ST_GUARD, 2, p) &&
+		    send_stmt(c, ST_HANDLER, 1, p);
 	case REQ_COMPLETE:
-		p[0] = cfg->postgres.completed_status;
+		p[0] = t->completed;
 		p[1] = arr;
 		return send_stmt(c, ST_COMPLETE, 2, p);
 	case REQ_FAIL:
 		p[0] = id;
-		p[1] = r->final ? cfg->postgres.failed_status : NULL;
-		p[2] = cfg->postgres.completed_status;
+		p[1] = r->final ? t->failed : NULL;
+		p[2] = t->completed;
 		snprintf(att, sizeof(att), "%d", r->attempts);
-		if (cfg->postgres.attempts_column[0])
+		if (t->has_attempts)
 			p[n++] = att;
-		if (cfg->postgres.error_column[0])
+		if (t->has_error)
 			p[n++] = r->error;
 		return send_stmt(c, ST_FAIL, n, p);
 	case NKINDS:
@@ -851,7 +1046,7 @@ send_many(struct pgconn *c)
 		params[0] = arr;
 		sent = send_stmt(c, ST_LOAD, 1, params);
 	} else {
-		params[0] = c->ps->cfg->postgres.completed_status;
+		params[0] = c->pt->completed;
 		params[1] = arr;
 		sent = send_stmt(c, ST_COMPLETE, 2, params);
 	}
@@ -881,6 +1076,8 @@ batch_send(struct pgconn *c, enum req_kind kind, int n)
 			req_free(fifo_pop(f));
 			continue;
 		}
+		if (r->pt != c->pt)
+			break;		/* another set: prepared for the next flight */
 		if (per_req == -1)
 			per_req = alone;
 		else if (alone != per_req ||
@@ -890,6 +1087,8 @@ batch_send(struct pgconn *c, enum req_kind kind, int n)
 	}
 	if (c->nbatch == 0)
 		return;
+	for (int i = 0; i < c->nbatch; i++)
+		c->batch[i]->sent = 1;
 	c->per_req = per_req;
 	c->nseg = per_req ? c->nbatch : 1;
 	c->seg = 0;
@@ -921,10 +1120,27 @@ conn_dispatch(struct pgconn *c)
 	for (int i = 0; i < ps->nconns; i++)
 		idle += ps->conns[i].state == PC_IDLE;
 	for (int k = 0; k < NKINDS; k++) {
-		int n = ps->pending[k].n;
+		struct reqfifo *f = &ps->pending[k];
+		struct pgreq *head;
+		int n;
 
-		if (n == 0)
+		while ((head = f->head) != NULL && head->fn == NULL)
+			req_free(fifo_pop(f));
+		if (head == NULL)
 			continue;
+		/* A row loaded before a reload is finished in its own table. */
+		if (head->pt != c->pt || c->reprepare) {
+			conn_switch(c, head->pt);
+			return;
+		}
+		if (k == REQ_SQL && head->pt->sql[ST_HANDLER] == NULL) {
+			answer(fifo_pop(f), PGSTORE_FAILED, NULL, "the sql "
+			    "handler came with a reload that also changed the "
+			    "table; the next attempt loads the row again");
+			ev_prepare_start(ps->loop, &ps->dispatch);
+			return;
+		}
+		n = f->n;
 		n = (n + idle - 1) / idle;
 		batch_send(c, k, n > MAX_BATCH ? MAX_BATCH : n);
 		if (c->nbatch > 0 || c->state != PC_IDLE)
@@ -1002,18 +1218,26 @@ flight_read(struct pgconn *c)
 		PGresult *res = PQgetResult(c->conn);
 
 		if (res == NULL) {
+			/* One statement's results are over. */
+			if (c->stmt_open) {
+				c->stmt_open = 0;
+				c->seg_stmt++;
+			}
 			if (++nulls > 1)
 				break;	/* nothing more has arrived */
 			continue;
 		}
 		nulls = 0;
+		if (PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+			c->stmt_open = 1;
 		switch (PQresultStatus(res)) {
 		case PGRES_PIPELINE_SYNC:
 			PQclear(res);
 			seg_end(c);
 			continue;
 		case PGRES_TUPLES_OK:
-			if (c->batch_kind == REQ_LOAD && c->seg_rows == NULL) {
+			if ((c->batch_kind == REQ_LOAD ||
+			    c->batch_kind == REQ_COMPLETE) && c->seg_rows == NULL) {
 				c->seg_rows = res;
 				continue;
 			}
@@ -1021,6 +1245,7 @@ flight_read(struct pgconn *c)
 		case PGRES_FATAL_ERROR:
 			if (c->seg_err == NULL) {
 				c->seg_err = res;
+				c->err_stmt = c->seg_stmt;
 				continue;
 			}
 			break;
@@ -1137,23 +1362,14 @@ pgstore_new(struct ev_loop *loop, const struct config *cfg,
 	ps->arg = arg;
 	ev_prepare_init(&ps->dispatch, dispatch_cb);
 	ps->dispatch.data = ps;
-	if (conns_open(ps) == -1) {
+	ev_init(&ps->state_soon, state_soon_cb);
+	ps->state_soon.data = ps;
+	if ((ps->cur = pgtable_new(cfg)) == NULL || conns_open(ps) == -1) {
+		pgtable_unref(ps->cur);
 		free(ps);
 		return NULL;
 	}
 	return ps;
-}
-
-
-static void
-fail_pending(struct pgstore *ps)
-{
-	for (int k = 0; k < NKINDS; k++) {
-		struct pgreq *r;
-
-		while ((r = fifo_pop(&ps->pending[k])) != NULL)
-			answer(r, PGSTORE_ERROR, NULL, "shutting down");
-	}
 }
 
 void
@@ -1162,57 +1378,80 @@ pgstore_free(struct pgstore *ps)
 	if (ps == NULL)
 		return;
 	ps->state_fn = NULL;
-	for (int i = 0; i < ps->nconns; i++) {
-		struct pgconn *c = &ps->conns[i];
+	for (int i = 0; i < ps->nconns; i++)
+		conn_close(&ps->conns[i]);
+	for (int k = 0; k < NKINDS; k++) {
+		struct pgreq *r;
 
-		conn_close(c);
+		while ((r = fifo_pop(&ps->pending[k])) != NULL)
+			req_free(r);
 	}
-	fail_pending(ps);
 	ev_prepare_stop(ps->loop, &ps->dispatch);
+	ev_timer_stop(ps->loop, &ps->state_soon);
 	free(ps->conns);
-	for (int i = 0; i < 5; i++)
-		free(ps->sql[i]);
+	pgtable_unref(ps->cur);
 	free(ps);
 }
 
 void
 pgstore_reconfigure(struct pgstore *ps, const struct config *cfg)
 {
-	if (!config_postgres_changed(ps->cfg, cfg)) {
-		ps->cfg = cfg;
+	int reconnect = strcmp(ps->cfg->postgres.conninfo,
+	    cfg->postgres.conninfo) != 0 ||
+	    ps->cfg->postgres.connections != cfg->postgres.connections;
+	struct pgtable *t = pgtable_new(cfg);
+
+	/*
+	 * New statements serve rows loaded from now on; a row loaded before
+	 * keeps its set, prepared again by a session when its turn comes.
+	 */
+	if (t == NULL)
+		log_errorx("postgres: out of memory for the new statements; "
+		    "keeping the old ones");
+	else if (pgtable_same(t, ps->cur))
+		pgtable_unref(t);
+	else {
+		log_info("postgres: statements changed; rows loaded before "
+		    "are finished with theirs");
+		pgtable_unref(ps->cur);
+		ps->cur = t;
+	}
+	ps->cfg = cfg;
+	if (!reconnect) {
 		for (int i = 0; i < ps->nconns; i++)
 			backoff_limits(&ps->conns[i].bo,
 			    cfg->worker.retry_min_ms, cfg->worker.retry_max_ms);
+		ev_prepare_start(ps->loop, &ps->dispatch);
 		return;
 	}
+	/* What was unanswered is sent again on the new sessions. */
 	log_info("postgres: settings changed, reconnecting %d session(s)",
 	    cfg->postgres.connections);
 	for (int i = 0; i < ps->nconns; i++)
 		conn_close(&ps->conns[i]);
 	free(ps->conns);
-	ps->cfg = cfg;
-	if (cfg->handler.type != HANDLER_SQL) {
-		struct pgreq *r;
-
-		/* No session prepares the statement now: they run anew. */
-		while ((r = fifo_pop(&ps->pending[REQ_SQL])) != NULL)
-			answer(r, PGSTORE_ERROR, NULL, "the sql handler was "
-			    "replaced by a reload");
-	}
 	if (conns_open(ps) == -1)
 		log_errorx("postgres: out of memory opening sessions");
 }
 
+/*
+ * A request of KIND for ID, sent with the statements of T (NULL: the
+ * current ones). Rows whose table is where the current settings put it
+ * are served by the current set, which sessions have prepared already.
+ */
 static struct pgreq *
-enqueue(struct pgstore *ps, enum req_kind kind, int64_t id, pgstore_fn *fn,
-    void *arg)
+enqueue(struct pgstore *ps, enum req_kind kind, struct pgtable *t, int64_t id,
+    pgstore_fn *fn, void *arg)
 {
 	struct pgreq *r = calloc(1, sizeof(*r));
 
 	if (r == NULL)
 		return NULL;
+	if (t == NULL || strcmp(t->where, ps->cur->where) == 0)
+		t = ps->cur;
 	r->kind = kind;
 	r->id = id;
+	r->pt = pgtable_ref(t);
 	r->fn = fn;
 	r->arg = arg;
 	fifo_push(&ps->pending[kind], r);
@@ -1222,14 +1461,15 @@ enqueue(struct pgstore *ps, enum req_kind kind, int64_t id, pgstore_fn *fn,
 }
 
 struct pgreq *
-pgstore_run_sql(struct pgstore *ps, int64_t id, pgstore_fn *fn, void *arg)
+pgstore_run_sql(struct pgstore *ps, struct pgtable *table, int64_t id,
+    pgstore_fn *fn, void *arg)
 {
-	return enqueue(ps, REQ_SQL, id, fn, arg);
+	return enqueue(ps, REQ_SQL, table, id, fn, arg);
 }
 
 struct pgreq *
-pgstore_fail(struct pgstore *ps, int64_t id, int final, int attempts,
-    const char *error, pgstore_fn *fn, void *arg)
+pgstore_fail(struct pgstore *ps, struct pgtable *table, int64_t id, int final,
+    int attempts, const char *error, pgstore_fn *fn, void *arg)
 {
 	size_t len = strlen(error);
 	char *copy;
@@ -1243,7 +1483,7 @@ pgstore_fail(struct pgstore *ps, int64_t id, int final, int attempts,
 	}
 	if ((copy = strndup(error, len)) == NULL)
 		return NULL;
-	if ((r = enqueue(ps, REQ_FAIL, id, fn, arg)) == NULL) {
+	if ((r = enqueue(ps, REQ_FAIL, table, id, fn, arg)) == NULL) {
 		free(copy);
 		return NULL;
 	}
@@ -1254,15 +1494,17 @@ pgstore_fail(struct pgstore *ps, int64_t id, int final, int attempts,
 }
 
 struct pgreq *
-pgstore_load(struct pgstore *ps, int64_t id, pgstore_fn *fn, void *arg)
+pgstore_load(struct pgstore *ps, struct pgtable *table, int64_t id,
+    pgstore_fn *fn, void *arg)
 {
-	return enqueue(ps, REQ_LOAD, id, fn, arg);
+	return enqueue(ps, REQ_LOAD, table, id, fn, arg);
 }
 
 struct pgreq *
-pgstore_complete(struct pgstore *ps, int64_t id, pgstore_fn *fn, void *arg)
+pgstore_complete(struct pgstore *ps, struct pgtable *table, int64_t id,
+    pgstore_fn *fn, void *arg)
 {
-	return enqueue(ps, REQ_COMPLETE, id, fn, arg);
+	return enqueue(ps, REQ_COMPLETE, table, id, fn, arg);
 }
 
 void
@@ -1270,6 +1512,12 @@ pgstore_cancel(struct pgreq *req)
 {
 	if (req)
 		req->fn = NULL;
+}
+
+int
+pgstore_sent(const struct pgreq *req)
+{
+	return req != NULL && req->sent;
 }
 
 int
@@ -1293,5 +1541,8 @@ pgstore_nconns(const struct pgstore *ps)
 void
 pgrow_free(struct pgrow *row)
 {
+	if (row == NULL)
+		return;
+	pgtable_unref(row->table);
 	free(row);
 }

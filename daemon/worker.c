@@ -31,6 +31,7 @@ enum tstate {
 	T_RETRYING,	/* move to QUEUE:retry sent */
 	T_DEAD,		/* move to the dead list sent */
 	T_BACKOFF,	/* a step failed; the timer retries it */
+	T_VERIFYING,	/* the completion changed nothing: the row is read */
 	T_NSTATES
 };
 
@@ -49,9 +50,11 @@ struct task {
 	ev_tstamp run_at;	/* the handler started */
 	struct pgreq *req;
 	struct pgrow *row;
+	struct pgtable *table;	/* where the row was loaded from */
 	struct hrun *run;
 	struct backoff bo;
 	int failures;
+	int passing;		/* statements that failed for a passing reason */
 	int attempt;		/* this run, 1-based (QUEUE:attempts + 1) */
 	int final;		/* the failed attempt was the last */
 	enum dead_reason dead;	/* why, when it goes to the dead list */
@@ -106,6 +109,7 @@ static void task_mark(struct task *t);
 static void task_fail(struct task *t, const char *reason);
 static void task_dead(struct task *t, enum dead_reason dead,
     const char *reason);
+static void task_verify(struct task *t);
 static void retry_send(struct task *t);
 static void dead_send(struct task *t);
 static void check_drained(struct worker *w);
@@ -186,6 +190,7 @@ task_free(struct task *t)
 	if (t->run)
 		handler_cancel(t->run);
 	pgrow_free(t->row);
+	pgtable_unref(t->table);
 	free(t->why);
 	free(t);
 }
@@ -251,6 +256,9 @@ retry_cb(struct ev_loop *loop, ev_timer *timer, int revents)
 	case T_DEAD:
 		dead_send(t);
 		break;
+	case T_VERIFYING:
+		task_verify(t);
+		break;
 	default:
 		log_errorx("task %lld: cannot resume state %d",
 		    (long long)t->id, (int)t->resume);
@@ -281,6 +289,24 @@ task_retry(struct task *t, enum tstate step, const char *why)
 	ev_timer_start(w->loop, &t->timer);
 	if (w->stopping && w->abandoning)
 		check_drained(w);
+}
+
+/*
+ * A statement of STEP failed for a reason that may pass (a statement
+ * timeout, a lock, a conflict): tried again a few times, then the attempt
+ * fails with WHY, so a task whose statement never gets through ends.
+ */
+#define PASSING_MAX	5
+
+static void
+task_passing(struct task *t, enum tstate step, const char *why)
+{
+	if (++t->passing < PASSING_MAX) {
+		task_retry(t, step, why);
+		return;
+	}
+	t->passing = 0;
+	task_fail(t, why);
 }
 
 static void
@@ -401,12 +427,13 @@ mark_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 
 	pgrow_free(row);
 	t->req = NULL;
-	if (res == PGSTORE_ERROR) {
+	if (res == PGSTORE_ERROR || (res == PGSTORE_TRANSIENT &&
+	    ++t->passing < PASSING_MAX)) {
 		task_retry(t, T_MARKING, msg ? msg : "update failed");
 		return;
 	}
 	/* The row refuses even this: Redis still records why. */
-	if (res == PGSTORE_FAILED)
+	if (res == PGSTORE_FAILED || res == PGSTORE_TRANSIENT)
 		log_warnx("task %lld: cannot record the failure in its row: %s",
 		    (long long)t->id, msg);
 	task_settle(t);
@@ -416,8 +443,8 @@ static void
 task_mark(struct task *t)
 {
 	set_state(t, T_MARKING);
-	t->req = pgstore_fail(t->w->ps, t->id, t->final, t->attempt, t->why,
-	    mark_cb, t);
+	t->req = pgstore_fail(t->w->ps, t->table, t->id, t->final, t->attempt,
+	    t->why, mark_cb, t);
 	if (t->req == NULL)
 		task_retry(t, T_MARKING, "out of memory");
 }
@@ -463,14 +490,30 @@ complete_cb(void *arg, enum pgstore_result res, struct pgrow *row,
     const char *msg)
 {
 	struct task *t = arg;
+	struct worker *w = t->w;
 
-	(void)row;
+	pgrow_free(row);
 	t->req = NULL;
-	if (res == PGSTORE_FAILED) {
-		task_fail(t, msg);
+	if (w->abandoning && res != PGSTORE_OK) {
+		/* Out of time: not committed, so the id may go back. */
+		task_free(t);
+		check_drained(w);
 		return;
 	}
-	if (res != PGSTORE_OK) {
+	switch (res) {
+	case PGSTORE_OK:
+		break;
+	case PGSTORE_FAILED:
+		task_fail(t, msg);
+		return;
+	case PGSTORE_UNCHANGED:
+	case PGSTORE_NOTFOUND:
+		task_verify(t);
+		return;
+	case PGSTORE_TRANSIENT:
+		task_passing(t, T_COMPLETING, msg);
+		return;
+	case PGSTORE_ERROR:
 		task_retry(t, T_COMPLETING, msg ? msg : "update failed");
 		return;
 	}
@@ -483,9 +526,68 @@ static void
 task_complete(struct task *t)
 {
 	set_state(t, T_COMPLETING);
-	t->req = pgstore_complete(t->w->ps, t->id, complete_cb, t);
+	t->req = pgstore_complete(t->w->ps, t->table, t->id, complete_cb, t);
 	if (t->req == NULL)
 		task_retry(t, T_COMPLETING, "out of memory");
+}
+
+/* A row completed already is only acknowledged; 1 when it was (ROW freed). */
+static int
+acked_if_completed(struct task *t, struct pgrow *row)
+{
+	if (row->status == NULL ||
+	    strcmp(row->status, pgtable_completed(row->table)) != 0)
+		return 0;
+	log_debug("task %lld: already %s, acknowledging", (long long)t->id,
+	    row->status);
+	pgrow_free(row);
+	t->w->st->q[t->qi].already++;
+	task_ack(t);
+	return 1;
+}
+
+static void
+verify_cb(void *arg, enum pgstore_result res, struct pgrow *row,
+    const char *msg)
+{
+	struct task *t = arg;
+
+	t->req = NULL;
+	switch (res) {
+	case PGSTORE_ERROR:
+	case PGSTORE_TRANSIENT:
+		task_retry(t, T_VERIFYING, msg ? msg : "load failed");
+		return;
+	case PGSTORE_FAILED:
+		task_fail(t, msg);
+		return;
+	case PGSTORE_NOTFOUND:
+	case PGSTORE_UNCHANGED:
+		task_dead(t, DEAD_NO_ROW, "the row is gone");
+		return;
+	case PGSTORE_OK:
+		break;
+	}
+	if (acked_if_completed(t, row))
+		return;
+	pgrow_free(row);
+	/* Row-level security, or a trigger that skipped the UPDATE. */
+	task_fail(t, "the completion changed no row");
+}
+
+/*
+ * The completion changed no row: the row says whether it is completed
+ * already (a completion sent twice), gone, or refused the change.
+ */
+static void
+task_verify(struct task *t)
+{
+	struct worker *w = t->w;
+
+	set_state(t, T_VERIFYING);
+	t->req = pgstore_load(w->ps, t->table, t->id, verify_cb, t);
+	if (t->req == NULL)
+		task_retry(t, T_VERIFYING, "out of memory");
 }
 
 static void
@@ -526,6 +628,15 @@ run_cb(void *arg, enum handler_result res, const char *reason)
 	case HR_RETRY:
 	case HR_STOPPED:
 		task_retry(t, T_RUNNING, reason ? reason : "handler stopped");
+		break;
+	case HR_UNCHANGED:
+		pgrow_free(t->row);
+		t->row = NULL;
+		task_verify(t);
+		break;
+	case HR_TRANSIENT:
+		task_passing(t, T_RUNNING, reason ? reason : "the statement "
+		    "failed");
 		break;
 	}
 }
@@ -582,9 +693,13 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 	case PGSTORE_ERROR:
 		task_retry(t, T_LOADING, msg ? msg : "load failed");
 		return;
+	case PGSTORE_TRANSIENT:
+		task_passing(t, T_LOADING, msg);
+		return;
 	case PGSTORE_FAILED:
 		task_fail(t, msg);
 		return;
+	case PGSTORE_UNCHANGED:
 	case PGSTORE_NOTFOUND:
 		/* A producer may push before its INSERT commits. */
 		if (t->missing_since == 0)
@@ -599,17 +714,13 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 	case PGSTORE_OK:
 		break;
 	}
-	if (row->status &&
-	    strcmp(row->status, w->cfg->postgres.completed_status) == 0) {
-		log_debug("task %lld: already %s, acknowledging",
-		    (long long)t->id, row->status);
-		pgrow_free(row);
-		w->st->q[t->qi].already++;
-		task_ack(t);
+	if (acked_if_completed(t, row))
 		return;
-	}
 	pgrow_free(t->row);	/* a row loaded again replaces the old */
 	t->row = row;
+	/* Finished where it was loaded from, whatever a reload changes. */
+	pgtable_unref(t->table);
+	t->table = pgtable_ref(row->table);
 	set_state(t, T_DELAY);
 	t->delay_start = now;
 	arm_delay(t);
@@ -657,7 +768,7 @@ on_hint(void *arg, int qi, const char *val, size_t len)
 	    taskid_parse(val, len, &id, &why) == -1)
 		return;
 	hint_clear(w);
-	w->hint.req = pgstore_load(w->ps, id, hint_cb, w);
+	w->hint.req = pgstore_load(w->ps, NULL, id, hint_cb, w);
 	if (w->hint.req != NULL) {
 		w->hint.id = id;
 		w->hint.qi = qi;
@@ -686,7 +797,7 @@ task_load(struct task *t)
 		}
 		hint_clear(w);	/* not found, or an error: ask again */
 	}
-	t->req = pgstore_load(w->ps, t->id, load_cb, t);
+	t->req = pgstore_load(w->ps, NULL, t->id, load_cb, t);
 	if (t->req == NULL)
 		task_retry(t, T_LOADING, "out of memory");
 }
@@ -814,36 +925,48 @@ check_drained(struct worker *w)
 
 /*
  * Out of time at shutdown, what must still be waited for: Redis' answers
- * (the id moves or not) and handlers being stopped (a running task always
- * has its run; it gets one as it enters T_RUNNING).
+ * (the id moves or not), handlers being stopped (a running task always
+ * has its run; it gets one as it enters T_RUNNING), and completions sent
+ * to PostgreSQL: one may commit, so its id cannot go back before the
+ * answer says whether it did.
  */
 static int
 awaited(const struct task *t)
 {
 	return t->state == T_ACKING || t->state == T_DEAD ||
-	    t->state == T_RETRYING || t->state == T_RUNNING;
+	    t->state == T_RETRYING || t->state == T_RUNNING ||
+	    (t->state == T_COMPLETING && pgstore_sent(t->req));
 }
 
+/* Once abandoning, every task left in T_COMPLETING is awaited. */
 static int
 nawaited(const struct worker *w)
 {
 	return w->nstate[T_ACKING] + w->nstate[T_DEAD] +
-	    w->nstate[T_RETRYING] + w->nstate[T_RUNNING];
+	    w->nstate[T_RETRYING] + w->nstate[T_RUNNING] +
+	    w->nstate[T_COMPLETING];
 }
 
-/* Handlers are stopped; tasks not waiting on anyone are dropped. */
+/*
+ * Handlers are stopped; tasks not waiting on anyone are dropped now, so
+ * none goes on to a step that would have to be awaited.
+ */
 static void
 abandon(struct worker *w)
 {
-	struct task *t;
+	struct task *t, *next;
 	int n = 0;
 
 	w->abandoning = 1;
-	TAILQ_FOREACH(t, &w->tasks, all) {
+	for (t = TAILQ_FIRST(&w->tasks); t != NULL; t = next) {
+		next = TAILQ_NEXT(t, all);
 		if (t->state == T_WAITING || awaited(t))
 			n += t->state == T_RUNNING;
-		else
+		else {
 			n++;
+			task_free(t);
+			continue;
+		}
 		if (t->state == T_RUNNING && t->run)
 			handler_stop(t->run);
 	}
