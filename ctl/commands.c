@@ -4,6 +4,7 @@
  * daemons run; a move of every id goes in chunks so Redis is never held.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <pwd.h>
@@ -16,16 +17,44 @@
 #include "ctl.h"
 
 #define PAGE		1000	/* ids read per script */
+#define SCAN_PAGE	5000	/* ids read per LRANGE when looking for ids */
 #define CHUNK_ALL	1000	/* ids moved per script by --all */
-#define CHUNK_IDS	100	/* ids named per script (LREM is O(list)) */
+#define CHUNK_IDS	100	/* ids named per script */
+#define ROUNDS		3	/* looks for ids the list shifted away from */
+#define MAX_MS		253402300799999LL	/* 9999-12-31T23:59:59.999Z */
 
 /*
- * ARGV[1]: a queue. Its sizes, its pause and its registered workers with
- * their heartbeats and processing sets, read at one instant. A key of an
+ * Every script that writes starts with CHECK_LUA: check(type, ...) names
+ * the type each of KEYS[1..] must have (or not exist), and answers the
+ * error to return before anything is written. Then it writes the
+ * destination first and removes from the source last, so a script that
+ * cannot complete leaves every id where it was.
+ */
+#define CHECK_LUA							\
+	"local function check(...)\n"					\
+	"  local want = {...}\n"					\
+	"  for i = 1, #want do\n"					\
+	"    local t = redis.call('TYPE', KEYS[i]).ok\n"		\
+	"    if t ~= 'none' and t ~= want[i] then\n"			\
+	"      return {err = KEYS[i] .. ' is a ' .. t .. ', not a ' ..\n" \
+	"        want[i] .. ': nothing was changed'}\n"			\
+	"    end\n"							\
+	"  end\n"							\
+	"end\n"
+
+/* KEYS[1]: QUEUE:workers. Its members, none when it is not a set. */
+static const char workers_lua[] =
+	"if redis.call('TYPE', KEYS[1]).ok ~= 'set' then return {} end\n"
+	"return redis.call('SMEMBERS', KEYS[1])\n";
+
+/*
+ * KEYS: a queue, its retry, scheduled, dead, attempts, paused and workers,
+ * then the heartbeat and processing set of each worker of ARGV. Its
+ * sizes, its pause and those workers still registered with their
+ * heartbeats and processing sets, read at one instant. A key of an
  * unexpected type has size -1.
  */
 static const char status_lua[] =
-	"local q = ARGV[1]\n"
 	"local function size(key)\n"
 	"  local t = redis.call('TYPE', key).ok\n"
 	"  if t == 'none' then return 0\n"
@@ -42,19 +71,19 @@ static const char status_lua[] =
 	"  return redis.call('GET', key)\n"
 	"end\n"
 	"local t = redis.call('TIME')\n"
+	"local set = redis.call('TYPE', KEYS[7]).ok == 'set'\n"
 	"local ws = {}\n"
-	"if redis.call('TYPE', q .. ':workers').ok == 'set' then\n"
-	"  for _, w in ipairs(redis.call('SMEMBERS', q .. ':workers')) do\n"
-	"    local hb = q .. ':heartbeat:' .. w\n"
-	"    ws[#ws+1] = w\n"
+	"for i = 1, #ARGV do\n"
+	"  if set and redis.call('SISMEMBER', KEYS[7], ARGV[i]) == 1 then\n"
+	"    local hb = KEYS[6 + 2 * i]\n"
+	"    ws[#ws+1] = ARGV[i]\n"
 	"    ws[#ws+1] = str(hb)\n"
 	"    ws[#ws+1] = redis.call('PTTL', hb)\n"
-	"    ws[#ws+1] = size(q .. ':processing:' .. w)\n"
+	"    ws[#ws+1] = size(KEYS[7 + 2 * i])\n"
 	"  end\n"
 	"end\n"
-	"return {t[1], t[2], size(q), size(q .. ':retry'),\n"
-	"  size(q .. ':scheduled'), size(q .. ':dead'), size(q .. ':attempts'),\n"
-	"  str(q .. ':paused'), ws}\n";
+	"return {t[1], t[2], size(KEYS[1]), size(KEYS[2]), size(KEYS[3]),\n"
+	"  size(KEYS[4]), size(KEYS[5]), str(KEYS[6]), ws}\n";
 
 /* KEYS[1]: a processing set (a list before 0.2). How many ids it holds. */
 static const char size_lua[] =
@@ -63,69 +92,115 @@ static const char size_lua[] =
 	"if t == 'list' then return redis.call('LLEN', KEYS[1]) end\n"
 	"return -1\n";
 
-/* KEYS: dead, dead:reason; ARGV: first, last index. {ids, reasons}. */
+/*
+ * KEYS: dead, dead:reason; ARGV: first, last index. {ids, reasons}, or
+ * {ids, {}, type} when the reasons are not a hash.
+ */
 static const char dead_page_lua[] =
 	"local ids = redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])\n"
 	"if #ids == 0 then return {{}, {}} end\n"
+	"local t = redis.call('TYPE', KEYS[2]).ok\n"
+	"if t ~= 'hash' and t ~= 'none' then return {ids, {}, t} end\n"
 	"return {ids, redis.call('HMGET', KEYS[2], unpack(ids))}\n";
 
 /*
  * KEYS: a sorted set (retry, scheduled), attempts; ARGV: first, last
- * rank. {id, due, id, due, ...}, {failed attempts of each}.
+ * rank. {id, due, id, due, ...}, {failed attempts of each}, or
+ * {..., {}, type} when the attempts are not a hash.
  */
 static const char due_page_lua[] =
 	"local z = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')\n"
 	"local ids = {}\n"
 	"for i = 1, #z, 2 do ids[#ids+1] = z[i] end\n"
 	"if #ids == 0 then return {{}, {}} end\n"
+	"local t = redis.call('TYPE', KEYS[2]).ok\n"
+	"if t ~= 'hash' and t ~= 'none' then return {z, {}, t} end\n"
 	"return {z, redis.call('HMGET', KEYS[2], unpack(ids))}\n";
 
 /*
- * KEYS: dead, queue, dead:reason, attempts; ARGV: ids. Each id found in
- * the dead list goes to the tail of the queue (as many times as it was
- * there), its reason and attempt count cleared. Returns the count of
- * each.
+ * take(each): ARGV holds a marker, then index and id pairs found by a
+ * read of the dead list KEYS[1]. Each id still at its index is handed to
+ * EACH (which writes its destination), then marked, and the marks are
+ * removed in one LREM from the end nearer to them: the work is bounded by
+ * that distance, never by the ids named times the list. Returns 1 or 0
+ * (the list shifted it away) for each pair, and the ids taken.
+ */
+#define TAKE_LUA							\
+	"local function take(each)\n"					\
+	"  local out, ids, lo, hi = {}, {}, nil, nil\n"		\
+	"  for i = 2, #ARGV, 2 do\n"					\
+	"    local at, id = tonumber(ARGV[i]), ARGV[i + 1]\n"		\
+	"    if redis.call('LINDEX', KEYS[1], at) == id then\n"		\
+	"      if each then each(id) end\n"				\
+	"      redis.call('LSET', KEYS[1], at, ARGV[1])\n"		\
+	"      ids[#ids + 1] = id\n"					\
+	"      lo = lo and math.min(lo, at) or at\n"			\
+	"      hi = hi and math.max(hi, at) or at\n"			\
+	"      out[#out + 1] = 1\n"					\
+	"    else\n"							\
+	"      out[#out + 1] = 0\n"					\
+	"    end\n"							\
+	"  end\n"							\
+	"  if #ids > 0 then\n"						\
+	"    local len = redis.call('LLEN', KEYS[1])\n"		\
+	"    local n = hi < len - lo and #ids or -#ids\n"		\
+	"    redis.call('LREM', KEYS[1], n, ARGV[1])\n"		\
+	"  end\n"							\
+	"  return out, ids\n"						\
+	"end\n"
+
+/*
+ * KEYS: dead, queue, dead:reason, attempts; ARGV: as take() wants. Each
+ * id still at its index goes to the tail of the queue, then leaves the
+ * dead list, then loses its reason and attempt count.
  */
 static const char requeue_ids_lua[] =
-	"local out = {}\n"
-	"for i = 1, #ARGV do\n"
-	"  local n = redis.call('LREM', KEYS[1], 0, ARGV[i])\n"
-	"  for _ = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i]) end\n"
-	"  if n > 0 then\n"
-	"    redis.call('HDEL', KEYS[3], ARGV[i])\n"
-	"    redis.call('HDEL', KEYS[4], ARGV[i])\n"
-	"  end\n"
-	"  out[i] = n\n"
+	CHECK_LUA TAKE_LUA
+	"local e = check('list', 'list', 'hash', 'hash')\n"
+	"if e then return e end\n"
+	"local out, moved = take(function(id)\n"
+	"  redis.call('RPUSH', KEYS[2], id)\n"
+	"end)\n"
+	"if #moved > 0 then\n"
+	"  redis.call('HDEL', KEYS[3], unpack(moved))\n"
+	"  redis.call('HDEL', KEYS[4], unpack(moved))\n"
 	"end\n"
 	"return out\n";
 
 /*
  * KEYS: dead, queue, dead:reason, attempts; ARGV[1]: most ids. The oldest
  * dead ids go to the tail of the queue, oldest first, as the retry mover
- * moves them. Returns how many moved.
+ * moves them, then leave the dead list. Returns how many moved.
  */
 static const char requeue_all_lua[] =
-	"local vs = redis.call('LPOP', KEYS[1], ARGV[1])\n"
-	"if not vs then return 0 end\n"
+	CHECK_LUA
+	"local e = check('list', 'list', 'hash', 'hash')\n"
+	"if e then return e end\n"
+	"local vs = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)\n"
+	"if #vs == 0 then return 0 end\n"
 	"redis.call('RPUSH', KEYS[2], unpack(vs))\n"
+	"redis.call('LTRIM', KEYS[1], #vs, -1)\n"
 	"redis.call('HDEL', KEYS[3], unpack(vs))\n"
 	"redis.call('HDEL', KEYS[4], unpack(vs))\n"
 	"return #vs\n";
 
-/* KEYS: dead, dead:reason; ARGV: ids. Forgets them; the count of each. */
+/* KEYS: dead, dead:reason; ARGV: as take() wants. Forgets those ids. */
 static const char purge_ids_lua[] =
-	"local out = {}\n"
-	"for i = 1, #ARGV do\n"
-	"  local n = redis.call('LREM', KEYS[1], 0, ARGV[i])\n"
-	"  if n > 0 then redis.call('HDEL', KEYS[2], ARGV[i]) end\n"
-	"  out[i] = n\n"
-	"end\n"
+	CHECK_LUA TAKE_LUA
+	"local e = check('list', 'hash')\n"
+	"if e then return e end\n"
+	"local out, gone = take(nil)\n"
+	"if #gone > 0 then redis.call('HDEL', KEYS[2], unpack(gone)) end\n"
 	"return out\n";
 
 /* KEYS: dead, dead:reason; ARGV[1]: most ids. Forgets the oldest. */
 static const char purge_all_lua[] =
-	"local vs = redis.call('LPOP', KEYS[1], ARGV[1])\n"
-	"if not vs then return 0 end\n"
+	CHECK_LUA
+	"local e = check('list', 'hash')\n"
+	"if e then return e end\n"
+	"local vs = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)\n"
+	"if #vs == 0 then return 0 end\n"
+	"redis.call('LTRIM', KEYS[1], #vs, -1)\n"
 	"redis.call('HDEL', KEYS[2], unpack(vs))\n"
 	"return #vs\n";
 
@@ -134,6 +209,9 @@ static const char purge_all_lua[] =
  * server's clock); XX never adds one that is not. 1 or 0 for each.
  */
 static const char retry_now_lua[] =
+	CHECK_LUA
+	"local e = check('zset')\n"
+	"if e then return e end\n"
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 	"local out = {}\n"
@@ -155,13 +233,20 @@ static const char retry_now_lua[] =
  * {1 when this call paused it, the value}.
  */
 static const char pause_lua[] =
+	CHECK_LUA
+	"local e = check('string')\n"
+	"if e then return e end\n"
 	"local t = redis.call('TIME')\n"
 	"local v = 'at=' .. t[1] .. string.format('%03d', math.floor(t[2] / 1000))\n"
 	"  .. ' by=' .. ARGV[1]\n"
 	"if redis.call('SET', KEYS[1], v, 'NX') then return {1, v} end\n"
 	"return {0, redis.call('GET', KEYS[1])}\n";
 
-/* KEYS: paused. Resumes the queue; returns the value it had, or nil. */
+/*
+ * KEYS: paused. Resumes the queue, whatever the key holds (a daemon takes
+ * any QUEUE:paused for a pause); returns the value it had, '?' when not a
+ * string, or nil.
+ */
 static const char resume_lua[] =
 	"local v = false\n"
 	"if redis.call('TYPE', KEYS[1]).ok == 'string' then\n"
@@ -191,6 +276,20 @@ reply_ll(const redisReply *r, long long dflt)
 	if (r->type == REDIS_REPLY_STRING)
 		return strtoll(r->str, NULL, 10);
 	return dflt;
+}
+
+/* R is a count of failed attempts: digits, 0 to LLONG_MAX. */
+static int
+is_count(const redisReply *r, long long *n)
+{
+	char *end;
+
+	if (r == NULL || r->type != REDIS_REPLY_STRING || r->len == 0 ||
+	    !isdigit((unsigned char)r->str[0]))
+		return 0;
+	errno = 0;
+	*n = strtoll(r->str, &end, 10);
+	return errno == 0 && *end == '\0' && (size_t)(end - r->str) == r->len;
 }
 
 static int
@@ -256,8 +355,43 @@ field_ll(const char *s, const char *word, long long *v)
 		return 0;
 	memcpy(buf, p, len);
 	buf[len] = '\0';
+	errno = 0;
 	*v = strtoll(buf, &end, 10);
-	return *end == '\0';
+	return *end == '\0' && errno == 0;
+}
+
+/*
+ * A time in ms since the epoch that a person can be shown, and subtracted
+ * from another without overflow: 1970 to 9999. "at=1e300" is not one.
+ */
+static int
+field_ms(const char *s, const char *word, long long *v)
+{
+	return field_ll(s, word, v) && *v >= 0 && *v <= MAX_MS;
+}
+
+/*
+ * KEY must be of type WANT, or not exist. Otherwise a message naming its
+ * type, the status EXIT_FAIL, and 0.
+ */
+static int
+want_type(struct ctl *c, const char *key, const char *want)
+{
+	const char *argv[] = { "TYPE", key };
+	redisReply *r = ctl_command(c, 2, argv, NULL);
+	int fine;
+
+	if (r == NULL)
+		return 0;
+	fine = is_str(r) && (strcmp(r->str, want) == 0 ||
+	    strcmp(r->str, "none") == 0);
+	if (!fine) {
+		ctl_errx("%s is a %s, not a %s", key, is_str(r) ? r->str : "?",
+		    want);
+		c->status = EXIT_FAIL;
+	}
+	freeReplyObject(r);
+	return fine;
 }
 
 /* ---- status ---- */
@@ -386,12 +520,91 @@ scan_unregistered(struct ctl *c, struct qstatus *s)
 	return rv;
 }
 
+/* The registered workers of S and their keys, for the status script. */
+struct status_keys {
+	struct qkeys q;
+	struct qkeys *w;	/* each worker's keys */
+	size_t nw;
+	const char **keys;	/* as status_lua wants them */
+	const char **names;	/* the workers */
+};
+
+static void
+status_keys_free(struct status_keys *sk)
+{
+	for (size_t i = 0; i < sk->nw; i++)
+		qkeys_free(&sk->w[i]);
+	qkeys_free(&sk->q);
+	free(sk->w);
+	free(sk->keys);
+	free(sk->names);
+}
+
+/* Fills SK for the members M of QUEUE:workers; -1 when out of memory. */
+static int
+status_keys_make(struct status_keys *sk, const char *queue,
+    const redisReply *m)
+{
+	memset(sk, 0, sizeof(*sk));
+	if (qkeys_make(&sk->q, queue, NULL) == -1 ||
+	    (sk->w = calloc(m->elements + 1, sizeof(*sk->w))) == NULL ||
+	    (sk->keys = calloc(7 + 2 * m->elements, sizeof(char *))) == NULL ||
+	    (sk->names = calloc(m->elements + 1, sizeof(char *))) == NULL)
+		return -1;
+	sk->keys[0] = sk->q.queue;
+	sk->keys[1] = sk->q.retry;
+	sk->keys[2] = sk->q.scheduled;
+	sk->keys[3] = sk->q.dead;
+	sk->keys[4] = sk->q.attempts;
+	sk->keys[5] = sk->q.paused;
+	sk->keys[6] = sk->q.workers;
+	for (size_t i = 0; i < m->elements; i++) {
+		const redisReply *e = m->element[i];
+
+		if (!is_str(e) || strlen(e->str) != e->len)
+			continue;	/* a NUL in it: not one of ours */
+		if (qkeys_make(&sk->w[sk->nw], queue, e->str) == -1)
+			return -1;
+		sk->keys[7 + 2 * sk->nw] = sk->w[sk->nw].heartbeat;
+		sk->keys[8 + 2 * sk->nw] = sk->w[sk->nw].processing;
+		sk->names[sk->nw++] = e->str;
+	}
+	return 0;
+}
+
 static int
 read_status(struct ctl *c, struct qstatus *s, long long *now)
 {
-	const char *args[] = { s->queue };
-	redisReply *r = ctl_eval(c, status_lua, 0, NULL, 1, args, NULL), *ws;
+	struct status_keys sk;
+	const char *wkey[1];
+	redisReply *m, *r, *ws;
+	struct qkeys k;
 
+	if (qkeys_make(&k, s->queue, NULL) == -1) {
+		ctl_errx("out of memory");
+		c->status = EXIT_FAIL;
+		return -1;
+	}
+	wkey[0] = k.workers;
+	m = ctl_eval(c, workers_lua, 1, wkey, 0, NULL, NULL);
+	qkeys_free(&k);
+	if (m == NULL)
+		return -1;
+	if (m->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(m);
+		return bad_reply(c, "the workers script"), -1;
+	}
+	if (status_keys_make(&sk, s->queue, m) == -1) {
+		status_keys_free(&sk);
+		freeReplyObject(m);
+		ctl_errx("out of memory");
+		c->status = EXIT_FAIL;
+		return -1;
+	}
+	r = ctl_eval(c, status_lua, 7 + 2 * (int)sk.nw, sk.keys, (int)sk.nw,
+	    sk.names, NULL);
+	status_keys_free(&sk);
+	freeReplyObject(m);
 	if (r == NULL)
 		return -1;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 9 ||
@@ -461,7 +674,7 @@ parse_beat(const char *v, struct beat *b)
 		return;
 	b->host = field(v, "host", &b->hostlen);
 	b->has_pid = field_ll(v, "pid", &b->pid);
-	b->has_at = field_ll(v, "at", &b->at);
+	b->has_at = field_ms(v, "at", &b->at);
 	if (!b->has_pid && strncmp(v, "pid ", 4) == 0) {
 		char *end;
 
@@ -475,7 +688,7 @@ static void
 parse_pause(const char *v, long long *at, int *has_at, const char **by,
     size_t *bylen)
 {
-	*has_at = field_ll(v, "at", at);
+	*has_at = field_ms(v, "at", at);
 	*by = field(v, "by", bylen);
 }
 
@@ -639,6 +852,7 @@ cmd_status(struct ctl *c, char **queues, int nqueues)
 		for (int i = 0; i < nqueues; i++)
 			print_status_json(&st[i], now, i == 0);
 		printf("]}\n");
+		c->whole = 1;
 	} else if (rv == 0) {
 		for (int i = 0; i < nqueues; i++)
 			print_status_text(&st[i], now);
@@ -690,15 +904,37 @@ read_page(struct ctl *c, const char *script, const char *k1, const char *k2,
 	    first + PAGE - 1 : len - 1);
 	if ((r = ctl_eval(c, script, 2, keys, 2, args, NULL)) == NULL)
 		return NULL;
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-	    r->element[0]->type != REDIS_REPLY_ARRAY ||
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+	    r->elements > 3 || r->element[0]->type != REDIS_REPLY_ARRAY ||
 	    r->element[1]->type != REDIS_REPLY_ARRAY ||
-	    r->element[0]->elements != per * r->element[1]->elements) {
+	    (r->elements == 2 &&
+	    r->element[0]->elements != per * r->element[1]->elements) ||
+	    (r->elements == 3 && (r->element[1]->elements != 0 ||
+	    !is_str(r->element[2])))) {
 		freeReplyObject(r);
 		bad_reply(c, "a page read");
 		return NULL;
 	}
 	return r;
+}
+
+/*
+ * The value of the J-th item of a page: NULL when the page has none
+ * (K2 was of another type, said once on stderr through *WARNED).
+ */
+static redisReply *
+page_value(redisReply *r, size_t j, const char *k2, const char *want,
+    int *warned)
+{
+	if (r->elements == 3) {
+		if (!*warned) {
+			ctl_errx("warning: %s is a %s, not a %s: left out", k2,
+			    r->element[2]->str, want);
+			*warned = 1;
+		}
+		return NULL;
+	}
+	return r->element[1]->element[j];
 }
 
 /* "2026-12-02T01:02:03.456Z why": the time in ms and where WHY starts. */
@@ -727,13 +963,14 @@ cmd_dead_list(struct ctl *c)
 {
 	struct qkeys k;
 	long long len, first, shown = 0;
-	int rv = 0;
+	int rv = 0, warned = 0;
 
 	if (qkeys_make(&k, c->queue, NULL) == -1) {
 		ctl_errx("out of memory");
 		return EXIT_FAIL;
 	}
-	if ((len = key_size(c, "LLEN", k.dead)) < 0) {
+	if (!want_type(c, k.dead, "list") ||
+	    (len = key_size(c, "LLEN", k.dead)) < 0) {
 		qkeys_free(&k);
 		return c->status;
 	}
@@ -753,7 +990,7 @@ cmd_dead_list(struct ctl *c)
 	 * pages, so a busy list may show an id twice or skip one.
 	 */
 	for (long long i = first; i < len && rv == 0; i += PAGE) {
-		redisReply *r, *ids, *why;
+		redisReply *r, *ids;
 
 		if ((r = read_page(c, dead_page_lua, k.dead, k.reason, i, len,
 		    1)) == NULL) {
@@ -761,11 +998,11 @@ cmd_dead_list(struct ctl *c)
 			break;
 		}
 		ids = r->element[0];
-		why = r->element[1];
 		if (ids->elements == 0)
 			i = len;	/* the list shrank */
 		for (size_t j = 0; j < ids->elements; j++) {
-			redisReply *id = ids->element[j], *w = why->element[j];
+			redisReply *id = ids->element[j], *w = page_value(r, j,
+			    k.reason, "hash", &warned);
 			long long ms = 0;
 			size_t text = 0;
 			int timed = is_str(w) &&
@@ -802,8 +1039,10 @@ cmd_dead_list(struct ctl *c)
 		}
 		freeReplyObject(r);
 	}
-	if (c->json && rv == 0)
+	if (c->json && rv == 0) {
 		printf("]}\n");
+		c->whole = 1;
+	}
 	qkeys_free(&k);
 	return rv;
 }
@@ -814,9 +1053,10 @@ due_list(struct ctl *c, const char *key, const char *attempts_key,
     int show_attempts)
 {
 	long long len, now, shown = 0;
-	int rv = 0;
+	int rv = 0, warned = 0;
 
-	if ((len = key_size(c, "ZCARD", key)) < 0 ||
+	if (!want_type(c, key, "zset") ||
+	    (len = key_size(c, "ZCARD", key)) < 0 ||
 	    (now = ctl_now_ms(c)) < 0)
 		return c->status;
 	if (c->json) {
@@ -832,7 +1072,7 @@ due_list(struct ctl *c, const char *key, const char *attempts_key,
 	if (c->limit > 0 && len > c->limit)
 		len = c->limit;
 	for (long long i = 0; i < len && rv == 0; i += PAGE) {
-		redisReply *r, *z, *att;
+		redisReply *r, *z;
 
 		if ((r = read_page(c, due_page_lua, key, attempts_key, i, len,
 		    2)) == NULL) {
@@ -840,44 +1080,67 @@ due_list(struct ctl *c, const char *key, const char *attempts_key,
 			break;
 		}
 		z = r->element[0];
-		att = r->element[1];
 		if (z->elements == 0)
 			i = len;
 		for (size_t j = 0; j + 1 < z->elements; j += 2) {
-			redisReply *id = z->element[j], *a = att->element[j / 2];
-			long long due;
+			redisReply *id = z->element[j], *sc = z->element[j + 1];
+			redisReply *a = show_attempts ? page_value(r, j / 2,
+			    attempts_key, "hash", &warned) : NULL;
+			long long due = 0, n = 0;
+			int timed, counted;
 			char when[64], rel[48];
+			double d;
 
-			if (!is_str(id) || !is_str(z->element[j + 1]))
+			if (!is_str(id) || !is_str(sc))
 				continue;
-			due = llround(strtod(z->element[j + 1]->str, NULL));
+			/* inf, or 1e300: no time to show nor to count from. */
+			d = strtod(sc->str, NULL);
+			timed = isfinite(d) && d >= 0 && d <= (double)MAX_MS;
+			if (timed)
+				due = llround(d);
+			counted = is_count(a, &n);
 			if (c->json) {
 				printf("%s{", shown ? "," : "");
 				json_strn("id", id->str, id->len);
-				printf(",\"due_ms\":%lld,\"due_in_ms\":%lld", due,
-				    due - now);
+				putchar(',');
+				json_num("due_ms", due, timed);
+				putchar(',');
+				json_num("due_in_ms", due - now, timed);
 				if (show_attempts) {
 					putchar(',');
-					json_num("attempts_failed",
-					    reply_ll(a, 0), is_str(a));
+					json_num("attempts_failed", n, counted);
 				}
 				putchar('}');
 			} else {
-				out_localtime(when, sizeof(when), due);
-				out_due(rel, sizeof(rel), due, now);
 				out_text(stdout, id->str, id->len);
-				printf("  %s  %s", when, rel);
-				if (show_attempts && is_str(a))
-					printf("  (%s failed attempt%s)", a->str,
-					    strcmp(a->str, "1") ? "s" : "");
+				if (timed) {
+					out_localtime(when, sizeof(when), due);
+					out_due(rel, sizeof(rel), due, now);
+					printf("  %s  %s", when, rel);
+				} else {
+					printf("  %s (score ", d > (double)MAX_MS ?
+					    "never" : "invalid due time");
+					out_text(stdout, sc->str, sc->len);
+					putchar(')');
+				}
+				if (counted)
+					printf("  (%lld failed attempt%s)", n,
+					    n == 1 ? "" : "s");
+				else if (is_str(a)) {
+					printf("  (failed attempts: ");
+					out_text(stdout, a->str, a->len);
+					putchar(')');
+				}
 				putchar('\n');
 			}
 			shown++;
 		}
 		freeReplyObject(r);
 	}
-	if (c->json && rv == 0)
+	if (c->json && rv == 0) {
 		printf("]}\n");
+		c->whole = 1;
+	}
 	return rv;
 }
 
@@ -999,6 +1262,7 @@ report_move(struct ctl *c, const char *key, const char *verb,
 				    strlen(c->ids[i]));
 			}
 		printf("]}\n");
+		c->whole = 1;
 	} else {
 		printf(verb, done, done == 1 ? "" : "s");
 		putchar('\n');
@@ -1011,6 +1275,215 @@ report_move(struct ctl *c, const char *key, const char *verb,
 			fprintf(stderr, ": not in %s\n", from);
 		}
 	return missing ? EXIT_FAIL : 0;
+}
+
+/* Where in the dead list an id of the command line was seen. */
+struct spot {
+	long long at;		/* its index, from the head */
+	int id;			/* which of c->ids */
+};
+
+static const struct ctl *sort_ctl;	/* for qsort, which takes no arg */
+
+static int
+order_cmp(const void *a, const void *b)
+{
+	return strcmp(sort_ctl->ids[*(const int *)a],
+	    sort_ctl->ids[*(const int *)b]);
+}
+
+/* The id equal to S (LEN bytes) among those WANTED, or -1. */
+static int
+lookup(const struct ctl *c, const int *order, const char *wanted,
+    const char *s, size_t len)
+{
+	int lo = 0, hi = c->nids - 1;
+
+	while (lo <= hi) {
+		int mid = (lo + hi) / 2, i = order[mid];
+		size_t il = strlen(c->ids[i]);
+		int cmp = memcmp(s, c->ids[i], len < il ? len : il);
+
+		if (cmp == 0)
+			cmp = len < il ? -1 : len > il;
+		if (cmp == 0)
+			return wanted[i] ? i : -1;
+		if (cmp < 0)
+			hi = mid - 1;
+		else
+			lo = mid + 1;
+	}
+	return -1;
+}
+
+/*
+ * Reads KEY, a list, SCAN_PAGE entries per LRANGE (so Redis is never held
+ * however long it is), for the ids marked in WANTED; their places, in
+ * list order, in *SPOTS (*NSPOTS of them). 0, or -1 after a message.
+ */
+static int
+find_spots(struct ctl *c, const char *key, const int *order,
+    const char *wanted, struct spot **spots, size_t *nspots)
+{
+	long long len = key_size(c, "LLEN", key);
+	size_t cap = 0;
+
+	*spots = NULL;
+	*nspots = 0;
+	if (len < 0)
+		return -1;
+	for (long long i = 0; i < len; i += SCAN_PAGE) {
+		char from[32], to[32];
+		const char *argv[] = { "LRANGE", key, from, to };
+		redisReply *r;
+
+		snprintf(from, sizeof(from), "%lld", i);
+		snprintf(to, sizeof(to), "%lld", i + SCAN_PAGE - 1);
+		if ((r = ctl_command(c, 4, argv, NULL)) == NULL)
+			return -1;
+		if (r->type != REDIS_REPLY_ARRAY) {
+			freeReplyObject(r);
+			return bad_reply(c, "LRANGE"), -1;
+		}
+		for (size_t j = 0; j < r->elements; j++) {
+			redisReply *e = r->element[j];
+			int id;
+
+			if (!is_str(e) || (id = lookup(c, order, wanted, e->str,
+			    e->len)) == -1)
+				continue;
+			if (*nspots == cap) {
+				struct spot *more = realloc(*spots,
+				    (cap = cap ? 2 * cap : 64) * sizeof(**spots));
+
+				if (more == NULL) {
+					freeReplyObject(r);
+					ctl_errx("out of memory");
+					c->status = EXIT_FAIL;
+					return -1;
+				}
+				*spots = more;
+			}
+			(*spots)[*nspots].at = i + (long long)j;
+			(*spots)[(*nspots)++].id = id;
+		}
+		if (r->elements < SCAN_PAGE)
+			i = len;	/* the list shrank meanwhile */
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+/*
+ * Runs SCRIPT (requeue_ids_lua or purge_ids_lua) on KEYS for SPOTS,
+ * CHUNK_IDS per call: each id still at its place moves (counted in *DONE
+ * and FOUND), each that the list shifted away is marked in WANTED to be
+ * looked for again. 0, or -1 after a message.
+ */
+static int
+move_spots(struct ctl *c, const char *script, int nkeys, const char **keys,
+    const struct spot *spots, size_t nspots, const char *marker,
+    long long *done, char *found, char *wanted)
+{
+	const char **args = calloc(1 + 2 * CHUNK_IDS, sizeof(char *));
+	char (*at)[24] = calloc(CHUNK_IDS, sizeof(*at));
+	int rv = 0;
+
+	if (args == NULL || at == NULL) {
+		ctl_errx("out of memory");
+		c->status = EXIT_FAIL;
+		rv = -1;
+	}
+	for (size_t i = 0; rv == 0 && i < nspots; i += CHUNK_IDS) {
+		size_t n = nspots - i < CHUNK_IDS ? nspots - i : CHUNK_IDS;
+		redisReply *r;
+
+		args[0] = marker;
+		for (size_t j = 0; j < n; j++) {
+			snprintf(at[j], sizeof(at[j]), "%lld", spots[i + j].at);
+			args[1 + 2 * j] = at[j];
+			args[2 + 2 * j] = c->ids[spots[i + j].id];
+		}
+		if ((r = ctl_eval(c, script, nkeys, keys, 1 + 2 * (int)n, args,
+		    NULL)) == NULL) {
+			rv = -1;
+			break;
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+			freeReplyObject(r);
+			bad_reply(c, "the script");
+			rv = -1;
+			break;
+		}
+		for (size_t j = 0; j < n; j++) {
+			int id = spots[i + j].id;
+
+			if (reply_ll(r->element[j], 0) == 1) {
+				(*done)++;
+				found[id] = 1;
+			} else
+				wanted[id] = 1;
+		}
+		freeReplyObject(r);
+	}
+	free(args);
+	free(at);
+	return rv;
+}
+
+/*
+ * dead requeue/purge of the ids named. The dead list may hold a million
+ * ids: rather than one LREM per id over all of it, the ids are looked up
+ * by reading the list in pages, then each script moves those still at
+ * the place they were seen, and removes them in one pass from the nearer
+ * end. Ids the daemons shifted meanwhile (a trim, another requeue) are
+ * looked for again, ROUNDS times at most.
+ */
+static int
+dead_by_ids(struct ctl *c, const char *script, int nkeys, const char **keys,
+    long long *done, char *found)
+{
+	char *wanted = malloc(c->nids);
+	int *order = calloc(c->nids, sizeof(int));
+	char marker[96];
+	struct timespec ts;
+	int rv = 0;
+
+	if (wanted == NULL || order == NULL) {
+		free(wanted);
+		free(order);
+		ctl_errx("out of memory");
+		c->status = EXIT_FAIL;
+		return -1;
+	}
+	/* A value no producer or daemon writes: not an id, a control byte. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(marker, sizeof(marker), "\001taskworkerctl %ld %lld.%09ld",
+	    (long)getpid(), (long long)ts.tv_sec, ts.tv_nsec);
+	memset(wanted, 1, c->nids);
+	for (int i = 0; i < c->nids; i++)
+		order[i] = i;
+	sort_ctl = c;
+	qsort(order, c->nids, sizeof(int), order_cmp);
+	for (int round = 0; round < ROUNDS && rv == 0; round++) {
+		struct spot *spots;
+		size_t nspots;
+
+		if (memchr(wanted, 1, c->nids) == NULL)
+			break;
+		if (find_spots(c, keys[0], order, wanted, &spots,
+		    &nspots) == -1) {
+			rv = -1;
+			break;
+		}
+		memset(wanted, 0, c->nids);
+		rv = move_spots(c, script, nkeys, keys, spots, nspots, marker,
+		    done, found, wanted);
+		free(spots);
+	}
+	free(wanted);
+	free(order);
+	return rv;
 }
 
 /* dead requeue and dead purge. */
@@ -1036,14 +1509,16 @@ dead_move(struct ctl *c, const char *key, const char *verb,
 		keys[3] = k.attempts;
 	} else
 		keys[1] = k.reason;
-	if (c->all) {
+	if (!want_type(c, k.dead, "list"))
+		failed = 1;
+	else if (c->all) {
 		if ((total = key_size(c, "LLEN", k.dead)) < 0)
 			failed = 1;
 		else
 			failed = all_chunks(c, all_lua, requeue ? 4 : 2, keys,
 			    total, &done) == -1;
 	} else
-		failed = by_ids(c, ids_lua, requeue ? 4 : 2, keys, &done,
+		failed = dead_by_ids(c, ids_lua, requeue ? 4 : 2, keys, &done,
 		    found) == -1;
 	rv = report_move(c, key, verb, k.dead, done, found, failed);
 	free(found);
@@ -1127,6 +1602,7 @@ print_pause(struct ctl *c, const char *value, const char *text)
 		putchar(',');
 		json_s("value", value);
 		printf("}\n");
+		c->whole = 1;
 		return;
 	}
 	fputs(text, stdout);

@@ -28,10 +28,13 @@ struct ctl {
 	char **ids;		/* the IDs of the command line */
 	int nids;
 	int status;		/* exit status so far: 0, EXIT_FAIL or 69 */
+	int whole;		/* --json: the command printed its whole object */
 };
 
 /* ctlredis.c */
 void ctl_errx(const char *fmt, ...) PRINTFLIKE(1, 2);
+/* The last message ctl_errx printed, without "taskworkerctl: ", or "". */
+const char *ctl_last_error(void);
 /* Connects, AUTHs and SELECTs as the daemon does; 0 or an exit status. */
 int ctl_connect(struct ctl *c);
 void ctl_disconnect(struct ctl *c);

@@ -10,17 +10,24 @@
 
 #include "ctl.h"
 
+static char last_error[1024];
+
 void
 ctl_errx(const char *fmt, ...)
 {
 	va_list ap;
 
-	fflush(stdout);
-	fputs("taskworkerctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	fflush(stdout);
+	fprintf(stderr, "taskworkerctl: %s\n", last_error);
+}
+
+const char *
+ctl_last_error(void)
+{
+	return last_error;
 }
 
 static struct timeval

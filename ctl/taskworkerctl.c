@@ -242,6 +242,59 @@ resolve(struct ctl *c, const struct command *cmd, char **rest, int nrest,
 	return 0;
 }
 
+/* Connects and runs CMD (NULL: status of QUEUES); its exit status. */
+static int
+run(struct ctl *c, const struct command *cmd, char **queues, int nqueues)
+{
+	int rv = ctl_connect(c);
+
+	if (rv != 0)
+		return rv;
+	return cmd ? cmd->fn(c) : cmd_status(c, queues, nqueues);
+}
+
+/*
+ * With --json, what a command prints is held until it is whole: a command
+ * stopped halfway (a key of the wrong type, a lost connection) prints
+ * {"error": "..."} instead of half an object. Text goes out as it comes.
+ */
+static int
+run_json(struct ctl *c, const struct command *cmd, char **queues,
+    int nqueues)
+{
+	FILE *out = stdout, *mem;
+	char *buf = NULL;
+	size_t len = 0;
+	int rv;
+
+	if (!c->json)
+		return run(c, cmd, queues, nqueues);
+	if ((mem = open_memstream(&buf, &len)) == NULL) {
+		ctl_errx("out of memory");
+		return EXIT_FAIL;
+	}
+	stdout = mem;
+	rv = run(c, cmd, queues, nqueues);
+	stdout = out;
+	if (fclose(mem) != 0 || buf == NULL) {
+		free(buf);
+		ctl_errx("out of memory");
+		return EXIT_FAIL;
+	}
+	if (c->whole)
+		fwrite(buf, 1, len, stdout);
+	else {
+		fputs("{\"error\":", stdout);
+		out_json_str(stdout, ctl_last_error(),
+		    strlen(ctl_last_error()));
+		fputs("}\n", stdout);
+		if (rv == 0)
+			rv = EXIT_FAIL;
+	}
+	free(buf);
+	return rv;
+}
+
 static const struct command *
 find_command(char **args, int nargs, int *used)
 {
@@ -361,8 +414,8 @@ main(int argc, char **argv)
 			warn_unknown(&c, args[i]);
 	} else
 		rv = resolve(&c, cmd, args, nargs, qopt);
-	if (rv == 0 && (rv = ctl_connect(&c)) == 0) {
-		status = cmd ? cmd->fn(&c) : cmd_status(&c, args, nargs);
+	if (rv == 0) {
+		status = run_json(&c, cmd, args, nargs);
 		if (fflush(stdout) == EOF || ferror(stdout)) {
 			ctl_errx("cannot write the output: %s",
 			    strerror(errno));

@@ -502,6 +502,133 @@ def test_dead_purge(ctl, tw):
     assert ctl.ok("dead", "purge", "--all") == "purged 0 ids\n"
 
 
+def test_moves_onto_wrong_typed_keys_change_nothing(ctl, tw):
+    """Redis does not roll back a script that fails halfway: a requeue
+    onto a queue that is a string once removed the id and then failed to
+    push it. Every script checks the type of every key it writes before
+    the first write: nothing moves, nothing is lost, exit 1."""
+    put_dead(tw, ["1", "2", "3"], attempts=4)
+    before = (tw.lrange("tasks:dead"), tw.r.hgetall("tasks:dead:reason"))
+    tw.r.set("tasks", "oops")
+    for args in (["dead", "requeue", "1", "2"], ["dead", "requeue", "--all"]):
+        res = ctl.run(*args)
+        assert res.returncode == EX_FAIL, (args, res)
+        assert "tasks is a string, not a list: nothing was changed" in res.stderr, res.stderr
+        assert (tw.lrange("tasks:dead"), tw.r.hgetall("tasks:dead:reason")) == before
+        out = ctl.json(*args, expect=EX_FAIL)
+        assert list(out) == ["error"] and "tasks is a string" in out["error"], out
+    tw.r.delete("tasks")
+    tw.r.set("tasks:attempts", "oops")
+    res = ctl.run("dead", "requeue", "3")
+    assert res.returncode == EX_FAIL and "tasks:attempts is a string" in res.stderr, res
+    assert tw.r.exists("tasks") == 0 and tw.lrange("tasks:dead") == before[0]
+    tw.r.delete("tasks:attempts")
+    tw.r.set("tasks:dead:reason", "oops")
+    for args in (["dead", "purge", "1"], ["dead", "purge", "--all"]):
+        res = ctl.run(*args)
+        assert res.returncode == EX_FAIL and "tasks:dead:reason is a string" in res.stderr, res
+        assert tw.lrange("tasks:dead") == before[0]
+    tw.r.set("tasks:dead", "oops")
+    res = ctl.run("dead", "requeue", "1")
+    assert res.returncode == EX_FAIL and "tasks:dead is a string, not a list" in res.stderr, res
+    tw.r.rpush("tasks:retry", "5")
+    res = ctl.run("retry", "now", "5")
+    assert res.returncode == EX_FAIL and "tasks:retry is a list, not a zset" in res.stderr, res
+    assert tw.lrange("tasks:retry") == ["5"]
+    tw.r.rpush("tasks:paused", "x")
+    res = ctl.run("pause")
+    assert res.returncode == EX_FAIL and "tasks:paused is a list" in res.stderr, res
+    assert tw.lrange("tasks:paused") == ["x"]
+
+
+def test_requeue_by_id_does_not_hold_a_long_dead_list(ctl, tw):
+    """dead requeue of 100 ids spread over a 1,000,000-entry dead list:
+    no script runs for long (it took 2 s, one LREM over the whole list
+    per id), the ids leave their places and reach the queue in order."""
+    n = 1_000_000
+    with tw.r.pipeline(transaction=False) as p:
+        for k in range(0, n, 20_000):
+            p.rpush("tasks:dead", *range(k + 10, k + 20_010))
+        p.execute()
+    wanted = [str(10 + k * (n // 100)) for k in range(100)]
+    tw.r.hset("tasks:dead:reason", mapping={i: "x" for i in wanted + ["11"]})
+    tw.r.config_set("slowlog-log-slower-than", 100_000)
+    tw.r.slowlog_reset()
+    try:
+        out = ctl.json("dead", "requeue", *wanted, timeout=120)
+        slow = [e for e in tw.r.slowlog_get(128)]
+    finally:
+        tw.r.config_set("slowlog-log-slower-than", 10_000)
+    assert out == {"queue": "tasks", "requeued": 100, "not_found": []}
+    assert slow == [], [(e["duration"], e["command"][:80]) for e in slow]
+    assert tw.lrange("tasks") == wanted
+    assert tw.r.llen("tasks:dead") == n - 100
+    assert tw.r.lindex("tasks:dead", 0) == "11" and tw.r.hkeys("tasks:dead:reason") == ["11"]
+    assert ctl.json("dead", "purge", "11", "12", str(n + 9)) == {
+        "queue": "tasks", "purged": 3, "not_found": []}
+    assert tw.r.lrange("tasks:dead", 0, 1) == ["13", "14"]
+
+
+def test_json_is_whole_and_odd_values_are_tamed(ctl, tw):
+    """A wrong-typed key gives a whole JSON object (an error, or the value
+    left out and said on stderr), never half of one; attempt counts are
+    escaped or null; infinite and huge times are never, invalid or null,
+    not nonsense."""
+    tw.r.set("tasks:dead", "oops")
+    res = ctl.run("--json", "dead", "list")
+    assert res.returncode == EX_FAIL, res
+    assert json.loads(res.stdout) == {"error": "tasks:dead is a string, not a list"}
+    tw.r.delete("tasks:dead")
+    put_dead(tw, ["1", "2"])
+    tw.r.delete("tasks:dead:reason")
+    tw.r.set("tasks:dead:reason", "oops")
+    res = ctl.run("--json", "dead", "list")
+    assert res.returncode == EX_OK, res
+    assert [x["reason"] for x in json.loads(res.stdout)["ids"]] == [None, None]
+    assert "tasks:dead:reason is a string, not a hash" in res.stderr
+
+    now = redis_now_ms(tw)
+    tw.r.zadd("tasks:retry", {"5": float("inf"), "6": float("-inf"), "7": 1e300,
+                              "8": now + 60_000, "9": now})
+    tw.r.hset("tasks:attempts", mapping={"8": "\x1b[31mred\u009b", "9": "99999999999999999999",
+                                         "6": "2"})
+    out = ctl.json("retry", "list")
+    got = {x["id"]: (x["due_ms"], x["due_in_ms"], x["attempts_failed"]) for x in out["ids"]}
+    assert got["5"] == (None, None, None) and got["7"] == (None, None, None)
+    assert got["6"] == (None, None, 2)
+    assert got["8"][0] == now + 60_000 and got["8"][2] is None
+    assert got["9"][2] is None
+    text = ctl.ok("retry", "list")
+    assert "\x1b" not in text and "\u009b" not in text, text
+    lines = {ln.split()[0]: ln for ln in text.splitlines()[1:]}
+    assert lines["5"] == "5  never (score inf)", lines
+    assert lines["6"] == "6  invalid due time (score -inf)  (2 failed attempts)", lines
+    assert lines["7"].startswith("7  never (score 1"), lines
+    assert lines["8"].endswith("(failed attempts: \\x1b[31mred\\xc2\\x9b)"), lines
+    tw.r.set("tasks:attempts", "oops")
+    res = ctl.run("--json", "retry", "list")
+    assert res.returncode == EX_OK and "tasks:attempts is a string" in res.stderr, res
+    assert {x["attempts_failed"] for x in json.loads(res.stdout)["ids"]} == {None}
+    tw.r.zadd("tasks:scheduled", {"31": float("inf")})
+    assert ctl.json("scheduled", "list")["ids"] == [{"id": "31", "due_ms": None,
+                                                     "due_in_ms": None}]
+
+    tw.r.sadd("tasks:workers", "w1", "w2", "w3")
+    tw.r.set("tasks:heartbeat:w1", "host=h pid=1 at=1e300")
+    tw.r.set("tasks:heartbeat:w2", "host=h pid=99999999999999999999 at=99999999999999999999")
+    tw.r.set("tasks:heartbeat:w3", f"host=h pid=3 at={now}")
+    tw.r.set("tasks:paused", "at=-5 by=x")
+    st = ctl.json("status")["queues"][0]
+    ws = {w["worker"]: w for w in st["workers"]}
+    assert ws["w1"]["heartbeat_at_ms"] is None and ws["w1"]["heartbeat_age_ms"] is None
+    assert ws["w2"]["pid"] is None and ws["w2"]["heartbeat_age_ms"] is None
+    assert ws["w3"]["heartbeat_at_ms"] == now and 0 <= ws["w3"]["heartbeat_age_ms"] < 60_000
+    assert st["paused_at_ms"] is None and st["attempts"] is None
+    text = ctl.ok("status")
+    assert "worker w3: processing 0, host h, pid 3, heartbeat " in text, text
+    assert "worker w1: processing 0, host h, pid 1\n" in text, text
+
+
 # ---- retry now ---------------------------------------------------------------------
 
 def test_retry_now(ctl, tw, taskworkerd):
