@@ -1,0 +1,179 @@
+"""PostgreSQL at the edges: a completion that changes no row, a column
+whose type changes under prepared statements, statement timeouts, and
+reloads that change the table or its columns while rows are in flight."""
+
+import time
+
+import pytest
+
+from conftest import (exec_handler, fast_retry, read_lines, reason_text, wait_dead,
+                      wait_until, write_script)
+
+
+def skip_update_of(tw, sql_teardown, bad):
+    """A BEFORE UPDATE trigger that returns NULL for row BAD: its UPDATE
+    silently changes nothing."""
+    tw.db.execute(f"""
+        CREATE FUNCTION tw_skip_update() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER tw_skip_update BEFORE UPDATE ON task FOR EACH ROW
+          WHEN (OLD.id = {bad}) EXECUTE FUNCTION tw_skip_update();
+    """)
+    sql_teardown.append("DROP FUNCTION IF EXISTS tw_skip_update()")
+    sql_teardown.append("DROP TRIGGER IF EXISTS tw_skip_update ON task")
+
+
+@pytest.mark.parametrize("handler", [{"type": "none"},
+                                     {"type": "sql", "statement": "SELECT $1"}])
+def test_pg_completion_that_changes_no_row_fails(tw, sql_teardown, taskworkerd, handler):
+    """A trigger turns one row's completion into no change: that row is a
+    failed attempt ('the completion changed no row'), not acknowledged as
+    completed while it stays pending; the others complete."""
+    ids = tw.insert(6)
+    bad = ids[3]
+    skip_update_of(tw, sql_teardown, bad)
+    tw.push(ids)
+    d = taskworkerd(handler=handler, retry=fast_retry(2))
+    good = [i for i in ids if i != bad]
+    tw.wait_completed(good, 20, daemon=d)
+    wait_dead(tw, [bad], 20, daemon=d)
+    assert reason_text(tw, bad) == "attempt 2/2: the completion changed no row"
+    assert tw.statuses([bad]) == {bad: "pending"}
+    tw.wait_empty(tw.processing(), daemon=d)
+
+
+@pytest.fixture
+def rls_role(tw, servers, sql_teardown):
+    """A role under row-level security that may update every row but one."""
+    def make(bad):
+        tw.db.execute(f"""
+            DROP ROLE IF EXISTS tw_rls;
+            CREATE ROLE tw_rls LOGIN;
+            GRANT SELECT, UPDATE ON task TO tw_rls;
+            ALTER TABLE task ENABLE ROW LEVEL SECURITY;
+            CREATE POLICY tw_sel ON task FOR SELECT TO tw_rls USING (true);
+            CREATE POLICY tw_upd ON task FOR UPDATE TO tw_rls USING (id <> {bad});
+        """)
+        sql_teardown.append("DROP ROLE IF EXISTS tw_rls")
+        sql_teardown.append("REVOKE ALL ON task FROM tw_rls")
+        sql_teardown.append("ALTER TABLE task DISABLE ROW LEVEL SECURITY")
+        sql_teardown.append("DROP POLICY IF EXISTS tw_upd ON task")
+        sql_teardown.append("DROP POLICY IF EXISTS tw_sel ON task")
+        return servers.pg.conninfo.replace("user=postgres", "user=tw_rls")
+    return make
+
+
+def test_pg_completion_refused_by_row_level_security(tw, sql_teardown, rls_role, taskworkerd):
+    ids = tw.insert(4)
+    bad = ids[1]
+    conninfo = rls_role(bad)
+    tw.push(ids)
+    d = taskworkerd(retry=fast_retry(1), postgres={"conninfo": conninfo})
+    good = [i for i in ids if i != bad]
+    tw.wait_completed(good, 20, daemon=d)
+    wait_dead(tw, [bad], 20, daemon=d)
+    assert reason_text(tw, bad) == "attempt 1/1: the completion changed no row"
+    assert tw.statuses([bad]) == {bad: "pending"}
+
+
+def test_pg_column_type_changed_under_prepared_statements(tw, taskworkerd):
+    """ALTER COLUMN ... TYPE makes the prepared load fail with 'cached plan
+    must not change result type' (0A000): the sessions prepare again and
+    loads go on."""
+    first = tw.insert(5)
+    tw.push(first)
+    d = taskworkerd(postgres={"columns": ["name"], "connections": 1})
+    tw.wait_completed(first, 20, daemon=d)
+    tw.db.execute("ALTER TABLE task ALTER COLUMN name TYPE text")
+    try:
+        more = tw.insert(5)
+        tw.push(more)
+        tw.wait_completed(more, 20, daemon=d)
+    finally:
+        tw.db.execute("ALTER TABLE task ALTER COLUMN name TYPE varchar(255)")
+    assert tw.lrange(tw.dead()) == []
+
+
+def test_pg_statement_timeout_is_bounded(tw, servers, taskworkerd):
+    """Every load hits statement_timeout (57014) while the table is locked:
+    after a few tries the attempt fails with that reason, instead of being
+    retried without end; once the lock is gone the rest completes."""
+    ids = tw.insert(2)
+    conninfo = servers.pg.conninfo + " options='-c statement_timeout=200'"
+    d = taskworkerd(retry=fast_retry(1),
+                    worker={"retry_min_ms": 50, "retry_max_ms": 100},
+                    postgres={"conninfo": conninfo})
+    lock = tw.db.cursor()
+    tw.db.autocommit = False
+    try:
+        lock.execute("LOCK TABLE task IN ACCESS EXCLUSIVE MODE")
+        tw.push(ids)
+        wait_until(lambda: set(tw.lrange(tw.dead())) == {str(i) for i in ids}, 30,
+                   "the tasks to be dead", daemon=d)
+    finally:
+        tw.db.rollback()
+        tw.db.autocommit = True
+    for i in ids:
+        text = reason_text(tw, i)
+        assert text.startswith("attempt 1/1: SQLSTATE 57014: "), text
+    more = tw.insert(3)
+    tw.push(more)
+    tw.wait_completed(more, 20, daemon=d)
+
+
+@pytest.fixture
+def task2(tw, sql_teardown):
+    tw.db.execute("DROP TABLE IF EXISTS task2; CREATE TABLE task2 (LIKE task INCLUDING ALL)")
+    sql_teardown.append("DROP TABLE IF EXISTS task2")
+
+
+def wait_taken(tw, ids, d):
+    wait_until(lambda: tw.llen(tw.processing()) == len(ids), 10, "the ids to be taken",
+               daemon=d)
+    time.sleep(0.5)     # loaded, waiting out the delay
+
+
+def test_pg_reload_of_table_finishes_rows_where_loaded(tw, task2, taskworkerd):
+    """postgres.table changes while rows loaded from the old table wait out
+    their delay: they are completed in their own table, and the new table's
+    rows with the same ids are not touched."""
+    ids = tw.insert(5)
+    tw.db.execute("INSERT INTO task2 SELECT * FROM task")
+    d = taskworkerd(worker={"delay_ms": 2500})
+    tw.push(ids)
+    wait_taken(tw, ids, d)
+    cfg = d.config
+    cfg["postgres"]["table"] = "task2"
+    d.reload(cfg)
+    tw.wait_completed(ids, 20, daemon=d)
+    tw.wait_empty(tw.processing(), daemon=d)
+    st2 = dict(tw.db.execute("SELECT id, status FROM task2").fetchall())
+    assert st2 == {i: "pending" for i in ids}, "rows of the new table were completed"
+    # New work goes to the new table.
+    tw.push(ids[:2])
+    wait_until(lambda: tw.db.execute(
+        "SELECT count(*) FROM task2 WHERE status = 'completed'").fetchone()[0] == 2,
+        20, "the new table's rows to complete", daemon=d)
+
+
+def test_pg_reload_of_columns_keeps_the_row_names(tw, task_columns, taskworkerd, tmp_path):
+    """postgres.columns changes order while a row loaded under the old list
+    waits out its delay: the handler sees each value under its own name."""
+    task_columns("color", "text")
+    (task_id,) = tw.insert(1)
+    tw.db.execute("UPDATE task SET name = 'alice', color = 'red' WHERE id = %s", (task_id,))
+    out = tmp_path / "seen"
+    script = write_script(tmp_path, "show.sh", f"""
+        echo "$TASK_ID name=$TASK_NAME color=$TASK_COLOR" >> {out}
+    """)
+    d = taskworkerd(handler=exec_handler(script), worker={"delay_ms": 2500},
+                    postgres={"columns": ["name", "color"]})
+    tw.push([task_id])
+    wait_taken(tw, [task_id], d)
+    cfg = d.config
+    cfg["postgres"]["columns"] = ["color", "name"]
+    d.reload(cfg)
+    tw.wait_completed([task_id], 20, daemon=d)
+    assert read_lines(out) == [f"{task_id} name=alice color=red"]
