@@ -141,6 +141,9 @@ sampled(FILE *f, const struct metrics *m)
 		{ "taskworkerd_workers_alive",
 		    "Registered workers whose heartbeat is alive, sampled.",
 		    SOFF(workers) },
+		{ "taskworkerd_queue_sample_timestamp_seconds",
+		    "When the queue gauges were last sampled, in seconds "
+		    "since the epoch: they are as old as this.", SOFF(at) },
 	};
 	const struct stats *st = m->st;
 

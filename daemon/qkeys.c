@@ -1,6 +1,7 @@
 /*
  * qkeys: QUEUE and its suffixes, the one spelling of every key name that
- * C code sends (the Lua scripts derive the per-worker ones from these).
+ * C code sends; scripts are given every key they touch, none is built
+ * inside them.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@ qkeys_make(struct qkeys *k, const char *queue, const char *worker)
 	memset(k, 0, sizeof(*k));
 	k->queue = strdup(queue);
 	k->processing_of = name(queue, ":processing:", NULL);
+	k->heartbeat_of = name(queue, ":heartbeat:", NULL);
 	k->dead = name(queue, ":dead", NULL);
 	k->reason = name(queue, ":dead:reason", NULL);
 	k->attempts = name(queue, ":attempts", NULL);
@@ -34,9 +36,9 @@ qkeys_make(struct qkeys *k, const char *queue, const char *worker)
 		k->processing = name(queue, ":processing:", worker);
 		k->heartbeat = name(queue, ":heartbeat:", worker);
 	}
-	if (!k->queue || !k->processing_of || !k->dead || !k->reason ||
-	    !k->attempts || !k->retry || !k->scheduled || !k->workers ||
-	    !k->paused || (worker != NULL && (!k->processing ||
+	if (!k->queue || !k->processing_of || !k->heartbeat_of || !k->dead ||
+	    !k->reason || !k->attempts || !k->retry || !k->scheduled ||
+	    !k->workers || !k->paused || (worker != NULL && (!k->processing ||
 	    !k->heartbeat))) {
 		qkeys_free(k);
 		return -1;
@@ -50,6 +52,7 @@ qkeys_free(struct qkeys *k)
 	free(k->queue);
 	free(k->processing);
 	free(k->processing_of);
+	free(k->heartbeat_of);
 	free(k->dead);
 	free(k->reason);
 	free(k->attempts);

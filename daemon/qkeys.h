@@ -9,6 +9,7 @@ struct qkeys {
 	char *queue;
 	char *processing;	/* QUEUE:processing:WORKER (NULL: no worker) */
 	char *processing_of;	/* QUEUE:processing: (any worker's, a prefix) */
+	char *heartbeat_of;	/* QUEUE:heartbeat: (a prefix) */
 	char *dead;		/* QUEUE:dead */
 	char *reason;		/* QUEUE:dead:reason */
 	char *attempts;		/* QUEUE:attempts */

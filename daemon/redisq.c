@@ -5,6 +5,7 @@
  * the order they were taken in: every step costs O(log n) in what is held.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,16 +33,47 @@
 #define UNBLOCK_RETRY	0.02	/* CLIENT UNBLOCK raced the BLMOVE: again */
 #define QERR_RECHECK	1.0	/* a queue of the wrong type is retried */
 #define PAUSE_CHECK	0.5	/* a paused queue is looked at again */
+#define FETCH_DOWN_RECHECK 1.0	/* a queue whose BLMOVE connection is down */
+
+/*
+ * Lua shared by the scripts. A script that moves an id checks the type of
+ * every key it touches before its first write, and writes the destination
+ * before it removes the source: Redis does not roll back a script that
+ * fails halfway, so one that cannot complete must fail before it writes.
+ * BADTYPE(key, type, ...) names the first key of another type, or nil.
+ * COUNT(v) reads an attempt count, bounded, whatever the key held.
+ */
+#define CHECK_LUA \
+	"local function badtype(...)\n" \
+	"  local a = {...}\n" \
+	"  for i = 1, #a, 2 do\n" \
+	"    local ty = redis.call('TYPE', a[i]).ok\n" \
+	"    if ty ~= 'none' and ty ~= a[i+1] then\n" \
+	"      return 'WRONGTYPE ' .. a[i] .. ' holds a ' .. ty .. ', not a ' .. a[i+1]\n" \
+	"    end\n" \
+	"  end\n" \
+	"  return nil\n" \
+	"end\n" \
+	"local function count(v)\n" \
+	"  v = tonumber(v)\n" \
+	"  if v == nil or v ~= v or v < 0 then return 0 end\n" \
+	"  if v > 1000000 then return 1000000 end\n" \
+	"  return math.floor(v)\n" \
+	"end\n"
 
 /*
  * KEYS: queue1, processing1, attempts1, paused1, queue2, ...; ARGV: most
- * ids to take, the sequence number of the first. Each id taken becomes a
- * member of the processing set scored by that sequence; a queue whose
- * QUEUE:paused exists is not taken from. Returns {paused, queue index, id,
- * failed runs so far, ...}, PAUSED a string of "0" and "1", one a queue;
- * a queue that answers with an error gives {-(index + 1), message, 0}.
+ * ids to take, the sequence number of the first, and a string of "0" and
+ * "1", one a queue: "1" skips it (its recovery is pending). Each id taken
+ * becomes a
+ * member of the processing set scored by that sequence (before it leaves
+ * the queue); a queue whose QUEUE:paused exists is not taken from.
+ * Returns {paused, queue index, id, failed runs so far, ...}, PAUSED a
+ * string of "0" and "1", one a queue; a queue whose keys are of the wrong
+ * type gives {-(index + 1), message, 0} and is left as it is.
  */
 static const char fetch_lua[] =
+	CHECK_LUA
 	"local n = tonumber(ARGV[1])\n"
 	"local seq = tonumber(ARGV[2])\n"
 	"local paused = ''\n"
@@ -51,32 +83,43 @@ static const char fetch_lua[] =
 	"local out = {paused}\n"
 	"for i = 1, #KEYS, 4 do\n"
 	"  if n == 0 then break end\n"
-	"  local vs = false\n"
-	"  if string.sub(paused, (i+3)/4, (i+3)/4) == '0' then\n"
-	"    vs = redis.pcall('LPOP', KEYS[i], n)\n"
-	"  end\n"
-	"  if type(vs) == 'table' and vs.err then\n"
-	"    out[#out+1] = -(i+3)/4; out[#out+1] = vs.err; out[#out+1] = 0\n"
-	"  elseif vs then\n"
-	"    for _, v in ipairs(vs) do\n"
-	"      redis.call('ZADD', KEYS[i+1], 'NX', seq, v); seq = seq + 1\n"
-	"      local a = redis.call('HGET', KEYS[i+2], v)\n"
-	"      out[#out+1] = (i-1)/4; out[#out+1] = v; out[#out+1] = tonumber(a) or 0\n"
+	"  local qi = (i - 1) / 4\n"
+	"  if string.sub(paused, qi + 1, qi + 1) == '0' and\n"
+	"      string.sub(ARGV[3], qi + 1, qi + 1) ~= '1' then\n"
+	"    local e = badtype(KEYS[i], 'list', KEYS[i+1], 'zset', KEYS[i+2], 'hash')\n"
+	"    if e then\n"
+	"      out[#out+1] = -(qi + 1); out[#out+1] = e; out[#out+1] = 0\n"
+	"    else\n"
+	"      local vs = redis.call('LRANGE', KEYS[i], 0, n - 1)\n"
+	"      for _, v in ipairs(vs) do\n"
+	"        redis.call('ZADD', KEYS[i+1], 'NX', seq, v); seq = seq + 1\n"
+	"        out[#out+1] = qi; out[#out+1] = v\n"
+	"        out[#out+1] = count(redis.call('HGET', KEYS[i+2], v))\n"
+	"      end\n"
+	"      if #vs > 0 then redis.call('LTRIM', KEYS[i], #vs, -1) end\n"
+	"      n = n - #vs\n"
 	"    end\n"
-	"    n = n - #vs\n"
 	"  end\n"
 	"end\n"
 	"return out\n";
 
 /*
- * Puts every member of the processing set KEYS[1] back at the head of the
- * queue KEYS[2], in the order they were taken, except those in the table
- * HELD. A list there (left by a taskworkerd before 0.2) goes back whole.
- * Returns how many went back.
+ * Puts every member of the processing set P back at the head of the
+ * queue Q, in the order they were taken, except those in the table HELD.
+ * A list there (left by a taskworkerd before 0.2) goes back whole.
+ * Returns how many went back, or nil and why when a key has the wrong
+ * type (nothing moved).
  */
 #define GIVE_BACK_LUA \
 	"local function give_back(p, q, held)\n" \
-	"  if redis.call('TYPE', p).ok == 'list' then\n" \
+	"  local ty = redis.call('TYPE', p).ok\n" \
+	"  if ty == 'none' then return 0 end\n" \
+	"  if ty ~= 'zset' and ty ~= 'list' then\n" \
+	"    return nil, 'WRONGTYPE ' .. p .. ' holds a ' .. ty .. ', not a zset'\n" \
+	"  end\n" \
+	"  local e = badtype(q, 'list')\n" \
+	"  if ty == 'list' then\n" \
+	"    if e then return nil, e end\n" \
 	"    local n = 0\n" \
 	"    while redis.call('LMOVE', p, q, 'RIGHT', 'LEFT') do n = n + 1 end\n" \
 	"    return n\n" \
@@ -86,6 +129,8 @@ static const char fetch_lua[] =
 	"  for i = 1, #items do\n" \
 	"    if not held[items[i]] then back[#back+1] = items[i] end\n" \
 	"  end\n" \
+	"  if #back == 0 then return 0 end\n" \
+	"  if e then return nil, e end\n" \
 	"  for i = #back, 1, -1 do redis.call('LPUSH', q, back[i]) end\n" \
 	"  for i = 1, #back, 1000 do\n" \
 	"    redis.call('ZREM', p, unpack(back, i, math.min(i + 999, #back)))\n" \
@@ -94,14 +139,25 @@ static const char fetch_lua[] =
 	"end\n"
 
 /*
- * KEYS: queue, processing; ARGV: the values held in memory. Everything
- * else in the processing set goes back to the head of the queue.
+ * KEYS: queue, processing, and for a clean exit also queue:workers and
+ * queue:heartbeat:SELF; ARGV: self, then the values held in memory.
+ * Everything else in the processing set goes back to the head of the
+ * queue; at a clean exit the worker then leaves the registry, and only
+ * then: one whose ids could not go back stays registered, so that its
+ * set is reclaimed once its heartbeat is gone.
  */
 static const char reconcile_lua[] =
+	CHECK_LUA
 	GIVE_BACK_LUA
 	"local held = {}\n"
-	"for i = 1, #ARGV do held[ARGV[i]] = true end\n"
-	"return give_back(KEYS[2], KEYS[1], held)\n";
+	"for i = 2, #ARGV do held[ARGV[i]] = true end\n"
+	"local n, e = give_back(KEYS[2], KEYS[1], held)\n"
+	"if e then return {err = e} end\n"
+	"if #KEYS == 4 then\n"
+	"  redis.call('DEL', KEYS[4])\n"
+	"  redis.call('SREM', KEYS[3], ARGV[1])\n"
+	"end\n"
+	"return n\n";
 
 /*
  * KEYS: processing, attempts; ARGV: values. Acknowledges tasks of which
@@ -115,127 +171,199 @@ static const char ack_lua[] =
 /*
  * KEYS: processing, retry, attempts; ARGV: the value, delay ms, failed
  * runs so far. Moves the id to the retry set, due by the server's clock.
- * An id no longer in the processing list (reclaimed) is left alone.
+ * An id no longer in the processing set (reclaimed) is left alone.
  */
 static const char retry_lua[] =
-	"if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+	CHECK_LUA
+	"local e = badtype(KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'hash')\n"
+	"if e then return {err = e} end\n"
+	"if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end\n"
 	"local t = redis.call('TIME')\n"
 	"local due = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2])\n"
 	"redis.call('ZADD', KEYS[2], due, ARGV[1])\n"
 	"redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])\n"
+	"redis.call('ZREM', KEYS[1], ARGV[1])\n"
 	"return 1\n";
+
+#define DEAD_TRIM_MAX	10	/* most old ids one dead letter drops */
 
 /*
  * KEYS: processing, dead, dead:reason, attempts; ARGV: the value, the
  * reason, dead_max. Moves the id to the dead list with its reason; past
- * dead_max the oldest go, with their reasons. Returns {moved, dropped}.
+ * dead_max the oldest go (a few per call, see DEAD_TRIM_MAX), with their
+ * reasons unless the same id is still in the list. Returns {moved,
+ * dropped}.
  */
 static const char dead_lua[] =
-	"if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {0, 0} end\n"
+	CHECK_LUA
+	"local e = badtype(KEYS[1], 'zset', KEYS[2], 'list', KEYS[3], 'hash',\n"
+	"    KEYS[4], 'hash')\n"
+	"if e then return {err = e} end\n"
+	"if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {0, 0} end\n"
 	"redis.call('RPUSH', KEYS[2], ARGV[1])\n"
 	"redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])\n"
 	"redis.call('HDEL', KEYS[4], ARGV[1])\n"
+	"redis.call('ZREM', KEYS[1], ARGV[1])\n"
 	"local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[3])\n"
 	"if over <= 0 then return {1, 0} end\n"
+	"if over > tonumber(ARGV[4]) then over = tonumber(ARGV[4]) end\n"
 	"local old = redis.call('LPOP', KEYS[2], over)\n"
 	"for _, v in ipairs(old) do\n"
-	"  if v ~= ARGV[1] then redis.call('HDEL', KEYS[3], v) end\n"
+	"  if not redis.call('LPOS', KEYS[2], v) then\n"
+	"    redis.call('HDEL', KEYS[3], v)\n"
+	"  end\n"
 	"end\n"
 	"return {1, #old}\n";
 
 /*
  * KEYS: queue, retry, scheduled; ARGV[1]: most ids per set. Ids whose
- * time has come (the server's clock, ms) go to the tail of the queue.
- * One script: an id moves once however many workers run it. Returns
- * {moved from retry, moved from scheduled}.
+ * time has come (the server's clock, ms) go to the tail of the queue,
+ * then leave their set. One script: an id moves once however many
+ * workers run it. Returns {moved from retry, moved from scheduled, why
+ * a set was skipped or ""}; a set of the wrong type counts -1 and does
+ * not hold up the other.
  */
 static const char move_lua[] =
+	CHECK_LUA
+	"local e = badtype(KEYS[1], 'list')\n"
+	"if e then return {err = e} end\n"
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 	"local out = {}\n"
+	"local why = ''\n"
 	"for i = 2, 3 do\n"
-	"  local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, ARGV[1])\n"
-	"  if #due > 0 then\n"
-	"    redis.call('ZREM', KEYS[i], unpack(due))\n"
-	"    redis.call('RPUSH', KEYS[1], unpack(due))\n"
+	"  e = badtype(KEYS[i], 'zset')\n"
+	"  if e then\n"
+	"    out[#out+1] = -1; why = e\n"
+	"  else\n"
+	"    local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, ARGV[1])\n"
+	"    if #due > 0 then\n"
+	"      redis.call('RPUSH', KEYS[1], unpack(due))\n"
+	"      redis.call('ZREM', KEYS[i], unpack(due))\n"
+	"    end\n"
+	"    out[#out+1] = #due\n"
 	"  end\n"
-	"  out[#out+1] = #due\n"
 	"end\n"
+	"out[#out+1] = why\n"
 	"return out\n";
 
 /*
- * KEYS: queue, queue:workers, queue:heartbeat:SELF; ARGV: self, ttl ms,
- * "host=HOST pid=PID", to which " at=MS" (the server's clock) is added.
- * Renews this worker's heartbeat, then gives
- * every registered worker whose heartbeat is gone its ids back to the
- * head of the queue, in order, and forgets it. Being one script, it runs
- * once even when several workers find the same dead one. Returns
- * {worker, count, ...} for what it moved.
+ * KEYS: queue:workers, queue:heartbeat:SELF; ARGV: self, ttl ms,
+ * "host=HOST pid=PID" (to which " at=MS", the server's clock, is added),
+ * "1" to take over a heartbeat another holder left. Renews this worker's
+ * heartbeat unless another daemon with the same worker id holds it:
+ * then {"held", its value, its PTTL} and nothing is written. The renewal
+ * is a PEXPIRE first, a write Redis allows under maxmemory, after which
+ * the script's other writes are allowed too: a heartbeat survives OOM.
+ * Returns {"ok", every other registered worker...}.
  */
 static const char beat_lua[] =
-	GIVE_BACK_LUA
+	"local cur = redis.call('GET', KEYS[2])\n"
+	"if cur then\n"
+	"  local holder = string.match(cur, '^(.-) at=') or cur\n"
+	"  if holder ~= ARGV[3] and ARGV[4] ~= '1' then\n"
+	"    return {'held', cur, redis.call('PTTL', KEYS[2])}\n"
+	"  end\n"
+	"  redis.call('PEXPIRE', KEYS[2], ARGV[2])\n"
+	"end\n"
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-	"redis.call('SET', KEYS[3], ARGV[3] .. ' at=' .. now, 'PX', ARGV[2])\n"
-	"redis.call('SADD', KEYS[2], ARGV[1])\n"
+	"redis.call('SET', KEYS[2], ARGV[3] .. ' at=' .. now, 'PX', ARGV[2])\n"
+	"redis.call('SADD', KEYS[1], ARGV[1])\n"
+	"local out = {'ok'}\n"
+	"for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+	"  if w ~= ARGV[1] then out[#out+1] = w end\n"
+	"end\n"
+	"return out\n";
+
+/*
+ * KEYS: queue, queue:workers, then per worker its processing set and its
+ * heartbeat; ARGV: the workers. Gives every worker whose heartbeat is
+ * gone its ids back to the head of the queue, in order, and forgets it.
+ * Being one script, it runs once even when several workers find the same
+ * dead one. Returns {worker, count, ...} for what it moved, and {worker,
+ * -1, why} for one whose keys are of the wrong type (left registered).
+ */
+static const char reclaim_lua[] =
+	CHECK_LUA
+	GIVE_BACK_LUA
 	"local out = {}\n"
-	"for _, w in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
-	"  if w ~= ARGV[1] and\n"
-	"      redis.call('EXISTS', KEYS[1] .. ':heartbeat:' .. w) == 0 then\n"
-	"    local n = give_back(KEYS[1] .. ':processing:' .. w, KEYS[1], {})\n"
-	"    redis.call('SREM', KEYS[2], w)\n"
-	"    out[#out+1] = w; out[#out+1] = n\n"
+	"for j = 1, #ARGV do\n"
+	"  local p, hb = KEYS[2 * j + 1], KEYS[2 * j + 2]\n"
+	"  if redis.call('EXISTS', hb) == 0 and\n"
+	"      redis.call('SISMEMBER', KEYS[2], ARGV[j]) == 1 then\n"
+	"    local n, e = give_back(p, KEYS[1], {})\n"
+	"    if e then\n"
+	"      out[#out+1] = ARGV[j]; out[#out+1] = -1; out[#out+1] = e\n"
+	"    else\n"
+	"      redis.call('SREM', KEYS[2], ARGV[j])\n"
+	"      out[#out+1] = ARGV[j]; out[#out+1] = n; out[#out+1] = ''\n"
+	"    end\n"
 	"  end\n"
 	"end\n"
 	"return out\n";
 
 /*
- * KEYS: per queue: queue, processing prefix ("QUEUE:processing:"), retry,
- * scheduled, dead, workers, paused. What the metrics show of each queue,
- * in one round trip: {length, processing (every worker), retry,
- * scheduled, dead, workers alive, paused, head id or "", the earliest
- * due time in retry and in scheduled or -1, ...}, then the server's time
- * in ms. Its cost grows with the workers, never with the ids held.
+ * KEYS: per queue: queue, retry, scheduled, dead, workers, paused. What
+ * the metrics show of each queue: {length, retry, scheduled, dead,
+ * paused, head id or "", the earliest due time in retry and in scheduled
+ * or -1, {registered workers}, ...}, then the server's time in ms. A key
+ * of another type counts as empty. What the workers hold is asked next
+ * (held_lua), with their keys named. Its cost grows with the workers,
+ * never with the ids.
  */
 static const char sample_lua[] =
 	"local t = redis.call('TIME')\n"
 	"local out = {}\n"
+	"local function kind(k) return redis.call('TYPE', k).ok end\n"
 	"local function first(z)\n"
+	"  if kind(z) ~= 'zset' then return -1 end\n"
 	"  local r = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')\n"
 	"  if #r == 0 then return -1 end\n"
-	"  return tonumber(r[2])\n"
+	"  local v = tonumber(r[2])\n"
+	"  if v == nil or v ~= v or v > 1e15 or v < -1e15 then return -1 end\n"
+	"  return math.floor(v)\n"
 	"end\n"
 	"local function size(k)\n"
-	"  local ty = redis.call('TYPE', k).ok\n"
+	"  local ty = kind(k)\n"
 	"  if ty == 'zset' then return redis.call('ZCARD', k) end\n"
 	"  if ty == 'list' then return redis.call('LLEN', k) end\n"
 	"  return 0\n"
 	"end\n"
-	"for i = 1, #KEYS, 7 do\n"
-	"  local held, alive = 0, 0\n"
-	"  local hb = string.gsub(KEYS[i+1], 'processing:$', 'heartbeat:')\n"
-	"  for _, w in ipairs(redis.call('SMEMBERS', KEYS[i+5])) do\n"
-	"    held = held + size(KEYS[i+1] .. w)\n"
-	"    alive = alive + redis.call('EXISTS', hb .. w)\n"
+	"for i = 1, #KEYS, 6 do\n"
+	"  local head = ''\n"
+	"  if kind(KEYS[i]) == 'list' then\n"
+	"    head = redis.call('LINDEX', KEYS[i], 0) or ''\n"
 	"  end\n"
-	"  local head = redis.call('LINDEX', KEYS[i], 0) or ''\n"
-	"  out[#out+1] = size(KEYS[i]); out[#out+1] = held\n"
-	"  out[#out+1] = redis.call('ZCARD', KEYS[i+2])\n"
-	"  out[#out+1] = redis.call('ZCARD', KEYS[i+3])\n"
-	"  out[#out+1] = size(KEYS[i+4]); out[#out+1] = alive\n"
-	"  out[#out+1] = redis.call('EXISTS', KEYS[i+6]); out[#out+1] = head\n"
-	"  out[#out+1] = first(KEYS[i+2]); out[#out+1] = first(KEYS[i+3])\n"
+	"  local ws = {}\n"
+	"  if kind(KEYS[i+4]) == 'set' then\n"
+	"    ws = redis.call('SMEMBERS', KEYS[i+4])\n"
+	"  end\n"
+	"  out[#out+1] = size(KEYS[i]); out[#out+1] = size(KEYS[i+1])\n"
+	"  out[#out+1] = size(KEYS[i+2]); out[#out+1] = size(KEYS[i+3])\n"
+	"  out[#out+1] = redis.call('EXISTS', KEYS[i+5]); out[#out+1] = head\n"
+	"  out[#out+1] = first(KEYS[i+1]); out[#out+1] = first(KEYS[i+2])\n"
+	"  out[#out+1] = ws\n"
 	"end\n"
 	"out[#out+1] = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 	"return out\n";
 
-#define SAMPLE_FIELDS	10	/* answered per queue by sample_lua */
+#define SAMPLE_FIELDS	9	/* answered per queue by sample_lua */
 
-/* KEYS: queue:workers, queue:heartbeat:SELF; ARGV: self. A clean exit. */
-static const char leave_lua[] =
-	"redis.call('DEL', KEYS[2])\n"
-	"redis.call('SREM', KEYS[1], ARGV[1])\n"
-	"return 0\n";
+/*
+ * KEYS: a processing set and a heartbeat per worker. Returns {ids held,
+ * heartbeat alive, ...}; a key of another type holds nothing.
+ */
+static const char held_lua[] =
+	"local out = {}\n"
+	"for i = 1, #KEYS, 2 do\n"
+	"  local ty = redis.call('TYPE', KEYS[i]).ok\n"
+	"  local n = 0\n"
+	"  if ty == 'zset' then n = redis.call('ZCARD', KEYS[i])\n"
+	"  elseif ty == 'list' then n = redis.call('LLEN', KEYS[i]) end\n"
+	"  out[#out+1] = n; out[#out+1] = redis.call('EXISTS', KEYS[i+1])\n"
+	"end\n"
+	"return out\n";
 
 enum rc_state { RC_DOWN, RC_HANDSHAKE, RC_READY };
 
@@ -244,6 +372,12 @@ struct qwatch {
 	int is_paused;		/* the last fetch found QUEUE:paused */
 	char *head;		/* the id at its head at the last sample */
 	ev_tstamp head_since;	/* ... first seen there */
+	struct outage move_outage;	/* why its due ids cannot move */
+	/*
+	 * Its processing set may hold ids not in memory (a fetch reply lost,
+	 * a reconnect): reconciled before anything is taken from it again.
+	 */
+	int unrecovered;
 };
 
 struct rconn {
@@ -276,8 +410,27 @@ struct redisq {
 	struct rconn cmd;
 	struct rconn *blk;
 	int recovered;		/* reconciled since the command conn came up */
-	int need_reconcile;	/* a fetch reply was lost */
+	int need_reconcile;	/* some queue's unrecovered is set */
 	int reconcile_left;
+	int reconcile_all;	/* the reconcile out gives everything back */
+	int reconcile_failed;	/* ... and some queue answered an error */
+	int reconcile_wait;	/* it failed: again at the next recheck */
+	int fetch_wait;		/* the fetch script failed: likewise */
+	struct outage reconcile_outage;
+	/*
+	 * The heartbeats of this worker id: held (all queues), or held by
+	 * another daemon since CONTEST_SINCE (0: not seen so).
+	 */
+	int claimed;
+	uint64_t claimed_mask;
+	ev_tstamp contest_since;
+	int contest_fatal;	/* told the owner: no more beats */
+	/* What the owner hears on the next loop turn, never inside its call. */
+	ev_timer defer;
+	int defer_state;	/* readiness changed */
+	int defer_requeue;	/* -1, or the answer owed to requeue_fn */
+	char *fatal_why;	/* on_fatal owed */
+	int fatal_code;
 	int script_inflight;
 	double seq;		/* take order of the next id (a Lua number) */
 	struct ackreq **acks;	/* per queue: acks not sent yet */
@@ -285,6 +438,7 @@ struct redisq {
 	char *ack_retried;	/* per queue: one of them ran more than once */
 	ev_prepare ack_flush;
 	int moves_out;		/* mover scripts not yet answered */
+	int move_failed;	/* one of them: the next round waits longer */
 	ev_timer mover;
 	int known_empty;	/* the last fetch found every queue empty */
 	int fetch_stopped;
@@ -299,8 +453,10 @@ struct redisq {
 	ev_timer sampler;
 	int sample_out;
 	ev_tstamp sample_sent;
+	struct qsample *sample_next;	/* per queue: the sample being taken */
+	int *sample_nworkers;	/* ... and the workers asked of it */
 	char host[256];
-	struct outage move_outage;	/* the mover's last error */
+	struct outage fetch_outage;	/* the fetch script's */
 	char last_error[160];	/* why the command connection is down */
 };
 
@@ -322,6 +478,41 @@ recheck_in(struct redisq *q, double seconds)
 	ev_timer_start(q->loop, &q->recheck);
 }
 
+struct argv_buf {
+	const char **argv;
+	size_t *lens;
+	int n, cap;
+	int failed;
+};
+
+static void
+argv_add(void *ctx, const char *val, size_t len)
+{
+	struct argv_buf *b = ctx;
+
+	if (b->failed)
+		return;
+	if (b->n == b->cap) {
+		int cap = b->cap ? b->cap * 2 : 64;
+		const char **argv = realloc(b->argv, cap * sizeof(*argv));
+		size_t *lens = argv ? realloc(b->lens, cap * sizeof(*lens)) :
+		    NULL;
+
+		if (argv)
+			b->argv = argv;
+		if (lens)
+			b->lens = lens;
+		if (argv == NULL || lens == NULL) {
+			b->failed = 1;
+			return;
+		}
+		b->cap = cap;
+	}
+	b->argv[b->n] = val;
+	b->lens[b->n] = len;
+	b->n++;
+}
+
 /* ---- connections ---- */
 
 static void
@@ -340,11 +531,83 @@ rc_arm_timeout(struct rconn *c)
 	ev_timer_start(c->q->loop, &c->timeout);
 }
 
+/* Every processing set is reconciled before the next fetch. */
+static void
+need_recovery(struct redisq *q)
+{
+	q->need_reconcile = 1;
+	for (int i = 0; i < q->nq; i++)
+		q->qw[i].unrecovered = 1;
+}
+
+/* The owner hears it on the next loop turn (see defer_cb). */
+static void
+defer(struct redisq *q)
+{
+	if (!ev_is_active(&q->defer))
+		ev_timer_start(q->loop, &q->defer);
+}
+
 static void
 state_changed(struct redisq *q)
 {
-	if (q->cb.on_state)
-		q->cb.on_state(q->arg);
+	q->defer_state = 1;
+	defer(q);
+}
+
+/* The answer owed to redisq_requeue_all. */
+static void
+requeue_answer(struct redisq *q, int ok)
+{
+	if (q->requeue_fn == NULL || q->defer_requeue >= 0)
+		return;
+	q->defer_requeue = ok;
+	defer(q);
+}
+
+/* Something no retry fixes: the owner is told once, then exits CODE. */
+static void
+fatal(struct redisq *q, int code, const char *why)
+{
+	if (q->fatal_why != NULL)
+		return;
+	q->fatal_code = code;
+	q->fatal_why = strdup(why);
+	if (q->fatal_why == NULL)
+		q->fatal_why = strdup("out of memory");
+	defer(q);
+}
+
+/*
+ * A module never calls its owner back from inside a call the owner made:
+ * what redisq owes it is noted and delivered here. Each callback may
+ * start the owner's exit, so the next waits for another turn.
+ */
+static void
+defer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct redisq *q = w->data;
+
+	(void)revents;
+	if (q->defer_state) {
+		q->defer_state = 0;
+		if (q->cb.on_state)
+			q->cb.on_state(q->arg);
+	} else if (q->defer_requeue >= 0) {
+		redisq_done_fn *fn = q->requeue_fn;
+		int ok = q->defer_requeue;
+
+		q->defer_requeue = -1;
+		q->requeue_fn = NULL;
+		if (fn)
+			fn(q->requeue_arg, ok);
+	} else if (q->fatal_why != NULL && q->cb.on_fatal) {
+		q->cb.on_fatal(q->arg, q->fatal_code, q->fatal_why);
+		return;
+	}
+	if (q->defer_state || q->defer_requeue >= 0 || (q->fatal_why &&
+	    q->cb.on_fatal))
+		ev_timer_start(loop, w);
 }
 
 /* The connection is gone (already freed or being freed by hiredis). */
@@ -377,19 +640,17 @@ rc_lost(struct rconn *c, const char *why)
 	ev_timer_start(q->loop, &c->retry);
 	if (c->qi < 0) {
 		if (q->script_inflight)
-			q->need_reconcile = 1;
+			need_recovery(q);
 		q->script_inflight = 0;
 		q->moves_out = 0;
 		ev_timer_stop(q->loop, &q->mover);
 		q->recovered = 0;
 		q->reconcile_left = 0;
+		q->reconcile_all = 0;
+		q->claimed = 0;
+		q->claimed_mask = 0;
 		state_changed(q);
-		if (q->requeue_fn) {
-			redisq_done_fn *fn = q->requeue_fn;
-
-			q->requeue_fn = NULL;
-			fn(q->requeue_arg, 0);
-		}
+		requeue_answer(q, 0);
 	}
 }
 
@@ -497,10 +758,138 @@ version_ok(const char *info, char *version, size_t len)
 }
 
 static void
-beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
+reclaim_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct rconn *c = rc_reply(ac);
 	redisReply *reply = r;
+	struct redisq *q;
+	int qi = (int)(intptr_t)priv;
+
+	if (c == NULL || reply == NULL)
+		return;
+	q = c->q;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		log_warnx("redis: cannot reclaim the ids of dead workers of "
+		    "%s: %s", q->k[qi].queue, reply->str);
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY)
+		return;
+	for (size_t i = 0; i + 2 < reply->elements; i += 3) {
+		redisReply *w = reply->element[i], *n = reply->element[i + 1];
+		redisReply *e = reply->element[i + 2];
+
+		if (w->type != REDIS_REPLY_STRING ||
+		    n->type != REDIS_REPLY_INTEGER)
+			continue;
+		if (n->integer < 0) {
+			log_warnx("redis: worker %s has no heartbeat, but its "
+			    "ids cannot go back to %s: %s", w->str,
+			    q->k[qi].queue, e->type == REDIS_REPLY_STRING ?
+			    e->str : "?");
+			continue;
+		}
+		q->st->q[qi].reclaimed += (uint64_t)n->integer;
+		log_notice("redis: worker %s has no heartbeat; %lld id(s) "
+		    "from its %s:processing set went back to the head of %s",
+		    w->str, n->integer, q->k[qi].queue, q->k[qi].queue);
+	}
+}
+
+/*
+ * The other workers registered on queue QI (the beat's reply from
+ * element FROM on): each whose heartbeat is gone gives its ids back.
+ */
+static void
+send_reclaim(struct redisq *q, int qi, redisReply **w, size_t n)
+{
+	const struct qkeys *k = &q->k[qi];
+	struct argv_buf b = { 0 };
+	char numkeys[16];
+	char **names;
+
+	if (n == 0)
+		return;
+	if ((names = calloc(2 * n, sizeof(*names))) == NULL)
+		return;
+	snprintf(numkeys, sizeof(numkeys), "%zu", 2 + 2 * n);
+	argv_add(&b, "EVAL", 4);
+	argv_add(&b, reclaim_lua, sizeof(reclaim_lua) - 1);
+	argv_add(&b, numkeys, strlen(numkeys));
+	argv_add(&b, k->queue, strlen(k->queue));
+	argv_add(&b, k->workers, strlen(k->workers));
+	for (size_t i = 0; i < n; i++) {
+		if (w[i]->type != REDIS_REPLY_STRING ||
+		    asprintf(&names[2 * i], "%s%s", k->processing_of,
+		    w[i]->str) == -1 || asprintf(&names[2 * i + 1], "%s%s",
+		    k->heartbeat_of, w[i]->str) == -1) {
+			b.failed = 1;
+			break;
+		}
+		argv_add(&b, names[2 * i], strlen(names[2 * i]));
+		argv_add(&b, names[2 * i + 1], strlen(names[2 * i + 1]));
+	}
+	for (size_t i = 0; i < n; i++)
+		argv_add(&b, w[i]->str, w[i]->len);
+	if (!b.failed)
+		rc_command(&q->cmd, reclaim_reply_cb, (void *)(intptr_t)qi,
+		    b.n, b.argv, b.lens);
+	for (size_t i = 0; i < 2 * n; i++)
+		free(names[i]);
+	free(names);
+	free(b.argv);
+	free(b.lens);
+}
+
+static void send_beat_one(struct redisq *q, int qi, int force);
+
+/*
+ * Another daemon holds the heartbeat of this worker id on queue QI: VAL,
+ * "host=H pid=P at=MS". Our own previous life (this host, a pid that no
+ * longer runs) is taken over at once; a live holder is waited for as
+ * long as a heartbeat lives, then this daemon gives up.
+ */
+static void
+contested(struct redisq *q, int qi, const char *val)
+{
+	const struct config *cfg = q->cfg;
+	char host[256] = "", why[600];
+	int pid = 0, ms = cfg->worker.heartbeat_ttl_ms;
+	ev_tstamp now = ev_now(q->loop);
+
+	if (sscanf(val, "host=%255s pid=%d", host, &pid) == 2 &&
+	    strcmp(host, q->host) == 0 && pid > 0 && pid != getpid() &&
+	    kill(pid, 0) == -1 && errno == ESRCH) {
+		log_notice("redis: the heartbeat of worker %s on %s was left "
+		    "by pid %d of this host, which is gone; taking it over",
+		    cfg->worker.id, q->k[qi].queue, pid);
+		send_beat_one(q, qi, 1);
+		return;
+	}
+	if (q->contest_since == 0) {
+		q->contest_since = now;
+		log_warnx("redis: worker id %s is held by another daemon "
+		    "(%s) on %s; taking no ids while waiting up to %d ms for "
+		    "its heartbeat to lapse", cfg->worker.id, val,
+		    q->k[qi].queue, ms);
+		state_changed(q);
+		return;
+	}
+	if ((now - q->contest_since) * 1000 < ms + 1000)
+		return;
+	snprintf(why, sizeof(why), "worker id %s is in use by a live daemon "
+	    "(%s): its heartbeat %s was renewed for %d ms; give this daemon "
+	    "another worker.id", cfg->worker.id, val, q->k[qi].heartbeat,
+	    ms);
+	q->contest_fatal = 1;
+	fatal(q, 78, why);
+}
+
+static void
+beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r, *tag;
 	struct redisq *q;
 	int qi = (int)(intptr_t)priv;
 
@@ -512,40 +901,64 @@ beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 		    reply->str);
 		return;
 	}
-	if (reply->type != REDIS_REPLY_ARRAY)
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+	    (tag = reply->element[0])->type != REDIS_REPLY_STRING)
 		return;
-	for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-		redisReply *w = reply->element[i], *n = reply->element[i + 1];
+	if (strcmp(tag->str, "held") == 0 && reply->elements >= 2 &&
+	    reply->element[1]->type == REDIS_REPLY_STRING) {
+		int was = q->claimed;
 
-		if (w->type != REDIS_REPLY_STRING ||
-		    n->type != REDIS_REPLY_INTEGER)
-			continue;
-		q->st->q[qi].reclaimed += (uint64_t)n->integer;
-		log_notice("redis: worker %s has no heartbeat; %lld id(s) "
-		    "from its %s:processing list went back to the head of %s",
-		    w->str, n->integer, q->k[qi].queue, q->k[qi].queue);
+		q->claimed = 0;
+		q->claimed_mask &= ~(UINT64_C(1) << qi);
+		if (was)
+			state_changed(q);
+		contested(q, qi, reply->element[1]->str);
+		return;
 	}
+	if (strcmp(tag->str, "ok") != 0)
+		return;
+	send_reclaim(q, qi, reply->element + 1, reply->elements - 1);
+	q->claimed_mask |= UINT64_C(1) << qi;
+	if (q->claimed || q->claimed_mask != (q->nq == 64 ? ~UINT64_C(0) :
+	    (UINT64_C(1) << q->nq) - 1))
+		return;
+	if (q->contest_since != 0)
+		log_notice("redis: worker id %s is ours now", q->cfg->worker.id);
+	q->contest_since = 0;
+	q->claimed = 1;
+	redisq_kick(q);
 }
 
-/* Renews the heartbeat of every queue and reclaims dead workers' ids. */
 static void
-send_beat(struct redisq *q)
+send_beat_one(struct redisq *q, int qi, int force)
 {
 	const struct config *cfg = q->cfg;
 	char ttl[16], info[300];
+	const char *argv[] = { "EVAL", beat_lua, "2", q->k[qi].workers,
+	    q->k[qi].heartbeat, cfg->worker.id, ttl, info, force ? "1" : "0" };
 
 	snprintf(ttl, sizeof(ttl), "%d", cfg->worker.heartbeat_ttl_ms);
 	snprintf(info, sizeof(info), "host=%s pid=%d", q->host, (int)getpid());
-	for (int qi = 0; qi < q->nq; qi++) {
-		const char *argv[] = { "EVAL", beat_lua, "3", q->k[qi].queue,
-		    q->k[qi].workers, q->k[qi].heartbeat, cfg->worker.id, ttl, info };
+	rc_command(&q->cmd, beat_reply_cb, (void *)(intptr_t)qi, 9, argv, NULL);
+}
 
-		if (rc_command(&q->cmd, beat_reply_cb, (void *)(intptr_t)qi,
-		    9, argv, NULL) == -1)
-			return;
-	}
+/*
+ * Renews the heartbeat of every queue and reclaims dead workers' ids;
+ * while another daemon holds this worker id, looks again every second.
+ */
+static void
+send_beat(struct redisq *q)
+{
+	double every = q->cfg->worker.heartbeat_ttl_ms / 3000.0;
+
+	if (q->contest_fatal)
+		return;
+	for (int qi = 0; qi < q->nq; qi++)
+		send_beat_one(q, qi, 0);
+	if (!q->claimed && every > 1.0)
+		every = 1.0;
 	ev_timer_stop(q->loop, &q->beat);
-	ev_timer_set(&q->beat, cfg->worker.heartbeat_ttl_ms / 3000.0, 0.);
+	ev_timer_set(&q->beat, every, 0.);
 	ev_timer_start(q->loop, &q->beat);
 }
 
@@ -575,7 +988,7 @@ rc_ready(struct rconn *c)
 	if (c->qi < 0) {
 		stats_connected(&q->st->redis, &q->connected_once);
 		/* Whatever this worker left in its lists goes back first. */
-		q->need_reconcile = 1;
+		need_recovery(q);
 		send_beat(q);
 		move_due(q);
 		state_changed(q);
@@ -610,8 +1023,7 @@ handshake_cb(redisAsyncContext *ac, void *r, void *priv)
 			    "version %s; taskworkerd needs Redis 6.2 or newer "
 			    "(BLMOVE, LMOVE)", c->name, reply->type ==
 			    REDIS_REPLY_STRING ? version : "unknown");
-			if (c->q->cb.on_fatal)
-				c->q->cb.on_fatal(c->q->arg, why);
+			fatal(c->q, 70, why);
 			rc_drop(c, "server too old");
 			return;
 		}
@@ -758,22 +1170,47 @@ reconcile_cb(redisAsyncContext *ac, void *r, void *priv)
 	if (c == NULL || reply == NULL)
 		return;		/* the command connection was lost: again later */
 	/*
-	 * One queue whose key went bad (wrong type) must not hold up the
-	 * others: its ids stay listed until the next recovery.
+	 * An error (a key of the wrong type, -LOADING, -OOM, -READONLY)
+	 * leaves that queue's ids where they are; the others go on, and the
+	 * recovery is tried again before anything is fetched.
 	 */
-	if (reply->type == REDIS_REPLY_ERROR)
-		log_warnx("redis: cannot put the ids of %s back: %s; they stay "
-		    "there until the next recovery", q->k[qi].processing, reply->str);
-	else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+	if (reply->type != REDIS_REPLY_ERROR && !q->reconcile_all)
+		q->qw[qi].unrecovered = 0;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		q->reconcile_failed = 1;
+		q->st->redis.errors++;
+		if (outage_note(&q->reconcile_outage, reply->str))
+			log_warnx("redis: cannot put the ids of %s back: %s; "
+			    "trying again", q->k[qi].processing, reply->str);
+	} else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
 		log_notice("redis: %lld id(s) from %s went back to the head "
 		    "of %s", reply->integer, q->k[qi].processing, q->k[qi].queue);
 	if (--q->reconcile_left > 0)
 		return;
-	if (q->requeue_fn) {
-		redisq_done_fn *fn = q->requeue_fn;
-
-		q->requeue_fn = NULL;
-		fn(q->requeue_arg, 1);
+	if (q->reconcile_failed) {
+		q->reconcile_failed = 0;
+		if (q->reconcile_all) {
+			/* Still registered: its set is reclaimed later. */
+			q->reconcile_all = 0;
+			requeue_answer(q, 0);
+			return;
+		}
+		/* The others are served meanwhile; this one is not. */
+		q->reconcile_wait = 1;	/* until recheck_cb */
+		recheck_in(q, QERR_RECHECK);
+		if (!q->recovered) {
+			q->recovered = 1;
+			state_changed(q);
+		}
+		redisq_kick(q);
+		return;
+	}
+	if (outage_end(&q->reconcile_outage))
+		log_info("redis: the ids held are reconciled again");
+	if (q->reconcile_all) {
+		q->reconcile_all = 0;
+		q->left = 1;
+		requeue_answer(q, 1);
 		return;
 	}
 	q->need_reconcile = 0;
@@ -784,58 +1221,35 @@ reconcile_cb(redisAsyncContext *ac, void *r, void *priv)
 	redisq_kick(q);
 }
 
-struct argv_buf {
-	const char **argv;
-	size_t *lens;
-	int n, cap;
-	int failed;
-};
-
-static void
-argv_add(void *ctx, const char *val, size_t len)
-{
-	struct argv_buf *b = ctx;
-
-	if (b->failed)
-		return;
-	if (b->n == b->cap) {
-		int cap = b->cap ? b->cap * 2 : 64;
-		const char **argv = realloc(b->argv, cap * sizeof(*argv));
-		size_t *lens = argv ? realloc(b->lens, cap * sizeof(*lens)) :
-		    NULL;
-
-		if (argv)
-			b->argv = argv;
-		if (lens)
-			b->lens = lens;
-		if (argv == NULL || lens == NULL) {
-			b->failed = 1;
-			return;
-		}
-		b->cap = cap;
-	}
-	b->argv[b->n] = val;
-	b->lens[b->n] = len;
-	b->n++;
-}
-
 /*
  * Sends one reconcile script per queue. HELD is nonzero to keep the ids
- * the worker holds; zero puts everything back (shutdown).
+ * the worker holds; zero puts everything back and leaves (shutdown).
  */
 static int
 send_reconcile(struct redisq *q, int held)
 {
 	q->reconcile_left = 0;
+	q->reconcile_failed = 0;
+	q->reconcile_all = !held;
+	if (!held)
+		q->left = 1;	/* no more heartbeats */
 	for (int qi = 0; qi < q->nq; qi++) {
+		const struct qkeys *k = &q->k[qi];
 		struct argv_buf b = { 0 };
 		int rc;
 
 		argv_add(&b, "EVAL", 4);
 		argv_add(&b, reconcile_lua, sizeof(reconcile_lua) - 1);
-		argv_add(&b, "2", 1);
-		argv_add(&b, q->k[qi].queue, strlen(q->k[qi].queue));
-		argv_add(&b, q->k[qi].processing, strlen(q->k[qi].processing));
+		argv_add(&b, held ? "2" : "4", 1);
+		argv_add(&b, k->queue, strlen(k->queue));
+		argv_add(&b, k->processing, strlen(k->processing));
+		if (!held) {
+			argv_add(&b, k->workers, strlen(k->workers));
+			argv_add(&b, k->heartbeat, strlen(k->heartbeat));
+		}
+		argv_add(&b, q->cfg->worker.id, strlen(q->cfg->worker.id));
+		if (held && !q->qw[qi].unrecovered)
+			continue;
 		if (held && q->cb.foreach_held)
 			q->cb.foreach_held(q->arg, qi, argv_add, &b);
 		rc = b.failed ? -1 : rc_command(&q->cmd, reconcile_cb,
@@ -845,18 +1259,9 @@ send_reconcile(struct redisq *q, int held)
 		if (rc == -1)
 			return -1;
 		q->reconcile_left++;
-		if (!held) {
-			/* Nothing of ours is left: no heartbeat to watch. */
-			const char *argv[] = { "EVAL", leave_lua, "2",
-			    q->k[qi].workers, q->k[qi].heartbeat, q->cfg->worker.id };
-
-			if (rc_command(&q->cmd, reconcile_cb,
-			    (void *)(intptr_t)qi, 6, argv, NULL) == -1)
-				return -1;
-			q->reconcile_left++;
-			q->left = 1;
-		}
 	}
+	if (q->reconcile_left == 0)
+		q->need_reconcile = 0;
 	return 0;
 }
 
@@ -903,17 +1308,24 @@ unblock_all(struct redisq *q)
 static void
 quiesce(struct redisq *q)
 {
-	if (q->cmd.state != RC_READY)
+	if (q->cmd.state != RC_READY || q->defer_requeue >= 0)
 		return;
 	/* A BLMOVE out moves nothing: only the fetch script is waited for. */
 	if (q->script_inflight || q->reconcile_left > 0)
 		return;
+	/* Until this worker id is ours, its processing sets are not. */
+	if (!q->claimed) {
+		if (q->requeue_fn && q->contest_since != 0)
+			requeue_answer(q, 0);
+		return;
+	}
 	if (q->requeue_fn) {
 		if (send_reconcile(q, 0) == -1)
 			rc_drop(&q->cmd, "cannot send the requeue");
 		return;
 	}
-	if (q->need_reconcile && send_reconcile(q, 1) == -1)
+	if (q->need_reconcile && !q->reconcile_wait &&
+	    send_reconcile(q, 1) == -1)
 		rc_drop(&q->cmd, "cannot send the recovery");
 }
 
@@ -990,12 +1402,21 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 	q = c->q;
 	q->script_inflight = 0;
 	if (reply->type == REDIS_REPLY_ERROR) {
-		log_warnx("redis: fetch failed: %s", reply->str);
+		/*
+		 * The script may have stopped halfway (-OOM, -BUSY): what it
+		 * put in the processing set goes back before the next fetch.
+		 */
+		if (outage_note(&q->fetch_outage, reply->str))
+			log_warnx("redis: fetch failed: %s; trying again",
+			    reply->str);
 		q->st->redis.errors++;
-		q->known_empty = 1;
+		need_recovery(q);
+		q->fetch_wait = 1;	/* until recheck_cb */
 		recheck_in(q, QERR_RECHECK);
 		return;
 	}
+	if (outage_end(&q->fetch_outage))
+		log_info("redis: fetching again");
 	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
 	    reply->element[0]->type == REDIS_REPLY_STRING)
 		note_paused(q, reply->element[0]->str, reply->element[0]->len);
@@ -1080,7 +1501,8 @@ static void
 send_fetch(struct redisq *q, int n)
 {
 	struct argv_buf b = { 0 };
-	char nbuf[16], numkeys[16], seqbuf[32];
+	/* redis.queues holds at most 64 (config.c). */
+	char nbuf[16], numkeys[16], seqbuf[32], skip[64 + 1];
 
 	snprintf(nbuf, sizeof(nbuf), "%d", n);
 	snprintf(numkeys, sizeof(numkeys), "%d", 4 * q->nq);
@@ -1097,6 +1519,11 @@ send_fetch(struct redisq *q, int n)
 	}
 	argv_add(&b, nbuf, strlen(nbuf));
 	argv_add(&b, seqbuf, strlen(seqbuf));
+	for (int i = 0; i < q->nq && i < (int)sizeof(skip) - 1; i++)
+		skip[i] = q->qw[i].unrecovered ? '1' : '0';
+	skip[q->nq < (int)sizeof(skip) - 1 ? q->nq : (int)sizeof(skip) - 1] =
+	    '\0';
+	argv_add(&b, skip, strlen(skip));
 	if (!b.failed && rc_command(&q->cmd, fetch_cb, (void *)(intptr_t)n,
 	    b.n, b.argv, b.lens) == 0)
 		q->script_inflight = 1;
@@ -1128,7 +1555,8 @@ redisq_kick(struct redisq *q)
 
 	if (q->cmd.state != RC_READY)
 		return;
-	if (q->requeue_fn || q->need_reconcile || q->reconcile_left) {
+	if (!q->claimed || q->requeue_fn || q->reconcile_left ||
+	    (q->need_reconcile && !q->reconcile_wait)) {
 		quiesce(q);
 		return;
 	}
@@ -1136,7 +1564,7 @@ redisq_kick(struct redisq *q)
 		quiesce(q);
 		return;
 	}
-	if (q->script_inflight)
+	if (q->script_inflight || q->fetch_wait)
 		return;
 	room = q->cb.room(q->arg);
 	if (room <= 0) {
@@ -1154,10 +1582,12 @@ redisq_kick(struct redisq *q)
 
 		if (b->qerr)
 			recheck_in(q, QERR_RECHECK);	/* not waited on */
-		else if (q->qw[i].is_paused)
+		else if (q->qw[i].is_paused || q->qw[i].unrecovered)
 			continue;	/* it has ids: a BLMOVE would spin */
 		else if (b->state == RC_READY && !b->blocked)
 			send_block(b);
+		else if (b->state != RC_READY)
+			recheck_in(q, FETCH_DOWN_RECHECK);	/* polled */
 	}
 }
 
@@ -1169,6 +1599,8 @@ recheck_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	q->known_empty = 0;
+	q->reconcile_wait = 0;
+	q->fetch_wait = 0;
 	for (int i = 0; i < q->nq; i++)
 		q->blk[i].unblock_sent = 0;
 	redisq_kick(q);
@@ -1372,15 +1804,15 @@ redisq_dead(struct redisq *q, int qi, const char *val, size_t len,
     const char *reason, redisq_done_fn *fn, void *arg)
 {
 	const struct qkeys *k = &q->k[qi];
-	char mbuf[16], rbuf[600];
+	char mbuf[16], rbuf[600], trim[16];
 	struct timespec ts;
 	struct tm tm;
 	size_t n;
-	const char *argv[10] = { "EVAL", dead_lua, "4", k->processing,
-	    k->dead, k->reason, k->attempts, val, rbuf, mbuf };
-	size_t lens[10] = { 4, sizeof(dead_lua) - 1, 1, strlen(k->processing),
+	const char *argv[11] = { "EVAL", dead_lua, "4", k->processing,
+	    k->dead, k->reason, k->attempts, val, rbuf, mbuf, trim };
+	size_t lens[11] = { 4, sizeof(dead_lua) - 1, 1, strlen(k->processing),
 	    strlen(k->dead), strlen(k->reason), strlen(k->attempts), len, 0,
-	    0 };
+	    0, 0 };
 
 	/* The reason as an operator reads it: when, then why. */
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -1391,7 +1823,8 @@ redisq_dead(struct redisq *q, int qi, const char *val, size_t len,
 	lens[8] = n < sizeof(rbuf) ? n : sizeof(rbuf) - 1;
 	lens[9] = (size_t)snprintf(mbuf, sizeof(mbuf), "%d",
 	    q->cfg->redis.dead_max);
-	return send_done(q, qi, 10, argv, lens, fn, arg);
+	lens[10] = (size_t)snprintf(trim, sizeof(trim), "%d", DEAD_TRIM_MAX);
+	return send_done(q, qi, 11, argv, lens, fn, arg);
 }
 
 /* ---- retries and scheduled ids whose time has come ---- */
@@ -1403,25 +1836,31 @@ static void
 move_cb(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct rconn *c = rc_reply(ac);
-	redisReply *reply = r;
+	redisReply *reply = r, **e;
 	struct redisq *q;
+	struct qwatch *w;
 	int qi = (int)(intptr_t)priv, more = 0;
+	const char *why = NULL;
 
 	if (c == NULL || reply == NULL)
 		return;
 	q = c->q;
+	w = &q->qw[qi];
 	q->moves_out--;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		if (outage_note(&q->move_outage, reply->str))
-			log_warnx("redis: cannot move due ids of %s: %s",
-			    q->k[qi].queue, reply->str);
-	} else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
-		long long a = reply->element[0]->integer;
-		long long b = reply->element[1]->integer;
+	e = reply->element;
+	if (reply->type == REDIS_REPLY_ERROR)
+		why = reply->str;
+	else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+	    e[0]->type != REDIS_REPLY_INTEGER ||
+	    e[1]->type != REDIS_REPLY_INTEGER ||
+	    e[2]->type != REDIS_REPLY_STRING)
+		why = "unexpected answer";
+	else {
+		long long a = e[0]->integer, b = e[1]->integer;
 
-		if (outage_end(&q->move_outage))
-			log_info("redis: due ids of %s move again",
-			    q->k[qi].queue);
+		/* A set of the wrong type does not hold up the other. */
+		if (e[2]->len > 0)
+			why = e[2]->str;
 		if (a > 0 || b > 0) {
 			log_debug("redis: %lld retry and %lld scheduled id(s) "
 			    "went to %s", a, b, q->k[qi].queue);
@@ -1429,10 +1868,19 @@ move_cb(redisAsyncContext *ac, void *r, void *priv)
 		}
 		more = a >= MOVE_BATCH || b >= MOVE_BATCH;
 	}
+	if (why != NULL) {
+		q->move_failed = 1;
+		if (outage_note(&w->move_outage, why))
+			log_warnx("redis: cannot move due ids of %s: %s; "
+			    "trying again", q->k[qi].queue, why);
+	} else if (outage_end(&w->move_outage))
+		log_info("redis: due ids of %s move again", q->k[qi].queue);
 	if (q->moves_out == 0) {
 		ev_timer_stop(q->loop, &q->mover);
-		ev_timer_set(&q->mover, more ? 0. : MOVE_INTERVAL, 0.);
+		ev_timer_set(&q->mover, more ? 0. : q->move_failed ?
+		    QERR_RECHECK : MOVE_INTERVAL, 0.);
 		ev_timer_start(q->loop, &q->mover);
+		q->move_failed = 0;
 		redisq_kick(q);
 	}
 }
@@ -1503,44 +1951,119 @@ oldest_age(struct redisq *q, struct qwatch *k, const redisReply *head,
 }
 
 static void
-sample_cb(redisAsyncContext *ac, void *r, void *priv)
+sample_failed(struct redisq *q, const redisReply *reply)
+{
+	q->sample_out = 0;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		q->st->redis.errors++;
+		log_warnx("redis: cannot sample the queues: %s", reply->str);
+	}
+}
+
+/* The second step: what the workers of each queue hold; the sample ends. */
+static void
+held_cb(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct rconn *c = rc_reply(ac);
 	redisReply *reply = r, **e;
 	struct redisq *q;
-	long long now_ms;
+	size_t want = 0;
 
 	(void)priv;
 	if (c == NULL || reply == NULL)
 		return;
 	q = c->q;
-	q->sample_out = 0;
-	if (reply->type != REDIS_REPLY_ARRAY ||
-	    reply->elements != (size_t)q->nq * SAMPLE_FIELDS + 1) {
-		if (reply->type == REDIS_REPLY_ERROR) {
-			q->st->redis.errors++;
-			log_warnx("redis: cannot sample the queues: %s",
-			    reply->str);
-		}
+	for (int qi = 0; qi < q->nq; qi++)
+		want += 2 * (size_t)q->sample_nworkers[qi];
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != want) {
+		sample_failed(q, reply);
 		return;
 	}
+	q->sample_out = 0;
 	q->st->redis.rtt = ev_time() - q->sample_sent;
+	e = reply->element;
+	for (int qi = 0; qi < q->nq; qi++) {
+		struct qsample *s = &q->sample_next[qi];
+
+		s->processing = s->workers = 0;
+		for (int j = 0; j < q->sample_nworkers[qi]; j++, e += 2) {
+			s->processing += int_of(e[0]) > 0 ? int_of(e[0]) : 0;
+			s->workers += int_of(e[1]) == 1;
+		}
+		s->at = ev_time();
+		q->st->q[qi].sample = *s;
+		q->st->q[qi].sampled = 1;
+	}
+}
+
+static void
+sample_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct rconn *c = rc_reply(ac);
+	redisReply *reply = r, **e;
+	struct redisq *q;
+	struct argv_buf b = { 0 };
+	long long now_ms;
+	char numkeys[16], **names = NULL;
+	size_t nnames = 0, n = 0;
+
+	(void)priv;
+	if (c == NULL || reply == NULL)
+		return;
+	q = c->q;
+	if (reply->type != REDIS_REPLY_ARRAY ||
+	    reply->elements != (size_t)q->nq * SAMPLE_FIELDS + 1) {
+		sample_failed(q, reply);
+		return;
+	}
 	e = reply->element;
 	now_ms = int_of(e[reply->elements - 1]);
 	for (int qi = 0; qi < q->nq; qi++, e += SAMPLE_FIELDS) {
-		struct qsample *s = &q->st->q[qi].sample;
+		struct qsample *s = &q->sample_next[qi];
 
 		s->length = int_of(e[0]);
-		s->processing = int_of(e[1]);
-		s->retry = int_of(e[2]);
-		s->scheduled = int_of(e[3]);
-		s->dead = int_of(e[4]);
-		s->workers = int_of(e[5]);
-		s->paused = int_of(e[6]) == 1;
-		s->oldest_age = oldest_age(q, &q->qw[qi], e[7], int_of(e[8]),
-		    int_of(e[9]), now_ms);
-		q->st->q[qi].sampled = 1;
+		s->retry = int_of(e[1]);
+		s->scheduled = int_of(e[2]);
+		s->dead = int_of(e[3]);
+		s->paused = int_of(e[4]) == 1;
+		s->oldest_age = oldest_age(q, &q->qw[qi], e[5], int_of(e[6]),
+		    int_of(e[7]), now_ms);
+		q->sample_nworkers[qi] = e[8]->type == REDIS_REPLY_ARRAY ?
+		    (int)e[8]->elements : 0;
+		nnames += 2 * (size_t)q->sample_nworkers[qi];
 	}
+	/* Every worker's keys, named here: a script builds none. */
+	names = calloc(nnames ? nnames : 1, sizeof(*names));
+	snprintf(numkeys, sizeof(numkeys), "%zu", nnames);
+	argv_add(&b, "EVAL", 4);
+	argv_add(&b, held_lua, sizeof(held_lua) - 1);
+	argv_add(&b, numkeys, strlen(numkeys));
+	e = reply->element;
+	for (int qi = 0; names && qi < q->nq; qi++, e += SAMPLE_FIELDS) {
+		for (int j = 0; j < q->sample_nworkers[qi]; j++) {
+			const redisReply *w = e[8]->element[j];
+			const char *wid = w->type == REDIS_REPLY_STRING ?
+			    w->str : "";
+
+			if (asprintf(&names[n], "%s%s", q->k[qi].processing_of,
+			    wid) == -1 || (n++, asprintf(&names[n], "%s%s",
+			    q->k[qi].heartbeat_of, wid) == -1)) {
+				b.failed = 1;
+				break;
+			}
+			argv_add(&b, names[n - 1], strlen(names[n - 1]));
+			argv_add(&b, names[n], strlen(names[n]));
+			n++;
+		}
+	}
+	if (names == NULL || b.failed || rc_command(&q->cmd, held_cb, NULL,
+	    b.n, b.argv, b.lens) == -1)
+		q->sample_out = 0;
+	for (size_t i = 0; names && i < nnames; i++)
+		free(names[i]);
+	free(names);
+	free(b.argv);
+	free(b.lens);
 }
 
 static void
@@ -1554,16 +2077,16 @@ sampler_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	if (q->cmd.state != RC_READY || q->sample_out || q->left)
 		return;
-	snprintf(numkeys, sizeof(numkeys), "%d", 7 * q->nq);
+	snprintf(numkeys, sizeof(numkeys), "%d", 6 * q->nq);
 	argv_add(&b, "EVAL", 4);
 	argv_add(&b, sample_lua, sizeof(sample_lua) - 1);
 	argv_add(&b, numkeys, strlen(numkeys));
 	for (int i = 0; i < q->nq; i++) {
 		const struct qkeys *k = &q->k[i];
-		const char *keys[7] = { k->queue, k->processing_of, k->retry,
-		    k->scheduled, k->dead, k->workers, k->paused };
+		const char *keys[6] = { k->queue, k->retry, k->scheduled,
+		    k->dead, k->workers, k->paused };
 
-		for (int j = 0; j < 7; j++)
+		for (int j = 0; j < 6; j++)
 			argv_add(&b, keys[j], strlen(keys[j]));
 	}
 	q->sample_sent = ev_time();
@@ -1611,8 +2134,10 @@ redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
 	q->acks = calloc(q->nq, sizeof(*q->acks));
 	q->acks_tail = calloc(q->nq, sizeof(*q->acks_tail));
 	q->ack_retried = calloc(q->nq, 1);
+	q->sample_next = calloc(q->nq, sizeof(*q->sample_next));
+	q->sample_nworkers = calloc(q->nq, sizeof(*q->sample_nworkers));
 	ok = q->k && q->qw && q->blk && q->acks && q->acks_tail &&
-	    q->ack_retried;
+	    q->ack_retried && q->sample_next && q->sample_nworkers;
 	for (int i = 0; ok && i < q->nq; i++)
 		q->acks_tail[i] = &q->acks[i];
 	for (int i = 0; ok && i < q->nq; i++)
@@ -1624,9 +2149,14 @@ redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
 		free(q->acks);
 		free(q->acks_tail);
 		free(q->ack_retried);
+		free(q->sample_next);
+		free(q->sample_nworkers);
 		free(q);
 		return NULL;
 	}
+	ev_timer_init(&q->defer, defer_cb, 0., 0.);
+	q->defer.data = q;
+	q->defer_requeue = -1;
 	ev_prepare_init(&q->ack_flush, ack_flush_cb);
 	q->ack_flush.data = q;
 	ev_timer_init(&q->recheck, recheck_cb, QERR_RECHECK, 0.);
@@ -1642,7 +2172,7 @@ redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
 	q->sampler.repeat = cfg->metrics.sample_interval_ms / 1000.0;
 	q->sampler.data = q;
 	ev_timer_again(loop, &q->sampler);
-	q->need_reconcile = 1;
+	need_recovery(q);
 	q->seq = 1;
 	rc_init(q, &q->cmd, -1);
 	for (int i = 0; i < q->nq; i++)
@@ -1679,6 +2209,10 @@ redisq_free(struct redisq *q)
 	free(q->acks);
 	free(q->acks_tail);
 	free(q->ack_retried);
+	free(q->sample_next);
+	free(q->sample_nworkers);
+	free(q->fatal_why);
+	ev_timer_stop(q->loop, &q->defer);
 	free_keys(q);
 	free(q->blk);
 	free(q);
@@ -1725,12 +2259,12 @@ void
 redisq_requeue_all(struct redisq *q, redisq_done_fn *fn, void *arg)
 {
 	q->fetch_stopped = 1;
-	if (q->cmd.state != RC_READY) {
-		fn(arg, 0);
-		return;
-	}
 	q->requeue_fn = fn;
 	q->requeue_arg = arg;
+	if (q->cmd.state != RC_READY) {
+		requeue_answer(q, 0);	/* on the next loop turn */
+		return;
+	}
 	quiesce(q);
 }
 

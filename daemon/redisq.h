@@ -31,8 +31,11 @@ struct redisq_callbacks {
 	void (*foreach_held)(void *arg, int qi, redisq_add_fn *add, void *ctx);
 	/* Readiness changed (see redisq_ready). */
 	void (*on_state)(void *arg);
-	/* Something that no retry can fix, such as a server too old. */
-	void (*on_fatal)(void *arg, const char *why);
+	/*
+	 * Something that no retry can fix, such as a server too old (exit
+	 * CODE 70) or a worker id a live daemon holds (78).
+	 */
+	void (*on_fatal)(void *arg, int code, const char *why);
 };
 
 /* The answer to an ack or dead-letter: OK is 0 when it must be retried. */
@@ -40,7 +43,10 @@ typedef void redisq_done_fn(void *arg, int ok);
 
 struct redisq;
 
-/* Counters and queue samples go to ST. */
+/*
+ * Counters and queue samples go to ST. No callback runs inside a redisq_*
+ * call: each comes on a loop turn of its own.
+ */
 struct redisq *redisq_new(struct ev_loop *loop, const struct config *cfg,
     struct stats *st, const struct redisq_callbacks *cb, void *arg);
 void redisq_free(struct redisq *q);

@@ -30,10 +30,12 @@ struct qsample {
 	double length, processing, retry, scheduled, dead, workers;
 	double paused;		/* 0 or 1 */
 	double oldest_age;	/* seconds, a lower bound (see README) */
+	double at;		/* when it was taken, seconds since the epoch */
 };
 
 struct qstats {
 	uint64_t taken;
+	uint64_t joined;	/* taken again while held: joined that task */
 	uint64_t completed;	/* rows marked completed */
 	uint64_t already;	/* found completed: acknowledged only */
 	uint64_t retried;	/* failed attempts moved to QUEUE:retry */

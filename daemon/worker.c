@@ -13,6 +13,7 @@
 
 #include "backoff.h"
 #include "handler.h"
+#include "idmap.h"
 #include "log.h"
 #include "notify.h"
 #include "pgstore.h"
@@ -38,6 +39,7 @@ enum tstate {
 struct task {
 	TAILQ_ENTRY(task) all;	/* every task in memory */
 	TAILQ_ENTRY(task) wait;	/* T_WAITING: the FIFO of tasks without a slot */
+	struct idnode held;	/* in worker.held, by queue and value */
 	struct worker *w;
 	int qi;
 	int64_t id;
@@ -89,8 +91,12 @@ struct worker {
 	uint64_t rng;		/* jitter of task retries */
 	TAILQ_HEAD(, task) tasks;
 	TAILQ_HEAD(, task) waiting;
+	struct idmap held;	/* every task, by queue and value */
 	int ntasks;
 	int nstate[T_NSTATES];	/* tasks in each state */
+	int nrows;		/* tasks holding their row */
+	size_t row_bytes;	/* the memory of those rows */
+	size_t row_est;		/* a row's likely size: 0 until one is seen */
 	int stopping;
 	int abandoning;
 	int requeueing;
@@ -138,10 +144,59 @@ printable(const struct task *t, char *buf, size_t len)
 	return buf;
 }
 
+/*
+ * The bytes a new task may cost: what loaded rows hold, and as much again
+ * for every task whose row is still to come, are kept within
+ * worker.max_bytes_in_flight. Until a row is seen, one task at a time.
+ */
+static int
+byte_room(const struct worker *w)
+{
+	size_t max = (size_t)w->cfg->worker.max_bytes_in_flight;
+	size_t coming = (size_t)(w->ntasks - w->nrows) * w->row_est;
+
+	if (w->row_est == 0)
+		return w->ntasks - w->nrows > 0 ? 0 : 1;
+	if (w->row_bytes + coming >= max)
+		return 0;
+	return (max - w->row_bytes - coming) / w->row_est > INT32_MAX ?
+	    INT32_MAX : (int)((max - w->row_bytes - coming) / w->row_est);
+}
+
+static void
+task_hold_row(struct task *t, struct pgrow *row)
+{
+	struct worker *w = t->w;
+
+	task_drop_row(t);
+	t->row = row;
+	w->nrows++;
+	w->row_bytes += row->size;
+	/* A larger row counts at once; smaller ones bring it down slowly. */
+	if (row->size > w->row_est)
+		w->row_est = row->size;
+	else
+		w->row_est -= (w->row_est - row->size) / 8;
+}
+
+static void
+task_drop_row(struct task *t)
+{
+	struct worker *w = t->w;
+
+	if (t->row == NULL)
+		return;
+	w->nrows--;
+	w->row_bytes -= t->row->size;
+	pgrow_free(t->row);
+	t->row = NULL;
+}
+
 static int
 room(void *arg)
 {
 	struct worker *w = arg;
+	int n, bytes;
 
 	/*
 	 * While PostgreSQL is away nothing new is taken; nor while as many
@@ -183,13 +238,14 @@ task_free(struct task *t)
 	if (w->hint.t == t)
 		w->hint.t = NULL;	/* its load is dropped when it comes */
 	TAILQ_REMOVE(&w->tasks, t, all);
+	idmap_del(&w->held, &t->held);
 	w->nstate[t->state]--;
 	w->ntasks--;
 	ev_timer_stop(w->loop, &t->timer);
 	pgstore_cancel(t->req);
 	if (t->run)
 		handler_cancel(t->run);
-	pgrow_free(t->row);
+	task_drop_row(t);
 	pgtable_unref(t->table);
 	free(t->why);
 	free(t);
@@ -469,8 +525,7 @@ task_fail(struct task *t, const char *reason)
 	}
 	free(t->why);
 	t->why = why;
-	pgrow_free(t->row);
-	t->row = NULL;
+	task_drop_row(t);
 	t->final = t->attempt >= cfg->retry.attempts;
 	if (!t->final) {
 		t->retry_ms = backoff_retry_delay(t->attempt,
@@ -610,13 +665,11 @@ run_cb(void *arg, enum handler_result res, const char *reason)
 	switch (res) {
 	case HR_DONE:
 		log_debug("task %lld: handler done", (long long)t->id);
-		pgrow_free(t->row);
-		t->row = NULL;
+		task_drop_row(t);
 		task_complete(t);
 		break;
 	case HR_COMPLETED:
-		pgrow_free(t->row);
-		t->row = NULL;
+		task_drop_row(t);
 		w->st->q[t->qi].completed++;
 		log_debug("task %lld: completed by its handler",
 		    (long long)t->id);
@@ -630,8 +683,7 @@ run_cb(void *arg, enum handler_result res, const char *reason)
 		task_retry(t, T_RUNNING, reason ? reason : "handler stopped");
 		break;
 	case HR_UNCHANGED:
-		pgrow_free(t->row);
-		t->row = NULL;
+		task_drop_row(t);
 		task_verify(t);
 		break;
 	case HR_TRANSIENT:
@@ -716,8 +768,7 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 	}
 	if (acked_if_completed(t, row))
 		return;
-	pgrow_free(t->row);	/* a row loaded again replaces the old */
-	t->row = row;
+	task_hold_row(t, row);
 	/* Finished where it was loaded from, whatever a reload changes. */
 	pgtable_unref(t->table);
 	t->table = pgtable_ref(row->table);
@@ -808,9 +859,22 @@ static void
 on_id(void *arg, int qi, const char *val, size_t len, int attempts)
 {
 	struct worker *w = arg;
-	struct task *t = calloc(1, sizeof(*t) + len + 1);
+	struct task *t;
 	const char *why;
 
+	/*
+	 * The value is held already (pushed twice): the processing set has
+	 * it once, and so does memory. The task that holds it runs once and
+	 * acknowledges it once; Redis answers on one connection in order, so
+	 * this fetch ran before that task's acknowledgement.
+	 */
+	if (idmap_find(&w->held, qi, val, len) != NULL) {
+		w->st->q[qi].joined++;
+		log_debug("a value taken from %s is held already: joined",
+		    redisq_queue(w->q, qi));
+		return;
+	}
+	t = calloc(1, sizeof(*t) + len + 1);
 	if (t == NULL) {
 		/* It stays in the processing list; the next start has it. */
 		log_errorx("out of memory for a task from %s",
@@ -824,6 +888,10 @@ on_id(void *arg, int qi, const char *val, size_t len, int attempts)
 	t->taken_at = ev_now(w->loop);
 	w->st->q[qi].taken++;
 	memcpy(t->val, val, len);
+	t->held.qi = qi;
+	t->held.key = t->val;
+	t->held.len = len;
+	idmap_add(&w->held, &t->held);
 	ev_init(&t->timer, delay_cb);
 	t->timer.data = t;
 	t->state = T_WAITING;
@@ -868,13 +936,13 @@ on_state(void *arg)
 }
 
 static void
-on_fatal(void *arg, const char *why)
+on_fatal(void *arg, int code, const char *why)
 {
 	struct worker *w = arg;
 
 	log_errorx("%s", why);
 	w->exiting = 1;
-	w->exit_fn(w->exit_arg, 70);
+	w->exit_fn(w->exit_arg, code);
 }
 
 static void
@@ -1072,6 +1140,11 @@ worker_new(struct ev_loop *loop, const struct config *cfg,
 	w->exit_arg = arg;
 	TAILQ_INIT(&w->tasks);
 	TAILQ_INIT(&w->waiting);
+	if (idmap_init(&w->held, (uint64_t)time(NULL) ^
+	    ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)w) == -1) {
+		free(w);
+		return NULL;
+	}
 	ev_init(&w->shutdown, shutdown_cb);
 	w->shutdown.data = w;
 	w->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
@@ -1105,6 +1178,7 @@ worker_free(struct worker *w)
 	hint_clear(w);
 	handler_free(w->h);
 	pgstore_free(w->ps);
+	idmap_free(&w->held);
 	free(w);
 }
 

@@ -516,6 +516,20 @@ def aof_redis():
 
 
 @pytest.fixture
+def redis_factory():
+    """Start a redis-server of its own with extra arguments."""
+    started = []
+
+    def make(*extra_args):
+        rs = twservers.RedisServer(extra_args=list(extra_args))
+        started.append(rs)
+        return rs.start()
+    yield make
+    for rs in started:
+        rs.cleanup()
+
+
+@pytest.fixture
 def tw(servers):
     t = TW(servers)
     t.reset()

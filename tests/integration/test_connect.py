@@ -3,25 +3,9 @@ database number."""
 
 import os
 
-import pytest
 import redis
 
-import twservers
 from conftest import wait_until
-
-
-@pytest.fixture
-def redis_factory():
-    """Start a redis-server of its own with extra arguments."""
-    started = []
-
-    def make(*extra_args):
-        rs = twservers.RedisServer(extra_args=list(extra_args))
-        started.append(rs)
-        return rs.start()
-    yield make
-    for rs in started:
-        rs.cleanup()
 
 
 def run_through(tw, taskworkerd, client, n=20, **config):
