@@ -76,9 +76,13 @@ struct hint {
 	struct pgreq *req;	/* the load, while out */
 	struct task *t;		/* the task that took the id meanwhile */
 	int done;
+	ev_tstamp done_at;	/* when the row was read */
 	enum pgstore_result res;
 	struct pgrow *row;
 };
+
+/* A row read for a hint is used this long at most; then it is read again. */
+#define HINT_FRESH	0.5
 
 struct worker {
 	struct ev_loop *loop;
@@ -94,9 +98,6 @@ struct worker {
 	struct idmap held;	/* every task, by queue and value */
 	int ntasks;
 	int nstate[T_NSTATES];	/* tasks in each state */
-	int nrows;		/* tasks holding their row */
-	size_t row_bytes;	/* the memory of those rows */
-	size_t row_est;		/* a row's likely size: 0 until one is seen */
 	int stopping;
 	int abandoning;
 	int requeueing;
@@ -144,59 +145,10 @@ printable(const struct task *t, char *buf, size_t len)
 	return buf;
 }
 
-/*
- * The bytes a new task may cost: what loaded rows hold, and as much again
- * for every task whose row is still to come, are kept within
- * worker.max_bytes_in_flight. Until a row is seen, one task at a time.
- */
-static int
-byte_room(const struct worker *w)
-{
-	size_t max = (size_t)w->cfg->worker.max_bytes_in_flight;
-	size_t coming = (size_t)(w->ntasks - w->nrows) * w->row_est;
-
-	if (w->row_est == 0)
-		return w->ntasks - w->nrows > 0 ? 0 : 1;
-	if (w->row_bytes + coming >= max)
-		return 0;
-	return (max - w->row_bytes - coming) / w->row_est > INT32_MAX ?
-	    INT32_MAX : (int)((max - w->row_bytes - coming) / w->row_est);
-}
-
-static void
-task_hold_row(struct task *t, struct pgrow *row)
-{
-	struct worker *w = t->w;
-
-	task_drop_row(t);
-	t->row = row;
-	w->nrows++;
-	w->row_bytes += row->size;
-	/* A larger row counts at once; smaller ones bring it down slowly. */
-	if (row->size > w->row_est)
-		w->row_est = row->size;
-	else
-		w->row_est -= (w->row_est - row->size) / 8;
-}
-
-static void
-task_drop_row(struct task *t)
-{
-	struct worker *w = t->w;
-
-	if (t->row == NULL)
-		return;
-	w->nrows--;
-	w->row_bytes -= t->row->size;
-	pgrow_free(t->row);
-	t->row = NULL;
-}
-
 static int
 room(void *arg)
 {
 	struct worker *w = arg;
-	int n, bytes;
 
 	/*
 	 * While PostgreSQL is away nothing new is taken; nor while as many
@@ -245,7 +197,7 @@ task_free(struct task *t)
 	pgstore_cancel(t->req);
 	if (t->run)
 		handler_cancel(t->run);
-	task_drop_row(t);
+	pgrow_free(t->row);
 	pgtable_unref(t->table);
 	free(t->why);
 	free(t);
@@ -525,7 +477,8 @@ task_fail(struct task *t, const char *reason)
 	}
 	free(t->why);
 	t->why = why;
-	task_drop_row(t);
+	pgrow_free(t->row);
+	t->row = NULL;
 	t->final = t->attempt >= cfg->retry.attempts;
 	if (!t->final) {
 		t->retry_ms = backoff_retry_delay(t->attempt,
@@ -665,11 +618,13 @@ run_cb(void *arg, enum handler_result res, const char *reason)
 	switch (res) {
 	case HR_DONE:
 		log_debug("task %lld: handler done", (long long)t->id);
-		task_drop_row(t);
+		pgrow_free(t->row);
+		t->row = NULL;
 		task_complete(t);
 		break;
 	case HR_COMPLETED:
-		task_drop_row(t);
+		pgrow_free(t->row);
+		t->row = NULL;
 		w->st->q[t->qi].completed++;
 		log_debug("task %lld: completed by its handler",
 		    (long long)t->id);
@@ -683,7 +638,8 @@ run_cb(void *arg, enum handler_result res, const char *reason)
 		task_retry(t, T_RUNNING, reason ? reason : "handler stopped");
 		break;
 	case HR_UNCHANGED:
-		task_drop_row(t);
+		pgrow_free(t->row);
+		t->row = NULL;
 		task_verify(t);
 		break;
 	case HR_TRANSIENT:
@@ -768,7 +724,8 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 	}
 	if (acked_if_completed(t, row))
 		return;
-	task_hold_row(t, row);
+	pgrow_free(t->row);	/* a row loaded again replaces the old */
+	t->row = row;
 	/* Finished where it was loaded from, whatever a reload changes. */
 	pgtable_unref(t->table);
 	t->table = pgtable_ref(row->table);
@@ -802,6 +759,7 @@ hint_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 		return;
 	}
 	w->hint.done = 1;
+	w->hint.done_at = ev_now(w->loop);
 	w->hint.res = res;
 	w->hint.row = row;
 }
@@ -838,7 +796,8 @@ task_load(struct task *t)
 			w->hint.t = t;	/* hint_cb hands it the answer */
 			return;
 		}
-		if (w->hint.res == PGSTORE_OK) {
+		if (w->hint.res == PGSTORE_OK &&
+		    ev_now(w->loop) - w->hint.done_at <= HINT_FRESH) {
 			struct pgrow *row = w->hint.row;
 
 			w->hint.row = NULL;
@@ -846,7 +805,7 @@ task_load(struct task *t)
 			load_cb(t, PGSTORE_OK, row, NULL);
 			return;
 		}
-		hint_clear(w);	/* not found, or an error: ask again */
+		hint_clear(w);	/* not found, an error or old: ask again */
 	}
 	t->req = pgstore_load(w->ps, NULL, t->id, load_cb, t);
 	if (t->req == NULL)
