@@ -22,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import twcampaign  # noqa: E402
 
-FIXED_SEEDS = [1, 2, 3]
+FIXED_SEEDS = [1, 2, 3, 5]
 
 
 def pytest_addoption(parser):
@@ -52,9 +52,23 @@ def pytest_configure(config):
     config._campaign_seeds = campaign_seeds(config)
 
 
-def pytest_report_header(config):
+def _seeds_line(config):
     seeds = " ".join(map(str, config._campaign_seeds))
-    return [f"campaign seeds: {seeds} (replay one: scripts/test --campaign-seed SEED)"]
+    return f"campaign seeds: {seeds} (replay one: scripts/test --campaign-seed SEED)"
+
+
+def pytest_sessionstart(session):
+    # Written even under -q, unlike a report header.
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(_seeds_line(session.config))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if twcampaign.SUMMARIES:
+        terminalreporter.section("fault campaign")
+        for line in twcampaign.SUMMARIES:
+            terminalreporter.write_line(line)
 
 
 def pytest_generate_tests(metafunc):

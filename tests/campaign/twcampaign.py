@@ -153,6 +153,9 @@ HOSTILE = [b"abc", b"-7", b"0", b"", b" 5", b"5 ", b"+5", b"007", b"1e3",
 
 COLUMNS = ["name", "color", "mode", "payload"]
 
+# One line per seed run in this session, for the terminal summary.
+SUMMARIES = []
+
 
 def now_iso():
     return time.strftime("%H:%M:%S")
@@ -426,7 +429,7 @@ class Campaign:
         self.paused_until = None
         self.restart_at = {}           # daemon index -> monotonic time
         self.r = self.rb = self.db = None
-        self.had_failures = False
+        self.outcomes = []             # [(invariant, how it failed)], by the tests
 
     # -- logging
     def note(self, what):
@@ -1056,7 +1059,7 @@ class Campaign:
                 f"{dict(sorted(self.skipped.items()))}; statuses {dict(done)}; "
                 f"dead {len(self.dead)}; exec runs {len(self.exec_runs)}, sql runs "
                 f"{sum(len(v) for v in self.sql_log.values())}; drain "
-                f"{self.drain_seconds:.1f}s; files in {self.dir}")
+                f"{self.drain_seconds:.1f}s")
 
     def log_lines_about(self, value, limit=12):
         """Daemon log lines naming VALUE as a task id, for a diagnosis."""
