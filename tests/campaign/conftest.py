@@ -8,8 +8,15 @@ Which seeds run, first match wins:
 Every seed is printed in the session header and in each test's id, and a
 failure names the command that replays it.
 
-CAMPAIGN_STRICT=1 turns the per-invariant xfail marks of known defects
-off, so that the invariants fail outright.
+CAMPAIGN_STRICT=1 turns the per-invariant xfail marks of known open
+defects (twcampaign.KNOWN_DEFECTS) off, so that the invariants fail
+outright. CAMPAIGN_SECONDS sets how long pushes and faults go on (34 s;
+the rows and faults scale with it). TASKWORKERD_BIN and TASKWORKERCTL_BIN
+name the binaries, as for tests/integration.
+
+A seed's daemon logs, its event log (every fault with its wall-clock time,
+to read beside the daemons' logs) and its handler runs are kept in
+/tmp/twcampaign-SEED-* when an invariant fails.
 """
 
 import os
