@@ -161,6 +161,8 @@ static const struct key keys[] = {
 	    5000, 1, 600000),
 	INT("postgres", "command_timeout_ms", postgres.command_timeout_ms,
 	    30000, 100, 3600000),
+	INT("postgres", "max_row_bytes", postgres.max_row_bytes, 16777216,
+	    1024, 1073741824),
 
 	STR("worker", "id", worker.id, "", 200, F_NOSPACE, NULL),
 	INT("worker", "delay_ms", worker.delay_ms, 1000, 0, 86400000),
@@ -173,6 +175,8 @@ static const struct key keys[] = {
 	    3000, 0, 3600000),
 	INT("worker", "heartbeat_ttl_ms", worker.heartbeat_ttl_ms, 15000, 1000,
 	    300000),
+	INT("worker", "max_bytes_in_flight", worker.max_bytes_in_flight,
+	    268435456, 1048576, 2147483647),
 
 	NAMED("handler", "type", K_HANDLER, handler.type, "none",
 	    handler_names),

@@ -46,6 +46,7 @@ struct config {
 		char *error_column;	/* "" when not recorded */
 		int connect_timeout_ms;
 		int command_timeout_ms;
+		int max_row_bytes;	/* a larger row fails its task */
 	} postgres;
 
 	struct {
@@ -57,6 +58,7 @@ struct config {
 		int retry_max_ms;
 		int missing_row_grace_ms;
 		int heartbeat_ttl_ms;	/* a silent worker's ids are reclaimed */
+		int max_bytes_in_flight;	/* of loaded rows; then no new ids */
 	} worker;
 
 	struct {

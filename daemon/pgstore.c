@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,8 @@ struct pgconn {
 	int nseg, seg;		/* transactions sent; the one being read */
 	PGresult *seg_rows;	/* REQ_LOAD, REQ_COMPLETE: the rows returned */
 	PGresult *seg_err;	/* its first error */
+	struct pgrow *rows[MAX_BATCH];	/* REQ_LOAD: by batch index */
+	size_t too_big[MAX_BATCH];	/* the size of a row refused */
 	int stmt_open;		/* a statement's results are being read */
 	int seg_stmt;		/* statements of the transaction read so far */
 	int err_stmt;		/* the one that failed */
@@ -250,6 +253,11 @@ seg_clear(struct pgconn *c)
 	PQclear(c->prep_res);
 	c->seg_rows = c->seg_err = c->prep_res = NULL;
 	c->stmt_open = c->seg_stmt = c->err_stmt = 0;
+	for (int i = 0; i < MAX_BATCH; i++) {
+		pgrow_free(c->rows[i]);
+		c->rows[i] = NULL;
+		c->too_big[i] = 0;
+	}
 }
 
 /* Requests of the flight that did not get an answer go back to the front. */
@@ -654,22 +662,32 @@ conn_start(struct pgconn *c)
  * Row I of a load's RES, in one allocation: the values and the names the
  * columns came back with, so a later reload cannot pair them with others.
  */
-static struct pgrow *
-row_from_result(PGresult *res, int i, struct pgtable *t)
+static size_t
+row_size(const PGresult *res, int i)
 {
 	int nf = PQnfields(res), ncols = nf > 2 ? nf - 2 : 0;
 	size_t size = sizeof(struct pgrow) + 2 * ncols * sizeof(char *);
-	struct pgrow *row;
-	char *p;
 
 	for (int j = 1; j < nf; j++)
 		size += PQgetlength(res, i, j) + 1;
 	for (int j = 2; j < nf; j++)
 		size += strlen(PQfname(res, j)) + 1;
+	return size;
+}
+
+static struct pgrow *
+row_from_result(PGresult *res, int i, struct pgtable *t)
+{
+	int nf = PQnfields(res), ncols = nf > 2 ? nf - 2 : 0;
+	size_t size = row_size(res, i);
+	struct pgrow *row;
+	char *p;
+
 	row = malloc(size);
 	if (row == NULL)
 		return NULL;
 	row->table = pgtable_ref(t);
+	row->size = size;
 	row->ncols = ncols;
 	row->names = (char **)&row->cols[ncols];
 	p = (char *)&row->names[ncols];
@@ -718,63 +736,72 @@ answer(struct pgreq *r, enum pgstore_result res, struct pgrow *row,
 	req_free(r);
 }
 
-struct rowref {
-	int64_t id;
-	int idx;
-};
-
-static int
-cmp_rowref(const void *a, const void *b)
+/* Answers the completions of REQS: done when RES returned its id. */
+static void
+answer_completed(struct pgreq **reqs, int n, PGresult *res)
 {
-	const struct rowref *x = a, *y = b;
+	int nt = res ? PQntuples(res) : 0;
 
-	return x->id < y->id ? -1 : x->id > y->id;
+	for (int i = 0; i < n; i++) {
+		int done = 0;
+
+		for (int j = 0; !done && j < nt; j++)
+			done = strtoll(PQgetvalue(res, j, 0), NULL, 10) ==
+			    reqs[i]->id;
+		answer(reqs[i], done ? PGSTORE_OK : PGSTORE_UNCHANGED, NULL,
+		    NULL);
+	}
 }
 
-
 /*
- * Answers the requests of REQS by the ids RES returned: a load gets its
- * row or "not found", a completion is done or changed nothing.
+ * The rows of a load as they come (one at a time: single-row mode), each
+ * kept by the request it answers; a row larger than max_row_bytes is
+ * refused, so no batch holds more than its rows' worth.
  */
 static void
-answer_rows(struct pgreq **reqs, int n, PGresult *res)
+rows_take(struct pgconn *c, PGresult *res)
 {
-	int nt = res ? PQntuples(res) : 0, t = 0;
-	struct rowref *rows = calloc(nt ? nt : 1, sizeof(*rows));
+	int first = c->per_req ? c->seg : 0;
+	int last = c->per_req ? c->seg + 1 : c->nbatch;
+	size_t max = (size_t)c->ps->cfg->postgres.max_row_bytes;
 
-	if (rows == NULL) {
-		for (int i = 0; i < n; i++)
-			answer(reqs[i], PGSTORE_ERROR, NULL, "out of memory");
-		return;
+	for (int j = 0; j < PQntuples(res); j++) {
+		int64_t id = strtoll(PQgetvalue(res, j, 0), NULL, 10);
+		size_t size = row_size(res, j);
+
+		for (int i = first; i < last; i++) {
+			if (c->batch[i]->id != id || c->rows[i] != NULL ||
+			    c->too_big[i] != 0)
+				continue;
+			if (size > max)
+				c->too_big[i] = size;
+			else if ((c->rows[i] = row_from_result(res, j,
+			    c->batch[i]->pt)) == NULL)
+				c->too_big[i] = SIZE_MAX;	/* out of memory */
+		}
 	}
-	for (int j = 0; j < nt; j++) {
-		rows[j].id = strtoll(PQgetvalue(res, j, 0), NULL, 10);
-		rows[j].idx = j;
-	}
-	/* Requests are sorted by id (batch_send); sort the rows and merge. */
-	qsort(rows, nt, sizeof(*rows), cmp_rowref);
+}
+
+/* Answers the loads of REQS with what rows_take kept for them. */
+static void
+answer_loads(struct pgstore *ps, struct pgreq **reqs, int n,
+    struct pgrow **rows, size_t *too_big)
+{
+	char msg[160];
+
 	for (int i = 0; i < n; i++) {
-		struct pgreq *r = reqs[i];
-		struct pgrow *row;
-
-		while (t < nt && rows[t].id < r->id)
-			t++;
-		if (t == nt || rows[t].id != r->id) {
-			answer(r, r->kind == REQ_LOAD ? PGSTORE_NOTFOUND :
-			    PGSTORE_UNCHANGED, NULL, NULL);
-			continue;
-		}
-		if (r->kind != REQ_LOAD) {
-			answer(r, PGSTORE_OK, NULL, NULL);
-			continue;
-		}
-		row = row_from_result(res, rows[t].idx, r->pt);
-		if (row == NULL)
-			answer(r, PGSTORE_ERROR, NULL, "out of memory");
-		else
-			answer(r, PGSTORE_OK, row, NULL);
+		if (rows[i] != NULL)
+			answer(reqs[i], PGSTORE_OK, rows[i], NULL);
+		else if (too_big[i] == SIZE_MAX)
+			answer(reqs[i], PGSTORE_ERROR, NULL, "out of memory");
+		else if (too_big[i] != 0) {
+			snprintf(msg, sizeof(msg), "the row is %zu bytes, more "
+			    "than postgres.max_row_bytes (%d)", too_big[i],
+			    ps->cfg->postgres.max_row_bytes);
+			answer(reqs[i], PGSTORE_FAILED, NULL, msg);
+		} else
+			answer(reqs[i], PGSTORE_NOTFOUND, NULL, NULL);
 	}
-	free(rows);
 }
 
 /*
@@ -927,9 +954,15 @@ seg_end(struct pgconn *c)
 	struct pgstore *ps = c->ps;
 	struct pgreq *reqs[MAX_BATCH];
 	PGresult *err = c->seg_err, *rows = c->seg_rows;
-	int n = c->per_req ? 1 : c->nbatch;
+	int n = c->per_req ? 1 : c->nbatch, first = c->per_req ? c->seg : 0;
+	struct pgrow *loaded[MAX_BATCH];
+	size_t too_big[MAX_BATCH];
 
-	memcpy(reqs, &c->batch[c->per_req ? c->seg : 0], n * sizeof(reqs[0]));
+	memcpy(reqs, &c->batch[first], n * sizeof(reqs[0]));
+	memcpy(loaded, &c->rows[first], n * sizeof(loaded[0]));
+	memcpy(too_big, &c->too_big[first], n * sizeof(too_big[0]));
+	memset(&c->rows[first], 0, n * sizeof(loaded[0]));
+	memset(&c->too_big[first], 0, n * sizeof(too_big[0]));
 	c->seg_err = c->seg_rows = NULL;
 	c->stmt_open = c->seg_stmt = 0;
 	/* The flight's state is settled before any answer runs. */
@@ -943,10 +976,14 @@ seg_end(struct pgconn *c)
 		ev_prepare_start(ps->loop, &ps->dispatch);
 	} else
 		timer_arm(c, flight_timeout(c));
-	if (err != NULL)
+	if (err != NULL) {
+		for (int i = 0; i < n; i++)
+			pgrow_free(loaded[i]);
 		seg_failed(c, reqs, n, err);
-	else if (c->batch_kind == REQ_LOAD || c->batch_kind == REQ_COMPLETE)
-		answer_rows(reqs, n, rows);
+	} else if (c->batch_kind == REQ_LOAD)
+		answer_loads(ps, reqs, n, loaded, too_big);
+	else if (c->batch_kind == REQ_COMPLETE)
+		answer_completed(reqs, n, rows);
 	else
 		for (int i = 0; i < n; i++)
 			answer(reqs[i], PGSTORE_OK, NULL, NULL);
@@ -1214,8 +1251,19 @@ flight_read(struct pgconn *c)
 {
 	int nulls = 0;
 
-	while (c->conn && c->state == PC_BUSY && !PQisBusy(c->conn)) {
-		PGresult *res = PQgetResult(c->conn);
+	while (c->conn && c->state == PC_BUSY) {
+		PGresult *res;
+
+		/*
+		 * A load's rows come one by one, each kept or refused as it
+		 * comes, not as one result of the whole batch. Set before
+		 * the statement's first result is parsed (PQisBusy parses).
+		 */
+		if (c->batch_kind == REQ_LOAD && !c->stmt_open)
+			(void)PQsetSingleRowMode(c->conn);
+		if (PQisBusy(c->conn))
+			break;
+		res = PQgetResult(c->conn);
 
 		if (res == NULL) {
 			/* One statement's results are over. */
@@ -1235,9 +1283,12 @@ flight_read(struct pgconn *c)
 			PQclear(res);
 			seg_end(c);
 			continue;
+		case PGRES_SINGLE_TUPLE:
 		case PGRES_TUPLES_OK:
-			if ((c->batch_kind == REQ_LOAD ||
-			    c->batch_kind == REQ_COMPLETE) && c->seg_rows == NULL) {
+			if (c->batch_kind == REQ_LOAD && c->seg_err == NULL)
+				rows_take(c, res);
+			else if (c->batch_kind == REQ_COMPLETE &&
+			    c->seg_rows == NULL) {
 				c->seg_rows = res;
 				continue;
 			}

@@ -24,6 +24,7 @@ struct pgtable;
  */
 struct pgrow {
 	struct pgtable *table;	/* held by the row */
+	size_t size;		/* bytes of the row in memory */
 	char *status;
 	int ncols;
 	char **names;

@@ -98,6 +98,9 @@ struct worker {
 	struct idmap held;	/* every task, by queue and value */
 	int ntasks;
 	int nstate[T_NSTATES];	/* tasks in each state */
+	int nrows;		/* tasks holding their row */
+	size_t row_bytes;	/* the memory of those rows */
+	size_t row_est;		/* a row's likely size: 0 until one is seen */
 	int stopping;
 	int abandoning;
 	int requeueing;
@@ -145,10 +148,67 @@ printable(const struct task *t, char *buf, size_t len)
 	return buf;
 }
 
+/*
+ * How many more ids may be taken so that what loaded rows hold, and a
+ * likely row for every task waiting for a slot or loading, stay within
+ * worker.max_bytes_in_flight. Until a row is seen, rows are taken to be
+ * as large as postgres.max_row_bytes lets them be.
+ */
+static int
+byte_room(const struct worker *w)
+{
+	size_t max = (size_t)w->cfg->worker.max_bytes_in_flight;
+	size_t est = w->row_est ? w->row_est :
+	    (size_t)w->cfg->postgres.max_row_bytes;
+	size_t used = w->row_bytes + (size_t)(w->nstate[T_WAITING] +
+	    w->nstate[T_LOADING]) * est;
+
+	/* One task at a time however large its row may be. */
+	if (w->ntasks == 0)
+		return 1 + (used + est <= max ? (int)((max - used) / est) - 1 :
+		    0);
+	if (used >= max)
+		return 0;
+	return (max - used) / est > INT32_MAX ? INT32_MAX :
+	    (int)((max - used) / est);
+}
+
+static void task_drop_row(struct task *t);
+
+static void
+task_hold_row(struct task *t, struct pgrow *row)
+{
+	struct worker *w = t->w;
+
+	task_drop_row(t);
+	t->row = row;
+	w->nrows++;
+	w->row_bytes += row->size;
+	/* A larger row counts at once; smaller ones bring it down slowly. */
+	if (row->size > w->row_est)
+		w->row_est = row->size;
+	else
+		w->row_est -= (w->row_est - row->size) / 8;
+}
+
+static void
+task_drop_row(struct task *t)
+{
+	struct worker *w = t->w;
+
+	if (t->row == NULL)
+		return;
+	w->nrows--;
+	w->row_bytes -= t->row->size;
+	pgrow_free(t->row);
+	t->row = NULL;
+}
+
 static int
 room(void *arg)
 {
 	struct worker *w = arg;
+	int n, bytes;
 
 	/*
 	 * While PostgreSQL is away nothing new is taken; nor while as many
@@ -157,7 +217,9 @@ room(void *arg)
 	if (w->stopping || pgstore_nready(w->ps) == 0 ||
 	    handler_waiting(w->h) >= w->cfg->handler.max_processes)
 		return 0;
-	return w->cfg->worker.concurrency - w->ntasks;
+	n = w->cfg->worker.concurrency - w->ntasks;
+	bytes = byte_room(w);
+	return bytes < n ? bytes : n;
 }
 
 /* Tasks holding a slot of the window: every one not waiting for one. */
@@ -197,7 +259,7 @@ task_free(struct task *t)
 	pgstore_cancel(t->req);
 	if (t->run)
 		handler_cancel(t->run);
-	pgrow_free(t->row);
+	task_drop_row(t);
 	pgtable_unref(t->table);
 	free(t->why);
 	free(t);
@@ -477,8 +539,7 @@ task_fail(struct task *t, const char *reason)
 	}
 	free(t->why);
 	t->why = why;
-	pgrow_free(t->row);
-	t->row = NULL;
+	task_drop_row(t);
 	t->final = t->attempt >= cfg->retry.attempts;
 	if (!t->final) {
 		t->retry_ms = backoff_retry_delay(t->attempt,
@@ -618,13 +679,11 @@ run_cb(void *arg, enum handler_result res, const char *reason)
 	switch (res) {
 	case HR_DONE:
 		log_debug("task %lld: handler done", (long long)t->id);
-		pgrow_free(t->row);
-		t->row = NULL;
+		task_drop_row(t);
 		task_complete(t);
 		break;
 	case HR_COMPLETED:
-		pgrow_free(t->row);
-		t->row = NULL;
+		task_drop_row(t);
 		w->st->q[t->qi].completed++;
 		log_debug("task %lld: completed by its handler",
 		    (long long)t->id);
@@ -638,8 +697,7 @@ run_cb(void *arg, enum handler_result res, const char *reason)
 		task_retry(t, T_RUNNING, reason ? reason : "handler stopped");
 		break;
 	case HR_UNCHANGED:
-		pgrow_free(t->row);
-		t->row = NULL;
+		task_drop_row(t);
 		task_verify(t);
 		break;
 	case HR_TRANSIENT:
@@ -724,14 +782,16 @@ load_cb(void *arg, enum pgstore_result res, struct pgrow *row,
 	}
 	if (acked_if_completed(t, row))
 		return;
-	pgrow_free(t->row);	/* a row loaded again replaces the old */
-	t->row = row;
+	task_hold_row(t, row);
 	/* Finished where it was loaded from, whatever a reload changes. */
 	pgtable_unref(t->table);
 	t->table = pgtable_ref(row->table);
 	set_state(t, T_DELAY);
 	t->delay_start = now;
 	arm_delay(t);
+	/* A row seen may leave room for more (worker.max_bytes_in_flight). */
+	if (!w->stopping)
+		redisq_kick(w->q);
 }
 
 

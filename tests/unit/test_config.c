@@ -238,6 +238,10 @@ check_defaults(const char *what, const struct config *c)
 	ok(c->worker.retry_max_ms == 30000, "%s: worker.retry_max_ms", what);
 	ok(c->worker.missing_row_grace_ms == 3000,
 	    "%s: worker.missing_row_grace_ms", what);
+	ok(c->worker.max_bytes_in_flight == 268435456,
+	    "%s: worker.max_bytes_in_flight", what);
+	ok(c->postgres.max_row_bytes == 16777216,
+	    "%s: postgres.max_row_bytes", what);
 	ok(c->worker.heartbeat_ttl_ms == 15000,
 	    "%s: worker.heartbeat_ttl_ms", what);
 
@@ -347,7 +351,7 @@ test_shipped(void)
 	else
 		d.text = text;
 	config_foreach_key(check_documented, &d);
-	ok(d.nkeys == 47, "config_foreach_key walks 47 keys (%d)", d.nkeys);
+	ok(d.nkeys == 49, "config_foreach_key walks 49 keys (%d)", d.nkeys);
 	ok(text != NULL && d.missing == 0, "every key is set in the example "
 	    "(%d missing)", d.missing);
 	ok(text != NULL && d.uncommented == 0, "every key in the example has "
