@@ -55,6 +55,8 @@ def check(campaign, invariant, failures, diagnose=3):
         lines.append(f"daemon log lines about {f.subject!r}:")
         lines += campaign.log_lines_about(f.subject)
     lines.append(campaign.summary())
+    with open(campaign.dir / "failures.txt", "a") as f:
+        f.write(f"== {invariant}\n" + "\n".join(lines) + "\n")
     lines.append("events (last 60):")
     lines += ["  " + e for e in campaign.events_tail()]
     if all_known and not STRICT:

@@ -508,7 +508,7 @@ class Campaign:
                          "error_column": "error", "connect_timeout_ms": 2000,
                          "command_timeout_ms": 5000},
             "worker": {"id": f"camp-w{index}",
-                       "delay_ms": rng.choice([0, 0, 5, 20, 100, 300])
+                       "delay_ms": rng.choice(self.delays(index))
                        if delay_ms is None else delay_ms,
                        "concurrency": 32, "shutdown_timeout_ms": 3000,
                        "retry_min_ms": 50, "retry_max_ms": 1000,
@@ -517,6 +517,15 @@ class Campaign:
             "retry": {"attempts": 3, "min_ms": 100, "max_ms": 800},
             "log": {"level": "debug"},
         }
+
+    def delays(self, index):
+        """delay_ms values to draw from. The daemon that can be cut off
+        waits longer, so that it usually holds ids when it is: they go back
+        to the queue when its heartbeat expires and run elsewhere while it
+        may still run them."""
+        if index == self.partition_target and self.can_partition:
+            return [100, 300, 600, 1000]
+        return [0, 0, 5, 20, 100, 300]
 
     def random_columns(self):
         others = [c for c in COLUMNS if c != "mode"]
@@ -601,14 +610,14 @@ class Campaign:
         nrows = int(self.rng.randint(360, 460) * WORKLOAD_SECONDS / 34)
         self.rows = self.insert_rows(nrows)
         self.partition_target = self.rng.randrange(NDAEMONS)
-        can_partition = self.partition.available() and os.geteuid() == 0
+        self.can_partition = can_partition = \
+            self.partition.available() and os.geteuid() == 0
         if not can_partition:
             self.harness_notes.append("no nft or not root: partitions skipped")
         for i in range(NDAEMONS):
             user = PARTITION_USER if (can_partition and i == self.partition_target) else None
             d = Daemon(i, self.dir, self.daemon_config(i), as_user=user)
             self.daemons.append(d)
-        self.can_partition = can_partition
         plan = self.plan(sorted(self.rows))
         self.note(f"seed {self.seed}: {nrows} rows, {len(plan)} events, "
                   f"partition target camp-w{self.partition_target}")
@@ -738,7 +747,7 @@ class Campaign:
             else old["postgres"]["columns"],
             connections=rng.randint(1, 4) if "connections" in change
             else old["postgres"]["connections"],
-            delay_ms=rng.choice([0, 5, 50, 200, 400]) if "delay_ms" in change
+            delay_ms=rng.choice(self.delays(d.index)) if "delay_ms" in change
             else old["worker"]["delay_ms"])
         desc = {"connections": new["postgres"]["connections"],
                 "columns": new["postgres"]["columns"],
@@ -1063,8 +1072,14 @@ class Campaign:
                 f"{dict(sorted(self.fault_counts.items()))}; skipped "
                 f"{dict(sorted(self.skipped.items()))}; statuses {dict(done)}; "
                 f"dead {len(self.dead)}; exec runs {len(self.exec_runs)}, sql runs "
-                f"{sum(len(v) for v in self.sql_log.values())}; drain "
-                f"{self.drain_seconds:.1f}s")
+                f"{sum(len(v) for v in self.sql_log.values())}; ids reclaimed from "
+                f"workers without a heartbeat {self.reclaimed()}; drain "
+                f"{self.drain_seconds:.1f}s"
+                + "".join(f"; {n}" for n in self.harness_notes))
+
+    def reclaimed(self):
+        return sum(int(m) for t in self.daemon_logs.values()
+                   for m in re.findall(r"has no heartbeat; (\d+) id", t))
 
     def log_lines_about(self, value, limit=12):
         """Daemon log lines naming VALUE as a task id, for a diagnosis."""
