@@ -8,6 +8,27 @@ configs, which daemon can be cut off, and the faults with their times and
 parameters. Timing on a busy machine still varies from run to run, so a
 seed replays the same plan, not the same interleaving.
 
+The workload: 360-460 rows (a `mode` column says ok, sometimes: fails its
+first attempt, or always: fails every one), each pushed once at a random
+moment or scheduled a few seconds ahead, one in ten pushed twice; values
+that are not ids or have no row. Handlers: exec (a script that records
+its argument and environment, then exits as the mode says) and sql
+(`camp_handle($1)`, which logs to camp_sql_log and raises as the mode
+says), per daemon, switched by reloads. One daemon runs as `nobody`, so
+that nftables can cut it off by its uid.
+
+The faults, 18-28 of them: kill -9 and SIGTERM of a daemon (restarted
+after), SIGHUP with new connections, columns, delay and handler, CLIENT
+KILL of daemon connections, pg_terminate_backend of their sessions, a
+partition of the `nobody` daemon for 3-6 s (its heartbeat lives 1.5 s),
+Redis restarts (SIGTERM or kill -9, append-only file fsynced always) and
+PostgreSQL restarts (fast or immediate), SIGSTOP/SIGCONT of either server,
+the queue, :retry or :scheduled renamed aside and replaced by a string
+for a moment (then merged back), :attempts a string while it is absent,
+and taskworkerctl dead requeue, retry now, pause/resume and status racing
+the daemons. Then every fault is healed, the daemons drain, stop with
+SIGTERM, and the Campaign.check_* methods give the invariants' failures.
+
 Used by tests/campaign/test_campaign.py; see tests/campaign/conftest.py
 for how seeds are chosen.
 """
