@@ -736,21 +736,33 @@ answer(struct pgreq *r, enum pgstore_result res, struct pgrow *row,
 	req_free(r);
 }
 
+static int
+cmp_id(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
 /* Answers the completions of REQS: done when RES returned its id. */
 static void
 answer_completed(struct pgreq **reqs, int n, PGresult *res)
 {
 	int nt = res ? PQntuples(res) : 0;
+	int64_t *ids = calloc(nt ? nt : 1, sizeof(*ids));
 
-	for (int i = 0; i < n; i++) {
-		int done = 0;
-
-		for (int j = 0; !done && j < nt; j++)
-			done = strtoll(PQgetvalue(res, j, 0), NULL, 10) ==
-			    reqs[i]->id;
-		answer(reqs[i], done ? PGSTORE_OK : PGSTORE_UNCHANGED, NULL,
-		    NULL);
+	if (ids == NULL) {
+		for (int i = 0; i < n; i++)
+			answer(reqs[i], PGSTORE_ERROR, NULL, "out of memory");
+		return;
 	}
+	for (int j = 0; j < nt; j++)
+		ids[j] = strtoll(PQgetvalue(res, j, 0), NULL, 10);
+	qsort(ids, nt, sizeof(*ids), cmp_id);
+	for (int i = 0; i < n; i++)
+		answer(reqs[i], bsearch(&reqs[i]->id, ids, nt, sizeof(*ids),
+		    cmp_id) ? PGSTORE_OK : PGSTORE_UNCHANGED, NULL, NULL);
+	free(ids);
 }
 
 /*

@@ -1,4 +1,4 @@
-"""Memory bounded in bytes: rows of a megabyte each, thousands of them,
+"""Memory bounded in bytes: rows of a megabyte each, a thousand of them,
 at the default window; a row larger than postgres.max_row_bytes fails
 its task and the daemon goes on."""
 
@@ -28,16 +28,19 @@ def insert_big(tw, n, size):
 
 @pytest.mark.slow
 def test_pg_memory_bounded_in_bytes(tw, task_columns, taskworkerd):
-    """3,000 rows of 1 MiB at the default window (4096) and budget
-    (worker.max_bytes_in_flight, 256 MiB): every task completes and the
-    peak RSS stays under 400 MB (every row at once would be 3 GB)."""
+    """1,000 rows of 1 MiB at the default window (4096), each waiting out a
+    3 s delay, within worker.max_bytes_in_flight = 128 MiB: every task
+    completes and the peak RSS stays under 250 MB (every row at once
+    would be 1 GB)."""
     task_columns("big", "text")
-    ids = insert_big(tw, 3000, MIB)
-    d = taskworkerd(worker={"delay_ms": 1000}, postgres={"columns": ["big"]})
+    ids = insert_big(tw, 1000, MIB)
+    d = taskworkerd(worker={"delay_ms": 3000, "concurrency": 4096,
+                            "max_bytes_in_flight": 128 * MIB},
+                    postgres={"columns": ["big"]})
     tw.push(ids)
     tw.wait_completed(ids, 180, daemon=d)
     peak = peak_rss_kib(d.pid)
-    assert peak < 400 * 1024, f"peak RSS {peak // 1024} MiB"
+    assert peak < 250 * 1024, f"peak RSS {peak // 1024} MiB"
     tw.wait_empty(tw.processing(), daemon=d)
     assert tw.lrange(tw.dead()) == []
 
