@@ -4,6 +4,8 @@
  * Ids taken are members of QUEUE:processing:WORKER, a sorted set scored by
  * the order they were taken in: every step costs O(log n) in what is held.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -160,13 +162,15 @@ static const char reconcile_lua[] =
 	"return n\n";
 
 /*
- * KEYS: processing, attempts; ARGV: values. Acknowledges tasks of which
- * some ran more than once: their attempt counts go with them.
+ * KEYS: processing, attempts; ARGV: values. Acknowledges tasks; their
+ * attempt counts go with them (a copy pushed twice may have failed an
+ * attempt elsewhere), unless QUEUE:attempts is of another type.
  */
 static const char ack_lua[] =
-	"local n = redis.call('ZREM', KEYS[1], unpack(ARGV))\n"
-	"redis.call('HDEL', KEYS[2], unpack(ARGV))\n"
-	"return n\n";
+	"if redis.call('TYPE', KEYS[2]).ok == 'hash' then\n"
+	"  redis.call('HDEL', KEYS[2], unpack(ARGV))\n"
+	"end\n"
+	"return redis.call('ZREM', KEYS[1], unpack(ARGV))\n";
 
 /*
  * KEYS: processing, retry, attempts; ARGV: the value, delay ms, failed
@@ -189,10 +193,11 @@ static const char retry_lua[] =
 
 /*
  * KEYS: processing, dead, dead:reason, attempts; ARGV: the value, the
- * reason, dead_max. Moves the id to the dead list with its reason; past
- * dead_max the oldest go (a few per call, see DEAD_TRIM_MAX), with their
- * reasons unless the same id is still in the list. Returns {moved,
- * dropped}.
+ * reason, dead_max, DEAD_TRIM_MAX. Moves the id to the dead list with its
+ * reason; an id dead before (it has a reason) leaves its old place first,
+ * so the list holds each id once and dropping the oldest (a few per call)
+ * drops their reasons. Its cost grows with the list only for an id that
+ * dies again. Returns {moved, dropped}.
  */
 static const char dead_lua[] =
 	CHECK_LUA
@@ -200,6 +205,9 @@ static const char dead_lua[] =
 	"    KEYS[4], 'hash')\n"
 	"if e then return {err = e} end\n"
 	"if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {0, 0} end\n"
+	"if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then\n"
+	"  redis.call('LREM', KEYS[2], 0, ARGV[1])\n"
+	"end\n"
 	"redis.call('RPUSH', KEYS[2], ARGV[1])\n"
 	"redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])\n"
 	"redis.call('HDEL', KEYS[4], ARGV[1])\n"
@@ -208,11 +216,7 @@ static const char dead_lua[] =
 	"if over <= 0 then return {1, 0} end\n"
 	"if over > tonumber(ARGV[4]) then over = tonumber(ARGV[4]) end\n"
 	"local old = redis.call('LPOP', KEYS[2], over)\n"
-	"for _, v in ipairs(old) do\n"
-	"  if not redis.call('LPOS', KEYS[2], v) then\n"
-	"    redis.call('HDEL', KEYS[3], v)\n"
-	"  end\n"
-	"end\n"
+	"if #old > 0 then redis.call('HDEL', KEYS[3], unpack(old)) end\n"
 	"return {1, #old}\n";
 
 /*
@@ -258,6 +262,9 @@ static const char move_lua[] =
  * Returns {"ok", every other registered worker...}.
  */
 static const char beat_lua[] =
+	CHECK_LUA
+	"local e = badtype(KEYS[1], 'set', KEYS[2], 'string')\n"
+	"if e then return {err = e} end\n"
 	"local cur = redis.call('GET', KEYS[2])\n"
 	"if cur then\n"
 	"  local holder = string.match(cur, '^(.-) at=') or cur\n"
@@ -368,6 +375,12 @@ static const char held_lua[] =
 enum rc_state { RC_DOWN, RC_HANDSHAKE, RC_READY };
 
 /* What this worker knows of one queue, beside its key names. */
+/* An answer owed to a request whose connection was torn down. */
+struct owed {
+	redisq_done_fn *fn;
+	void *arg;
+};
+
 struct qwatch {
 	int is_paused;		/* the last fetch found QUEUE:paused */
 	char *head;		/* the id at its head at the last sample */
@@ -425,17 +438,22 @@ struct redisq {
 	uint64_t claimed_mask;
 	ev_tstamp contest_since;
 	int contest_fatal;	/* told the owner: no more beats */
+	int beat_failed;	/* the last heartbeat answered an error */
+	struct outage beat_outage;
+	char holder[400];	/* "host=H pid=P boot=B pidns=N nonce=X" */
 	/* What the owner hears on the next loop turn, never inside its call. */
 	ev_timer defer;
 	int defer_state;	/* readiness changed */
 	int defer_requeue;	/* -1, or the answer owed to requeue_fn */
 	char *fatal_why;	/* on_fatal owed */
 	int fatal_code;
+	int fatal_told;
+	struct owed *owed;	/* answers owed: see owe() */
+	size_t nowed, owed_cap;
 	int script_inflight;
 	double seq;		/* take order of the next id (a Lua number) */
 	struct ackreq **acks;	/* per queue: acks not sent yet */
 	struct ackreq ***acks_tail;
-	char *ack_retried;	/* per queue: one of them ran more than once */
 	ev_prepare ack_flush;
 	int moves_out;		/* mover scripts not yet answered */
 	int move_failed;	/* one of them: the next round waits longer */
@@ -565,6 +583,31 @@ requeue_answer(struct redisq *q, int ok)
 	defer(q);
 }
 
+/*
+ * A request's answer while its connection is torn down: hiredis runs the
+ * callbacks of a context it frees at once, maybe inside a call the owner
+ * made (a reload). It is told "not done" on the next loop turn.
+ */
+static void
+owe(struct redisq *q, redisq_done_fn *fn, void *arg)
+{
+	if (q->nowed == q->owed_cap) {
+		size_t cap = q->owed_cap ? q->owed_cap * 2 : 64;
+		struct owed *o = realloc(q->owed, cap * sizeof(*o));
+
+		if (o == NULL) {
+			fn(arg, 0);	/* out of memory: at once, as before */
+			return;
+		}
+		q->owed = o;
+		q->owed_cap = cap;
+	}
+	q->owed[q->nowed].fn = fn;
+	q->owed[q->nowed].arg = arg;
+	q->nowed++;
+	defer(q);
+}
+
 /* Something no retry fixes: the owner is told once, then exits CODE. */
 static void
 fatal(struct redisq *q, int code, const char *why)
@@ -589,10 +632,24 @@ defer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct redisq *q = w->data;
 
 	(void)revents;
+	if (q->fatal_why != NULL && !q->fatal_told && q->cb.on_fatal) {
+		q->fatal_told = 1;
+		q->cb.on_fatal(q->arg, q->fatal_code, q->fatal_why);
+		return;		/* the owner exits */
+	}
 	if (q->defer_state) {
 		q->defer_state = 0;
 		if (q->cb.on_state)
 			q->cb.on_state(q->arg);
+	} else if (q->nowed > 0) {
+		struct owed *o = q->owed;
+		size_t n = q->nowed;
+
+		q->owed = NULL;
+		q->nowed = q->owed_cap = 0;
+		for (size_t i = 0; i < n; i++)
+			o[i].fn(o[i].arg, 0);
+		free(o);
 	} else if (q->defer_requeue >= 0) {
 		redisq_done_fn *fn = q->requeue_fn;
 		int ok = q->defer_requeue;
@@ -601,12 +658,8 @@ defer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		q->requeue_fn = NULL;
 		if (fn)
 			fn(q->requeue_arg, ok);
-	} else if (q->fatal_why != NULL && q->cb.on_fatal) {
-		q->cb.on_fatal(q->arg, q->fatal_code, q->fatal_why);
-		return;
 	}
-	if (q->defer_state || q->defer_requeue >= 0 || (q->fatal_why &&
-	    q->cb.on_fatal))
+	if (q->defer_state || q->nowed > 0 || q->defer_requeue >= 0)
 		ev_timer_start(loop, w);
 }
 
@@ -649,6 +702,7 @@ rc_lost(struct rconn *c, const char *why)
 		q->reconcile_all = 0;
 		q->claimed = 0;
 		q->claimed_mask = 0;
+		q->sample_out = 0;
 		state_changed(q);
 		requeue_answer(q, 0);
 	}
@@ -797,6 +851,26 @@ reclaim_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 }
 
 /*
+ * The key PREFIX + W (a worker's processing set or heartbeat), byte for
+ * byte: a worker id may hold any byte. *LEN its length; NULL: no memory.
+ */
+static char *
+worker_key(const char *prefix, const redisReply *w, size_t *len)
+{
+	size_t pl = strlen(prefix);
+	char *k;
+
+	if (w->type != REDIS_REPLY_STRING || (k = malloc(pl + w->len + 1)) ==
+	    NULL)
+		return NULL;
+	memcpy(k, prefix, pl);
+	memcpy(k + pl, w->str, w->len);
+	k[pl + w->len] = '\0';
+	*len = pl + w->len;
+	return k;
+}
+
+/*
  * The other workers registered on queue QI (the beat's reply from
  * element FROM on): each whose heartbeat is gone gives its ids back.
  */
@@ -819,15 +893,16 @@ send_reclaim(struct redisq *q, int qi, redisReply **w, size_t n)
 	argv_add(&b, k->queue, strlen(k->queue));
 	argv_add(&b, k->workers, strlen(k->workers));
 	for (size_t i = 0; i < n; i++) {
-		if (w[i]->type != REDIS_REPLY_STRING ||
-		    asprintf(&names[2 * i], "%s%s", k->processing_of,
-		    w[i]->str) == -1 || asprintf(&names[2 * i + 1], "%s%s",
-		    k->heartbeat_of, w[i]->str) == -1) {
+		size_t pl = 0, hl = 0;
+
+		names[2 * i] = worker_key(k->processing_of, w[i], &pl);
+		names[2 * i + 1] = worker_key(k->heartbeat_of, w[i], &hl);
+		if (names[2 * i] == NULL || names[2 * i + 1] == NULL) {
 			b.failed = 1;
 			break;
 		}
-		argv_add(&b, names[2 * i], strlen(names[2 * i]));
-		argv_add(&b, names[2 * i + 1], strlen(names[2 * i + 1]));
+		argv_add(&b, names[2 * i], pl);
+		argv_add(&b, names[2 * i + 1], hl);
 	}
 	for (size_t i = 0; i < n; i++)
 		argv_add(&b, w[i]->str, w[i]->len);
@@ -843,6 +918,82 @@ send_reclaim(struct redisq *q, int qi, redisReply **w, size_t n)
 
 static void send_beat_one(struct redisq *q, int qi, int force);
 
+/* Where "KEY=" starts in a heartbeat's value, and its length. */
+static const char *
+field_of(const char *v, const char *key, size_t *len)
+{
+	size_t kl = strlen(key);
+
+	for (const char *p = v; p != NULL && *p; p = strchr(p, ' ')) {
+		while (*p == ' ')
+			p++;
+		if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
+			p += kl + 1;
+			*len = strcspn(p, " ");
+			return p;
+		}
+	}
+	return NULL;
+}
+
+/* The field KEY is in both values, and the same. */
+static int
+same_field(const char *a, const char *b, const char *key)
+{
+	size_t la, lb;
+	const char *pa = field_of(a, key, &la), *pb = field_of(b, key, &lb);
+
+	return pa != NULL && pb != NULL && la == lb && memcmp(pa, pb, la) == 0;
+}
+
+static long long
+holder_field(const char *v, const char *key)
+{
+	size_t len;
+	const char *p = field_of(v, key, &len);
+	char buf[24];
+
+	if (p == NULL || len == 0 || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, p, len);
+	buf[len] = '\0';
+	return strtoll(buf, NULL, 10);
+}
+
+/*
+ * Who this daemon is, as its heartbeats say: no two live daemons share
+ * it, even in containers with one host name and the same pid.
+ */
+static void
+make_holder(struct redisq *q)
+{
+	char boot[64] = "unknown";
+	unsigned long long nonce = 0, ns = 0;
+	struct stat sb;
+	FILE *f;
+
+	if ((f = fopen("/proc/sys/kernel/random/boot_id", "r")) != NULL) {
+		if (fgets(boot, sizeof(boot), f) == NULL)
+			snprintf(boot, sizeof(boot), "unknown");
+		boot[strcspn(boot, " \t\r\n")] = '\0';
+		fclose(f);
+	}
+	if (stat("/proc/self/ns/pid", &sb) == 0)
+		ns = (unsigned long long)sb.st_ino;
+	if ((f = fopen("/dev/urandom", "r")) != NULL) {
+		if (fread(&nonce, sizeof(nonce), 1, f) != 1)
+			nonce = 0;
+		fclose(f);
+	}
+	if (nonce == 0)
+		nonce = (unsigned long long)time(NULL) ^
+		    ((unsigned long long)getpid() << 32) ^
+		    (unsigned long long)(uintptr_t)q;
+	snprintf(q->holder, sizeof(q->holder), "host=%s pid=%d boot=%s "
+	    "pidns=%llu nonce=%016llx", q->host, (int)getpid(), boot, ns,
+	    nonce);
+}
+
 /*
  * Another daemon holds the heartbeat of this worker id on queue QI: VAL,
  * "host=H pid=P at=MS". Our own previous life (this host, a pid that no
@@ -853,15 +1004,23 @@ static void
 contested(struct redisq *q, int qi, const char *val)
 {
 	const struct config *cfg = q->cfg;
-	char host[256] = "", why[600];
-	int pid = 0, ms = cfg->worker.heartbeat_ttl_ms;
+	char why[600];
+	long long pid = holder_field(val, "pid");
+	int ms = cfg->worker.heartbeat_ttl_ms;
 	ev_tstamp now = ev_now(q->loop);
 
-	if (sscanf(val, "host=%255s pid=%d", host, &pid) == 2 &&
-	    strcmp(host, q->host) == 0 && pid > 0 && pid != getpid() &&
-	    kill(pid, 0) == -1 && errno == ESRCH) {
+	/*
+	 * Our own previous life: the same host, kernel boot and pid
+	 * namespace (two containers may share a host name and a pid), and a
+	 * pid that no longer runs.
+	 */
+	if (same_field(val, q->holder, "host") &&
+	    same_field(val, q->holder, "boot") &&
+	    same_field(val, q->holder, "pidns") && pid > 0 &&
+	    pid <= INT32_MAX && pid != getpid() &&
+	    kill((pid_t)pid, 0) == -1 && errno == ESRCH) {
 		log_notice("redis: the heartbeat of worker %s on %s was left "
-		    "by pid %d of this host, which is gone; taking it over",
+		    "by pid %lld of this host, which is gone; taking it over",
 		    cfg->worker.id, q->k[qi].queue, pid);
 		send_beat_one(q, qi, 1);
 		return;
@@ -873,6 +1032,7 @@ contested(struct redisq *q, int qi, const char *val)
 		    "its heartbeat to lapse", cfg->worker.id, val,
 		    q->k[qi].queue, ms);
 		state_changed(q);
+		quiesce(q);	/* a shutdown waiting for the claim gives up */
 		return;
 	}
 	if ((now - q->contest_since) * 1000 < ms + 1000)
@@ -897,10 +1057,17 @@ beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 		return;
 	q = c->q;
 	if (reply->type == REDIS_REPLY_ERROR) {
-		log_warnx("redis: heartbeat on %s failed: %s", q->k[qi].queue,
-		    reply->str);
+		q->st->redis.errors++;
+		if (outage_note(&q->beat_outage, reply->str))
+			log_warnx("redis: heartbeat on %s failed: %s; trying "
+			    "again", q->k[qi].queue, reply->str);
+		q->beat_failed = 1;
+		quiesce(q);	/* a shutdown waiting for the claim gives up */
 		return;
 	}
+	q->beat_failed = 0;
+	if (outage_end(&q->beat_outage))
+		log_info("redis: heartbeats are renewed again");
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
 	    (tag = reply->element[0])->type != REDIS_REPLY_STRING)
 		return;
@@ -926,6 +1093,8 @@ beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 		log_notice("redis: worker id %s is ours now", q->cfg->worker.id);
 	q->contest_since = 0;
 	q->claimed = 1;
+	/* What another holder left in the set goes back first. */
+	need_recovery(q);
 	redisq_kick(q);
 }
 
@@ -933,12 +1102,12 @@ static void
 send_beat_one(struct redisq *q, int qi, int force)
 {
 	const struct config *cfg = q->cfg;
-	char ttl[16], info[300];
+	char ttl[16];
 	const char *argv[] = { "EVAL", beat_lua, "2", q->k[qi].workers,
-	    q->k[qi].heartbeat, cfg->worker.id, ttl, info, force ? "1" : "0" };
+	    q->k[qi].heartbeat, cfg->worker.id, ttl, q->holder,
+	    force ? "1" : "0" };
 
 	snprintf(ttl, sizeof(ttl), "%d", cfg->worker.heartbeat_ttl_ms);
-	snprintf(info, sizeof(info), "host=%s pid=%d", q->host, (int)getpid());
 	rc_command(&q->cmd, beat_reply_cb, (void *)(intptr_t)qi, 9, argv, NULL);
 }
 
@@ -1315,7 +1484,7 @@ quiesce(struct redisq *q)
 		return;
 	/* Until this worker id is ours, its processing sets are not. */
 	if (!q->claimed) {
-		if (q->requeue_fn && q->contest_since != 0)
+		if (q->requeue_fn && (q->contest_since != 0 || q->beat_failed))
 			requeue_answer(q, 0);
 		return;
 	}
@@ -1624,6 +1793,10 @@ done_cb(redisAsyncContext *ac, void *r, void *priv)
 	int ok = reply != NULL && reply->type != REDIS_REPLY_ERROR;
 
 	free(priv);
+	if (c == NULL) {
+		owe(d.q, d.fn, d.arg);	/* torn down, maybe in a call of ours */
+		return;
+	}
 	if (c && reply && reply->type == REDIS_REPLY_ERROR)
 		log_warnx("redis: %s", reply->str);
 	/* The dead-letter script says how many old ids it dropped. */
@@ -1688,7 +1861,10 @@ ack_cb(redisAsyncContext *ac, void *r, void *priv)
 		log_warnx("redis: acknowledgement failed: %s", reply->str);
 	for (a = b->head; a != NULL; a = next) {
 		next = a->next;
-		a->fn(a->arg, ok);
+		if (c == NULL)
+			owe(b->q, a->fn, a->arg);
+		else
+			a->fn(a->arg, ok);
 		free(a);
 	}
 	free(b);
@@ -1703,20 +1879,22 @@ ack_send(struct redisq *q, int qi, struct ackreq **list)
 	size_t lens[ACK_BATCH + 5];
 	struct ackbatch *b = malloc(sizeof(*b));
 	struct ackreq *a, **tail;
-	int n = 0, retried = q->ack_retried[qi];
+	int n = 0;
 
-	if (b == NULL)
+	if (b == NULL) {
+		/* Each task hears it and acknowledges again later. */
+		while ((a = *list) != NULL) {
+			*list = a->next;
+			a->fn(a->arg, 0);
+			free(a);
+		}
 		return -1;
-	if (retried) {
-		argv[n] = "EVAL", lens[n++] = 4;
-		argv[n] = ack_lua, lens[n++] = sizeof(ack_lua) - 1;
-		argv[n] = "2", lens[n++] = 1;
-		argv[n] = k->processing, lens[n++] = strlen(k->processing);
-		argv[n] = k->attempts, lens[n++] = strlen(k->attempts);
-	} else {
-		argv[n] = "ZREM", lens[n++] = 4;
-		argv[n] = k->processing, lens[n++] = strlen(k->processing);
 	}
+	argv[n] = "EVAL", lens[n++] = 4;
+	argv[n] = ack_lua, lens[n++] = sizeof(ack_lua) - 1;
+	argv[n] = "2", lens[n++] = 1;
+	argv[n] = k->processing, lens[n++] = strlen(k->processing);
+	argv[n] = k->attempts, lens[n++] = strlen(k->attempts);
 	/* Detach the first ACK_BATCH of the list; they share the reply. */
 	b->q = q;
 	b->head = *list;
@@ -1728,8 +1906,6 @@ ack_send(struct redisq *q, int qi, struct ackreq **list)
 	}
 	*list = *tail;
 	*tail = NULL;
-	if (*list == NULL)
-		q->ack_retried[qi] = 0;
 	if (rc_command(&q->cmd, ack_cb, b, n, argv, lens) == -1) {
 		/* Lost: each task hears it and acknowledges again later. */
 		for (a = b->head; a != NULL; a = b->head) {
@@ -1777,8 +1953,7 @@ redisq_ack(struct redisq *q, int qi, const char *val, size_t len,
 	memcpy(a->val, val, len);
 	*q->acks_tail[qi] = a;
 	q->acks_tail[qi] = &a->next;
-	if (attempts > 0)
-		q->ack_retried[qi] = 1;
+	(void)attempts;
 	ev_prepare_start(q->loop, &q->ack_flush);
 	return 0;
 }
@@ -2039,21 +2214,22 @@ sample_cb(redisAsyncContext *ac, void *r, void *priv)
 	argv_add(&b, held_lua, sizeof(held_lua) - 1);
 	argv_add(&b, numkeys, strlen(numkeys));
 	e = reply->element;
-	for (int qi = 0; names && qi < q->nq; qi++, e += SAMPLE_FIELDS) {
+	for (int qi = 0; names && !b.failed && qi < q->nq; qi++,
+	    e += SAMPLE_FIELDS) {
 		for (int j = 0; j < q->sample_nworkers[qi]; j++) {
 			const redisReply *w = e[8]->element[j];
-			const char *wid = w->type == REDIS_REPLY_STRING ?
-			    w->str : "";
+			size_t pl = 0, hl = 0;
 
-			if (asprintf(&names[n], "%s%s", q->k[qi].processing_of,
-			    wid) == -1 || (n++, asprintf(&names[n], "%s%s",
-			    q->k[qi].heartbeat_of, wid) == -1)) {
+			names[n] = worker_key(q->k[qi].processing_of, w, &pl);
+			names[n + 1] = worker_key(q->k[qi].heartbeat_of, w,
+			    &hl);
+			if (names[n] == NULL || names[n + 1] == NULL) {
 				b.failed = 1;
 				break;
 			}
-			argv_add(&b, names[n - 1], strlen(names[n - 1]));
-			argv_add(&b, names[n], strlen(names[n]));
-			n++;
+			argv_add(&b, names[n], pl);
+			argv_add(&b, names[n + 1], hl);
+			n += 2;
 		}
 	}
 	if (names == NULL || b.failed || rc_command(&q->cmd, held_cb, NULL,
@@ -2126,6 +2302,7 @@ redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
 	if (gethostname(q->host, sizeof(q->host) - 1) == -1)
 		snprintf(q->host, sizeof(q->host), "unknown");
 	q->host[strcspn(q->host, " \t\r\n")] = '\0';
+	make_holder(q);
 	q->arg = arg;
 	q->nq = cfg->redis.nqueues;
 	q->k = calloc(q->nq, sizeof(*q->k));
@@ -2133,11 +2310,10 @@ redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
 	q->blk = calloc(q->nq, sizeof(*q->blk));
 	q->acks = calloc(q->nq, sizeof(*q->acks));
 	q->acks_tail = calloc(q->nq, sizeof(*q->acks_tail));
-	q->ack_retried = calloc(q->nq, 1);
 	q->sample_next = calloc(q->nq, sizeof(*q->sample_next));
 	q->sample_nworkers = calloc(q->nq, sizeof(*q->sample_nworkers));
 	ok = q->k && q->qw && q->blk && q->acks && q->acks_tail &&
-	    q->ack_retried && q->sample_next && q->sample_nworkers;
+	    q->sample_next && q->sample_nworkers;
 	for (int i = 0; ok && i < q->nq; i++)
 		q->acks_tail[i] = &q->acks[i];
 	for (int i = 0; ok && i < q->nq; i++)
@@ -2148,7 +2324,6 @@ redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
 		free(q->blk);
 		free(q->acks);
 		free(q->acks_tail);
-		free(q->ack_retried);
 		free(q->sample_next);
 		free(q->sample_nworkers);
 		free(q);
@@ -2208,10 +2383,10 @@ redisq_free(struct redisq *q)
 	}
 	free(q->acks);
 	free(q->acks_tail);
-	free(q->ack_retried);
 	free(q->sample_next);
 	free(q->sample_nworkers);
 	free(q->fatal_why);
+	free(q->owed);
 	ev_timer_stop(q->loop, &q->defer);
 	free_keys(q);
 	free(q->blk);

@@ -175,15 +175,15 @@ def test_recovery_error_is_retried_before_fetching(tw, taskworkerd):
 
 # ---- the dead list ----------------------------------------------------------------
 
-def test_trim_keeps_reason_of_id_still_listed(tw, taskworkerd):
-    tw.r.rpush("tasks:dead", "9001", "9001")
-    tw.r.hset("tasks:dead:reason", "9001", "2026-01-01T00:00:00.000Z old")
-    d = taskworkerd(redis={"dead_max": 2})
-    tw.push(["not-an-id"])
-    wait_until(lambda: "not-an-id" in tw.r.lrange("tasks:dead", 0, -1), 10,
-               "the value dead", daemon=d)
-    assert tw.r.lrange("tasks:dead", 0, -1) == ["9001", "not-an-id"]
-    assert tw.r.hget("tasks:dead:reason", "9001") is not None
+def test_trim_keeps_reason_of_id_that_died_again(tw, taskworkerd):
+    d = taskworkerd(redis={"dead_max": 3})
+    for v in ("x-val", "y-val", "x-val", "z-val"):
+        before = tw.r.hget("tasks:dead:reason", v)
+        tw.push([v])
+        wait_until(lambda: tw.r.hget("tasks:dead:reason", v) not in (None, before), 10,
+                   f"{v} dead", daemon=d)
+    assert tw.r.lrange("tasks:dead", 0, -1) == ["y-val", "x-val", "z-val"]
+    assert tw.r.hget("tasks:dead:reason", "x-val") is not None
 
 
 # ---- the same id twice -------------------------------------------------------------
@@ -258,8 +258,11 @@ def test_heartbeat_of_own_previous_life_is_taken_over_at_once(tw, taskworkerd):
     if gone == 0:
         os._exit(0)
     os.waitpid(gone, 0)
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    pidns = os.stat("/proc/self/ns/pid").st_ino
     tw.r.set(f"tasks:heartbeat:{WORKER_ID}",
-             f"host={socket.gethostname()} pid={gone} at=1", px=60000)
+             f"host={socket.gethostname()} pid={gone} boot={boot} pidns={pidns} "
+             "nonce=0123456789abcdef at=1", px=60000)
     d = taskworkerd(wait_ready=False)
     tw.wait_completed(held, 5, daemon=d)
     assert "taking it over" in d.log()
@@ -344,3 +347,39 @@ def test_huge_attempt_count_is_bounded(tw, taskworkerd, tmp_path):
     wait_dead(tw, [str(ids[0])], 15, daemon=d)
     reason = tw.r.hget("tasks:dead:reason", str(ids[0]))
     assert "attempt 1000001/3" in reason, reason
+
+
+def test_shutdown_while_heartbeat_fails_exits(tw, taskworkerd):
+    tw.r.set("tasks:workers", "oops")
+    try:
+        d = taskworkerd(wait_ready=False, worker={"shutdown_timeout_ms": 500})
+        wait_until(lambda: "heartbeat on tasks failed" in d.log(), 10,
+                   "the heartbeat to fail", daemon=d)
+        assert d.terminate(timeout=10) == EX_OK
+    finally:
+        tw.r.delete("tasks:workers")
+
+
+def test_ack_with_wrong_typed_attempts_completes(tw, taskworkerd):
+    ids = tw.insert(20)
+    d = taskworkerd(worker={"delay_ms": 1000})
+    tw.push(ids)
+    wait_until(lambda: tw.llen(tw.processing()) == 20, 5, "ids taken", daemon=d)
+    tw.r.set("tasks:attempts", "oops")
+    try:
+        tw.wait_completed(ids, 15, daemon=d)
+        tw.wait_empty(tw.processing(), daemon=d)
+    finally:
+        tw.r.delete("tasks:attempts")
+
+
+def test_completed_id_leaves_no_attempt_count(tw, taskworkerd):
+    """A copy pushed twice failed an attempt elsewhere (its count is
+    recorded); the copy that completes takes the count with it."""
+    ids = tw.insert(5)
+    d = taskworkerd()
+    tw.r.hset("tasks:attempts", mapping={str(i): 1 for i in ids})
+    tw.push(ids)
+    tw.wait_completed(ids, 15, daemon=d)
+    tw.wait_empty(tw.processing(), daemon=d)
+    wait_until(lambda: not tw.r.exists("tasks:attempts"), 5, "the counts gone", daemon=d)
