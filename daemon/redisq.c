@@ -1569,8 +1569,8 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 	if (c == NULL || reply == NULL)
 		return;		/* rc_lost marked the need to reconcile */
 	q = c->q;
-	q->script_inflight = 0;
 	if (reply->type == REDIS_REPLY_ERROR) {
+		q->script_inflight = 0;
 		/*
 		 * The script may have stopped halfway (-OOM, -BUSY): what it
 		 * put in the processing set goes back before the next fetch.
@@ -1619,6 +1619,12 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 			    attempts_of(a));
 		}
 	}
+	/*
+	 * Only now is the fetch over: an id handed on above may free room
+	 * (a row read ahead), and a kick from in there must not send a
+	 * second fetch sized before the rest of these ids were counted.
+	 */
+	q->script_inflight = 0;
 	/*
 	 * Fewer ids than asked: the script went through every queue, so one
 	 * that failed before and not now is usable again (a list, or gone).

@@ -222,6 +222,25 @@ def test_same_id_pushed_while_running_joins(tw, taskworkerd, tmp_path):
     assert log.read_text().split() == [str(ids[0])]
 
 
+def test_row_read_ahead_does_not_widen_the_window(tw, taskworkerd):
+    """The id that wakes an idle daemon has its row read ahead; the fetch
+    that follows is held back (CLIENT PAUSE) until that row is in. Handing
+    the first fetched id its row at once frees no slot: the daemon holds
+    exactly its window, not the window plus a second fetch."""
+    d = taskworkerd(worker={"delay_ms": 60000, "concurrency": 3, "shutdown_timeout_ms": 300})
+    time.sleep(scaled(0.5))   # idle, waiting on the queue
+    ids = tw.insert(10)
+    with tw.r.pipeline(transaction=False) as p:
+        p.rpush("tasks", *ids)
+        p.execute_command("CLIENT", "PAUSE", 400, "WRITE")
+        p.execute()
+    wait_until(lambda: tw.r.zcard(tw.processing()) >= 3, 10,
+               "3 ids in the processing set", daemon=d)
+    time.sleep(scaled(0.5))
+    assert tw.r.zcard(tw.processing()) == 3
+    assert tw.llen("tasks") == 7
+
+
 # ---- one worker id, two daemons ----------------------------------------------------
 
 def test_second_daemon_with_same_worker_id_exits_78(tw, taskworkerd):
