@@ -262,6 +262,18 @@ main(int argc, char **argv)
 	struct daemon d = { .path = TASKWORKERD_DEFAULT_CONFIG };
 	int check = 0, ch;
 	uint64_t wd;
+	sigset_t stop;
+
+	/*
+	 * A stop or reload that comes while the configuration is read waits
+	 * for its watcher (libev unblocks each signal it watches) instead of
+	 * ending the process by the default action.
+	 */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGHUP);
+	sigprocmask(SIG_BLOCK, &stop, NULL);
 
 	while ((ch = getopt_long(argc, argv, "c:tvVh", longopts, NULL)) != -1) {
 		switch (ch) {

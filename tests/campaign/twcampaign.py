@@ -300,6 +300,7 @@ class Daemon:
             pw = pwd.getpwnam(self.as_user)
             kw = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
         with open(self.log_path, "ab") as log:
+            self.life_offset = log.tell()
             log.write(f"### {now_iso()} start{' as ' + self.as_user if self.as_user else ''}: "
                       f"{shlex.join(cmd)}\n".encode())
             log.flush()
@@ -311,6 +312,14 @@ class Daemon:
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def started(self):
+        """This life has logged its start: its signal handlers are in.
+        Before that a signal's default action ends it, as for any
+        program still loading."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self.life_offset)
+            return b"starting taskworkerd" in log.read()
 
     def _ended(self, how):
         rc = self.proc.returncode
@@ -724,8 +733,8 @@ class Campaign:
 
     # -- faults
     def pick_daemon(self, running=True):
-        ds = [d for d in self.daemons if d.running() and d.expect is None] if running \
-            else self.daemons
+        ds = [d for d in self.daemons if d.running() and d.expect is None and d.started()] \
+            if running else self.daemons
         return self.rng.choice(ds) if ds else None
 
     def fault(self, kind, what):
