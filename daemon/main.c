@@ -266,8 +266,8 @@ main(int argc, char **argv)
 
 	/*
 	 * A stop or reload that comes while the configuration is read waits
-	 * for its watcher (libev unblocks each signal it watches) instead of
-	 * ending the process by the default action.
+	 * for its watcher instead of ending the process by the default
+	 * action.
 	 */
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);
@@ -336,6 +336,7 @@ main(int argc, char **argv)
 	signal_watch(&d, &d.sigterm, SIGTERM);
 	signal_watch(&d, &d.sigint, SIGINT);
 	signal_watch(&d, &d.sighup, SIGHUP);
+	sigprocmask(SIG_UNBLOCK, &stop, NULL);	/* a signal held comes now */
 
 	log_info("starting taskworkerd %s: worker %s, queues %d, "
 	    "concurrency %d, delay %d ms", TASKWORKERD_VERSION, d.cfg->worker.id,
