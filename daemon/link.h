@@ -37,7 +37,9 @@ struct link_ops {
 	int (*locate)(void *arg, const char **names, char *why, size_t len);
 	/*
 	 * Opens the driver's connection. ADDRS[i] is a numeric address of
-	 * NAMES[i], a different one of its answers at every try. Returns -1
+	 * NAMES[i], a different one of its answers at every try, or NULL
+	 * when that name had none (at least one has); without a resolver,
+	 * the names themselves. Returns -1
 	 * (WHY filled) when it failed at once: the link backs off.
 	 */
 	int (*open)(void *arg, const char *const *addrs, int n, char *why,
@@ -57,18 +59,22 @@ struct link {
 	enum link_state state;
 	struct resolver *res;		/* NULL: names go to the driver */
 	struct resolve_req *rq[LINK_MAX_NAMES];
-	const char *names[LINK_MAX_NAMES];
-	char addrs[LINK_MAX_NAMES][RESOLVE_ADDRLEN];
+	const char *names[LINK_MAX_NAMES];	/* into namebuf */
+	char namebuf[LINK_MAX_NAMES][256];
+	char addrs[LINK_MAX_NAMES][RESOLVE_ADDRLEN];	/* "" if none */
+	char rerr[200];			/* why a name had no address */
 	int nnames, nleft;
 	unsigned tries;			/* connects started: picks an address */
 	ev_timer retry;
 	ev_timer timeout;
 	int connect_timeout_ms;
+	int wait_ms;			/* of the answers awaited */
 	struct backoff bo;
 	struct outage outage;
 	struct bstats *st;		/* NULL: not counted */
 	int connected_once;
-	int quiet;			/* "connected" only after an outage */
+	/* "connected" logged only after an outage; not counted as one. */
+	int quiet;
 	char last_error[200];
 };
 
@@ -99,11 +105,11 @@ void link_ready(struct link *l);
 void link_lost(struct link *l, const char *why, int at_once);
 
 /*
- * Answers are awaited: ops->expired after SECONDS unless link_idle() or
- * another link_wait() comes first. Connect and handshake have their own
- * timeout (connect_timeout_ms), armed by the link.
+ * Answers are awaited: ops->expired ("no answer within MS ms") after
+ * MS + EXTRA_MS unless link_idle() or another link_wait() comes first.
+ * Only while READY: until then connect_timeout_ms bounds each step.
  */
-void link_wait(struct link *l, double seconds);
+void link_wait(struct link *l, int ms, int extra_ms);
 void link_idle(struct link *l);
 
 static inline int

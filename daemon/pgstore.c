@@ -14,7 +14,7 @@
 
 #include <libpq-fe.h>
 
-#include "backoff.h"
+#include "link.h"
 #include "log.h"
 #include "pgstore.h"
 
@@ -81,13 +81,11 @@ struct pgconn {
 	struct pgtable *pt;	/* the statements this session has prepared */
 	struct pgtable *want;	/* the ones it is preparing */
 	int reprepare;		/* a cached plan went stale: prepare again */
+	int readonly;		/* the server refused a write: not a primary */
 	ev_io io;
 	int io_fd, io_events;
-	ev_timer timer;		/* retry, connect timeout, command timeout */
-	struct backoff bo;
-	struct outage outage;
+	struct link link;	/* its life: connect, timeouts, backoff */
 	int ready;		/* counted in pgstore.nready */
-	int connected_once;	/* later sessions count as reconnects */
 	ev_tstamp sent_at;	/* the flight out */
 	enum req_kind batch_kind;
 	int per_req;		/* one transaction per request, not one statement */
@@ -122,7 +120,6 @@ struct pgstore {
 	ev_tstamp batch_error_at;
 };
 
-static void conn_start(struct pgconn *c);
 static void conn_lost(struct pgconn *c, const char *why);
 static void conn_dispatch(struct pgconn *c);
 static int flight_timeout(const struct pgconn *c);
@@ -235,12 +232,11 @@ io_watch(struct pgconn *c, int events)
 	io_watch_fd(c, events, 0);
 }
 
+/* Answers are awaited: the link drops the session after the timeout. */
 static void
-timer_arm(struct pgconn *c, int ms)
+await(struct pgconn *c, int extra_ms)
 {
-	ev_timer_stop(c->ps->loop, &c->timer);
-	ev_timer_set(&c->timer, ms / 1000.0, 0.);
-	ev_timer_start(c->ps->loop, &c->timer);
+	link_wait(&c->link, c->ps->cfg->postgres.command_timeout_ms, extra_ms);
 }
 
 
@@ -281,13 +277,13 @@ conn_close(struct pgconn *c)
 {
 	set_ready(c, 0);
 	io_watch(c, 0);
-	ev_timer_stop(c->ps->loop, &c->timer);
 	batch_requeue(c);
 	if (c->conn)
 		PQfinish(c->conn);
 	c->conn = NULL;
 	c->state = PC_DOWN;
 	c->reprepare = 0;
+	c->readonly = 0;
 	pgtable_unref(c->pt);
 	pgtable_unref(c->want);
 	c->pt = c->want = NULL;
@@ -297,7 +293,6 @@ static void
 conn_lost(struct pgconn *c, const char *why)
 {
 	char buf[512];
-	int delay;
 
 	if (why == NULL && c->conn)
 		why = pq_message(PQerrorMessage(c->conn), buf, sizeof(buf));
@@ -306,16 +301,8 @@ conn_lost(struct pgconn *c, const char *why)
 	/* Copied first: WHY may point into the session being closed. */
 	snprintf(c->ps->last_error, sizeof(c->ps->last_error), "%s", why);
 	why = c->ps->last_error;
-	c->ps->st->errors++;
 	conn_close(c);
-	delay = backoff_next(&c->bo);
-	if (outage_note(&c->outage, why))
-		log_warnx("postgres connection %d: %s; reconnecting", c->idx,
-		    why);
-	else
-		log_debug("postgres connection %d: %s; retrying in %d ms",
-		    c->idx, why, delay);
-	timer_arm(c, delay);
+	link_lost(&c->link, why, 0);
 }
 
 /* Appends to the string *S; -1 (S unchanged) when out of memory. */
@@ -537,7 +524,7 @@ prepare_next(struct pgconn *c)
 		    st == ST_HANDLER ? 1 : 0, st == ST_HANDLER ? int8 : NULL);
 	if (!ok)
 		return -1;
-	timer_arm(c, c->ps->cfg->postgres.command_timeout_ms);
+	await(c, 0);
 	return conn_flush(c);
 }
 
@@ -569,7 +556,7 @@ conn_switch(struct pgconn *c, struct pgtable *t)
 static void
 conn_became_ready(struct pgconn *c)
 {
-	ev_timer_stop(c->ps->loop, &c->timer);
+	link_idle(&c->link);
 	pgtable_unref(c->pt);
 	c->pt = c->want;
 	c->want = NULL;
@@ -580,10 +567,7 @@ conn_became_ready(struct pgconn *c)
 	}
 	c->state = PC_IDLE;
 	if (!c->ready) {
-		log_info("postgres connection %d: connected%s", c->idx,
-		    outage_end(&c->outage) ? " again" : "");
-		backoff_reset(&c->bo);
-		stats_connected(c->ps->st, &c->connected_once);
+		link_ready(&c->link);
 		set_ready(c, 1);
 	}
 	io_watch(c, EV_READ);
@@ -598,6 +582,12 @@ notice_processor(void *arg, const char *msg)
 
 	log_debug("postgres connection %d: %s", c->idx,
 	    pq_message(msg, buf, sizeof(buf)));
+}
+
+static int
+on(const char *v)
+{
+	return v != NULL && strcmp(v, "on") == 0;
 }
 
 static void
@@ -622,15 +612,35 @@ connect_poll(struct pgconn *c)
 		return;
 	}
 	PQsetNoticeProcessor(c->conn, notice_processor, c);
+	/* Rows are written: a standby will not do (servers since 14 say). */
+	if (on(PQparameterStatus(c->conn, "in_hot_standby")) ||
+	    on(PQparameterStatus(c->conn, "default_transaction_read_only"))) {
+		conn_lost(c, "the server is a standby or read-only: looking "
+		    "for a primary");
+		return;
+	}
 	/* The socket is final now. */
 	io_watch_fd(c, EV_READ, 1);
+	link_handshake(&c->link);
 	if (prepare_start(c, c->ps->cur) == -1)
 		conn_lost(c, NULL);
 }
 
-static void
-conn_start(struct pgconn *c)
+/* libpq resolves its hosts itself, for now. */
+static int
+locate(void *arg, const char **names, char *why, size_t len)
 {
+	(void)arg;
+	(void)names;
+	(void)why;
+	(void)len;
+	return 0;
+}
+
+static int
+open_conn(void *arg, const char *const *addrs, int n, char *why, size_t len)
+{
+	struct pgconn *c = arg;
 	struct pgstore *ps = c->ps;
 	/*
 	 * Keepalives find a peer that vanished without a word; the conninfo
@@ -641,22 +651,38 @@ conn_start(struct pgconn *c)
 	    "fallback_application_name", NULL };
 	const char *vals[] = { "1", "15", "5", "3", ps->cfg->postgres.conninfo,
 	    "taskworkerd", NULL };
+	char buf[512];
 
+	(void)addrs;
+	(void)n;
 	c->conn = PQconnectStartParams(keys, vals, 1);
-	c->state = PC_CONNECTING;
 	c->io_fd = -1;
 	c->io_events = 0;
 	if (c->conn == NULL) {
-		conn_lost(c, "out of memory");
-		return;
+		snprintf(why, len, "out of memory");
+		return -1;
 	}
 	if (PQstatus(c->conn) == CONNECTION_BAD) {
-		conn_lost(c, NULL);
-		return;
+		snprintf(why, len, "%s", pq_message(PQerrorMessage(c->conn),
+		    buf, sizeof(buf)));
+		snprintf(ps->last_error, sizeof(ps->last_error), "%s", why);
+		PQfinish(c->conn);
+		c->conn = NULL;
+		return -1;
 	}
-	timer_arm(c, ps->cfg->postgres.connect_timeout_ms);
+	c->state = PC_CONNECTING;
 	io_watch(c, EV_WRITE);
+	return 0;
 }
+
+/* The link's timeout: no connection or no answer in time. */
+static void
+expired(void *arg, const char *why)
+{
+	conn_lost(arg, why);
+}
+
+static const struct link_ops pg_ops = { locate, open_conn, expired };
 
 /*
  * Row I of a load's RES, in one allocation: the values and the names the
@@ -918,6 +944,17 @@ seg_failed(struct pgconn *c, struct pgreq **reqs, int n, PGresult *err)
 	else
 		snprintf(msg, sizeof(msg), "%s", pq_message(
 		    PQresultErrorMessage(err), buf, sizeof(buf)));
+	/*
+	 * A read-only server (a standby, or a primary being demoted) wrote
+	 * nothing: the requests go back to the head of their queues and the
+	 * session is dropped once this read is over, to find the primary.
+	 */
+	if (state != NULL && strcmp(state, "25006") == 0) {
+		for (int i = n - 1; i >= 0; i--)
+			fifo_push_front(&ps->pending[reqs[i]->kind], reqs[i]);
+		c->readonly = 1;
+		return;
+	}
 	/* The guard of the sql handler changed no row. */
 	if (c->batch_kind == REQ_SQL && c->err_stmt == 0 && state != NULL &&
 	    strcmp(state, "22012") == 0) {
@@ -984,10 +1021,10 @@ seg_end(struct pgconn *c)
 			ps->st->rtt = ev_now(ps->loop) - c->sent_at;
 		c->nbatch = c->nseg = c->seg = 0;
 		c->state = PC_IDLE;
-		ev_timer_stop(ps->loop, &c->timer);
+		link_idle(&c->link);
 		ev_prepare_start(ps->loop, &ps->dispatch);
 	} else
-		timer_arm(c, flight_timeout(c));
+		await(c, flight_timeout(c));
 	if (err != NULL) {
 		for (int i = 0; i < n; i++)
 			pgrow_free(loaded[i]);
@@ -1013,14 +1050,14 @@ cmp_req_id(const void *a, const void *b)
 }
 
 
-/* How long one transaction of the flight may take. */
+/* How much longer than command_timeout_ms a transaction may take. */
 static int
 flight_timeout(const struct pgconn *c)
 {
 	const struct config *cfg = c->ps->cfg;
 
-	return cfg->postgres.command_timeout_ms + (c->batch_kind == REQ_SQL &&
-	    c->pt ? c->pt->timeout_ms : 0);
+	(void)cfg;
+	return c->batch_kind == REQ_SQL && c->pt ? c->pt->timeout_ms : 0;
 }
 
 static int
@@ -1153,7 +1190,7 @@ batch_send(struct pgconn *c, enum req_kind kind, int n)
 	}
 	c->state = PC_BUSY;
 	c->sent_at = ev_now(ps->loop);
-	timer_arm(c, flight_timeout(c));
+	await(c, flight_timeout(c));
 }
 
 
@@ -1331,6 +1368,11 @@ conn_read(struct pgconn *c)
 		prepare_read(c);
 	else if (c->state == PC_BUSY)
 		flight_read(c);
+	if (c->conn && c->readonly) {
+		conn_lost(c, "the server is read-only (SQLSTATE 25006): "
+		    "looking for a primary");
+		return;
+	}
 	if (c->conn && PQstatus(c->conn) == CONNECTION_BAD)
 		conn_lost(c, NULL);
 }
@@ -1355,36 +1397,12 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		conn_read(c);
 }
 
-static void
-timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct pgconn *c = w->data;
-	char why[128];
-
-	(void)loop;
-	(void)revents;
-	switch (c->state) {
-	case PC_DOWN:
-		conn_start(c);
-		break;
-	case PC_CONNECTING:
-		snprintf(why, sizeof(why), "no connection within %d ms",
-		    c->ps->cfg->postgres.connect_timeout_ms);
-		conn_lost(c, why);
-		break;
-	default:
-		snprintf(why, sizeof(why), "no answer within %d ms",
-		    c->ps->cfg->postgres.command_timeout_ms);
-		conn_lost(c, why);
-		break;
-	}
-}
-
 /* Opens cfg->postgres.connections sessions; the old ones must be closed. */
 static int
 conns_open(struct pgstore *ps)
 {
 	const struct config *cfg = ps->cfg;
+	char name[48];
 
 	ps->nconns = cfg->postgres.connections;
 	ps->conns = calloc(ps->nconns, sizeof(*ps->conns));
@@ -1400,12 +1418,11 @@ conns_open(struct pgstore *ps)
 		c->io_fd = -1;
 		ev_init(&c->io, io_cb);
 		c->io.data = c;
-		ev_init(&c->timer, timer_cb);
-		c->timer.data = c;
-		backoff_init(&c->bo, cfg->worker.retry_min_ms,
-		    cfg->worker.retry_max_ms,
-		    (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16) ^ i);
-		conn_start(c);
+		snprintf(name, sizeof(name), "postgres connection %d", c->idx);
+		link_init(&c->link, ps->loop, name, &pg_ops, c, NULL, ps->st,
+		    cfg->worker.retry_min_ms, cfg->worker.retry_max_ms,
+		    cfg->postgres.connect_timeout_ms);
+		link_start(&c->link);
 	}
 	return 0;
 }
@@ -1441,8 +1458,10 @@ pgstore_free(struct pgstore *ps)
 	if (ps == NULL)
 		return;
 	ps->state_fn = NULL;
-	for (int i = 0; i < ps->nconns; i++)
+	for (int i = 0; i < ps->nconns; i++) {
 		conn_close(&ps->conns[i]);
+		link_stop(&ps->conns[i].link);
+	}
 	for (int k = 0; k < NKINDS; k++) {
 		struct pgreq *r;
 
@@ -1482,16 +1501,19 @@ pgstore_reconfigure(struct pgstore *ps, const struct config *cfg)
 	ps->cfg = cfg;
 	if (!reconnect) {
 		for (int i = 0; i < ps->nconns; i++)
-			backoff_limits(&ps->conns[i].bo,
-			    cfg->worker.retry_min_ms, cfg->worker.retry_max_ms);
+			link_limits(&ps->conns[i].link,
+			    cfg->worker.retry_min_ms, cfg->worker.retry_max_ms,
+			    cfg->postgres.connect_timeout_ms);
 		ev_prepare_start(ps->loop, &ps->dispatch);
 		return;
 	}
 	/* What was unanswered is sent again on the new sessions. */
 	log_info("postgres: settings changed, reconnecting %d session(s)",
 	    cfg->postgres.connections);
-	for (int i = 0; i < ps->nconns; i++)
+	for (int i = 0; i < ps->nconns; i++) {
 		conn_close(&ps->conns[i]);
+		link_stop(&ps->conns[i].link);
+	}
 	free(ps->conns);
 	if (conns_open(ps) == -1)
 		log_errorx("postgres: out of memory opening sessions");

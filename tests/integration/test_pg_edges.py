@@ -177,3 +177,43 @@ def test_pg_reload_of_columns_keeps_the_row_names(tw, task_columns, taskworkerd,
     d.reload(cfg)
     tw.wait_completed([task_id], 20, daemon=d)
     assert read_lines(out) == [f"{task_id} name=alice color=red"]
+
+
+def test_pg_read_only_server_is_left_for_a_primary(tw, sql_teardown, taskworkerd):
+    """A server that refuses writes (SQLSTATE 25006, as a standby or a
+    primary being demoted does) wrote nothing: the daemon drops that
+    session and looks for a primary; a session that comes up read-only
+    (default_transaction_read_only, in_hot_standby) is not used. The tasks
+    wait, lose no attempt, and complete once a writable server is back."""
+    db = tw.db.execute("SELECT current_database()").fetchone()[0]
+    d = taskworkerd(retry=fast_retry(2))
+    warm = tw.insert(3)
+    tw.push(warm)
+    tw.wait_completed(warm, 15, daemon=d)
+    tw.db.execute("""
+        CREATE FUNCTION tw_read_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          RAISE EXCEPTION 'cannot execute UPDATE in a read-only transaction'
+            USING ERRCODE = '25006';
+        END $$;
+        CREATE TRIGGER tw_read_only BEFORE UPDATE ON task FOR EACH ROW
+          EXECUTE FUNCTION tw_read_only();
+    """)
+    sql_teardown.append("DROP FUNCTION IF EXISTS tw_read_only()")
+    sql_teardown.append("DROP TRIGGER IF EXISTS tw_read_only ON task")
+    sql_teardown.append(f'ALTER DATABASE "{db}" RESET default_transaction_read_only')
+    tw.db.execute(f'ALTER DATABASE "{db}" SET default_transaction_read_only = on')
+    ids = tw.insert(5)
+    tw.push(ids)
+    wait_until(lambda: "read-only (SQLSTATE 25006)" in d.log(), 15,
+               "the session dropped for a read-only server", daemon=d)
+    wait_until(lambda: "standby or read-only" in d.log(), 15,
+               "a read-only session refused at connect", daemon=d)
+    time.sleep(1)
+    assert tw.statuses(ids) == {i: "pending" for i in ids}
+    assert tw.r.llen(tw.dead()) == 0
+    tw.db.execute("DROP TRIGGER tw_read_only ON task")
+    tw.db.execute(f'ALTER DATABASE "{db}" RESET default_transaction_read_only')
+    tw.wait_completed(ids, 20, daemon=d)
+    assert tw.r.llen(tw.dead()) == 0
+    assert not tw.r.exists("tasks:retry")
