@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 
 #include "link.h"
+#include "pghosts.h"
 #include "log.h"
 #include "pgstore.h"
 
@@ -82,6 +83,7 @@ struct pgconn {
 	struct pgtable *want;	/* the ones it is preparing */
 	int reprepare;		/* a cached plan went stale: prepare again */
 	int readonly;		/* the server refused a write: not a primary */
+	struct pghosts hosts;	/* of the conninfo, read at each connect */
 	ev_io io;
 	int io_fd, io_events;
 	struct link link;	/* its life: connect, timeouts, backoff */
@@ -108,6 +110,7 @@ struct pgstore {
 	struct bstats *st;
 	pgstore_state_fn *state_fn;
 	void *arg;
+	struct resolver *res;
 	struct pgconn *conns;
 	int nconns;
 	int nready;
@@ -626,15 +629,17 @@ connect_poll(struct pgconn *c)
 		conn_lost(c, NULL);
 }
 
-/* libpq resolves its hosts itself, for now. */
+/* The conninfo's host names, which the link resolves. */
 static int
 locate(void *arg, const char **names, char *why, size_t len)
 {
-	(void)arg;
-	(void)names;
-	(void)why;
-	(void)len;
-	return 0;
+	struct pgconn *c = arg;
+
+	pghosts_clear(&c->hosts);
+	if (pghosts_parse(c->ps->cfg->postgres.conninfo, &c->hosts, why,
+	    len) == -1)
+		return -1;
+	return pghosts_names(&c->hosts, names);
 }
 
 static int
@@ -648,14 +653,36 @@ open_conn(void *arg, const char *const *addrs, int n, char *why, size_t len)
 	 */
 	const char *keys[] = { "keepalives", "keepalives_idle",
 	    "keepalives_interval", "keepalives_count", "dbname",
-	    "fallback_application_name", NULL };
+	    "fallback_application_name", NULL, NULL, NULL, NULL };
 	const char *vals[] = { "1", "15", "5", "3", ps->cfg->postgres.conninfo,
-	    "taskworkerd", NULL };
-	char buf[512];
+	    "taskworkerd", NULL, NULL, NULL, NULL };
+	char buf[512], *host, *hostaddr, *port;
+	int k = 6, rv;
 
-	(void)addrs;
-	(void)n;
-	c->conn = PQconnectStartParams(keys, vals, 1);
+	/*
+	 * The addresses found go in as hostaddr after the conninfo, host
+	 * kept (TLS checks the name against it), so libpq looks nothing up.
+	 */
+	if (ps->res != NULL && (rv = pghosts_params(&c->hosts, addrs, n,
+	    &host, &hostaddr, &port)) != 0) {
+		if (rv == -1) {
+			snprintf(why, len, "no address for any host");
+			return -1;
+		}
+		keys[k] = "host";
+		vals[k++] = host;
+		keys[k] = "hostaddr";
+		vals[k++] = hostaddr;
+		if (port != NULL) {
+			keys[k] = "port";
+			vals[k++] = port;
+		}
+		c->conn = PQconnectStartParams(keys, vals, 1);
+		free(host);
+		free(hostaddr);
+		free(port);
+	} else
+		c->conn = PQconnectStartParams(keys, vals, 1);
 	c->io_fd = -1;
 	c->io_events = 0;
 	if (c->conn == NULL) {
@@ -1419,7 +1446,7 @@ conns_open(struct pgstore *ps)
 		ev_init(&c->io, io_cb);
 		c->io.data = c;
 		snprintf(name, sizeof(name), "postgres connection %d", c->idx);
-		link_init(&c->link, ps->loop, name, &pg_ops, c, NULL, ps->st,
+		link_init(&c->link, ps->loop, name, &pg_ops, c, ps->res, ps->st,
 		    cfg->worker.retry_min_ms, cfg->worker.retry_max_ms,
 		    cfg->postgres.connect_timeout_ms);
 		link_start(&c->link);
@@ -1429,7 +1456,8 @@ conns_open(struct pgstore *ps)
 
 struct pgstore *
 pgstore_new(struct ev_loop *loop, const struct config *cfg,
-    struct stats *st, pgstore_state_fn *state_fn, void *arg)
+    struct stats *st, struct resolver *res, pgstore_state_fn *state_fn,
+    void *arg)
 {
 	struct pgstore *ps = calloc(1, sizeof(*ps));
 
@@ -1438,6 +1466,7 @@ pgstore_new(struct ev_loop *loop, const struct config *cfg,
 	ps->loop = loop;
 	ps->cfg = cfg;
 	ps->st = &st->postgres;
+	ps->res = res;
 	ps->state_fn = state_fn;
 	ps->arg = arg;
 	ev_prepare_init(&ps->dispatch, dispatch_cb);
@@ -1461,6 +1490,7 @@ pgstore_free(struct pgstore *ps)
 	for (int i = 0; i < ps->nconns; i++) {
 		conn_close(&ps->conns[i]);
 		link_stop(&ps->conns[i].link);
+		pghosts_clear(&ps->conns[i].hosts);
 	}
 	for (int k = 0; k < NKINDS; k++) {
 		struct pgreq *r;
@@ -1513,6 +1543,7 @@ pgstore_reconfigure(struct pgstore *ps, const struct config *cfg)
 	for (int i = 0; i < ps->nconns; i++) {
 		conn_close(&ps->conns[i]);
 		link_stop(&ps->conns[i].link);
+		pghosts_clear(&ps->conns[i].hosts);
 	}
 	free(ps->conns);
 	if (conns_open(ps) == -1)

@@ -56,9 +56,15 @@ typedef void pgstore_state_fn(void *arg);
 struct pgstore;
 struct pgreq;
 
-/* Connection figures go to ST->postgres. */
+struct resolver;
+
+/*
+ * Connection figures go to ST->postgres; RES (may be NULL: libpq looks
+ * names up itself) resolves the conninfo's host names.
+ */
 struct pgstore *pgstore_new(struct ev_loop *loop, const struct config *cfg,
-    struct stats *st, pgstore_state_fn *state_fn, void *arg);
+    struct stats *st, struct resolver *res, pgstore_state_fn *state_fn,
+    void *arg);
 /* Pending requests are dropped; no answer runs. */
 void pgstore_free(struct pgstore *ps);
 /*

@@ -171,13 +171,14 @@ free_keys(struct redisq *q)
 
 struct redisq *
 redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
-    const struct redisq_callbacks *cb, void *arg)
+    struct resolver *res, const struct redisq_callbacks *cb, void *arg)
 {
 	struct redisq *q = calloc(1, sizeof(*q));
 	int ok;
 
 	if (q == NULL)
 		return NULL;
+	q->res = res;
 	q->loop = loop;
 	q->cfg = cfg;
 	q->st = st;

@@ -42,13 +42,16 @@ struct redisq_callbacks {
 typedef void redisq_done_fn(void *arg, int ok);
 
 struct redisq;
+struct resolver;
 
 /*
- * Counters and queue samples go to ST. No callback runs inside a redisq_*
+ * Counters and queue samples go to ST; RES (may be NULL) resolves the
+ * host name. No callback runs inside a redisq_*
  * call: each comes on a loop turn of its own.
  */
 struct redisq *redisq_new(struct ev_loop *loop, const struct config *cfg,
-    struct stats *st, const struct redisq_callbacks *cb, void *arg);
+    struct stats *st, struct resolver *res, const struct redisq_callbacks *cb,
+    void *arg);
 void redisq_free(struct redisq *q);
 /* New settings; changed connection settings reconnect. */
 void redisq_reconfigure(struct redisq *q, const struct config *cfg);

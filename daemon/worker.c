@@ -18,6 +18,7 @@
 #include "notify.h"
 #include "pgstore.h"
 #include "redisq.h"
+#include "resolve.h"
 #include "taskid.h"
 #include "worker.h"
 
@@ -92,6 +93,7 @@ struct worker {
 	struct redisq *q;
 	struct pgstore *ps;
 	struct handler *h;
+	struct resolver *res;	/* host names of both, off the loop */
 	uint64_t rng;		/* jitter of task retries */
 	TAILQ_HEAD(, task) tasks;
 	TAILQ_HEAD(, task) waiting;
@@ -1168,11 +1170,18 @@ worker_new(struct ev_loop *loop, const struct config *cfg,
 	w->shutdown.data = w;
 	w->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
 	    (uint64_t)(uintptr_t)w;
-	w->ps = pgstore_new(loop, cfg, st, pg_state, w);
+	w->res = resolver_new(loop, cfg->redis.connect_timeout_ms >
+	    cfg->postgres.connect_timeout_ms ? cfg->redis.connect_timeout_ms :
+	    cfg->postgres.connect_timeout_ms);
+	if (w->res == NULL) {
+		worker_free(w);
+		return NULL;
+	}
+	w->ps = pgstore_new(loop, cfg, st, w->res, pg_state, w);
 	if (w->ps)
 		w->h = handler_new(loop, cfg, w->ps);
 	if (w->h)
-		w->q = redisq_new(loop, cfg, st, &cbs, w);
+		w->q = redisq_new(loop, cfg, st, w->res, &cbs, w);
 	if (w->ps == NULL || w->h == NULL || w->q == NULL) {
 		worker_free(w);
 		return NULL;
@@ -1197,6 +1206,7 @@ worker_free(struct worker *w)
 	hint_clear(w);
 	handler_free(w->h);
 	pgstore_free(w->ps);
+	resolver_free(w->res);
 	idmap_free(&w->held);
 	free(w);
 }
