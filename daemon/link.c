@@ -27,6 +27,7 @@ link_init(struct link *l, struct ev_loop *loop, const char *name,
 	l->res = res;
 	l->st = st;
 	l->state = LINK_DOWN;
+	l->others = -1;
 	l->connect_timeout_ms = connect_timeout_ms;
 	ev_init(&l->retry, retry_cb);
 	l->retry.data = l;
@@ -110,7 +111,8 @@ open_now(struct link *l)
 		    l->addrs[i][0] ? l->addrs[i] : NULL;
 	l->state = LINK_CONNECTING;
 	arm(l, l->connect_timeout_ms / 1000.0);
-	why[0] = '\0';
+	/* Why a name had no address, should the adapter be left with none. */
+	snprintf(why, sizeof(why), "%s", l->rerr);
 	if (l->ops->open(l->arg, addrs, l->nnames, why, sizeof(why)) == -1)
 		fail(l, why[0] ? why : "cannot connect");
 }
@@ -120,8 +122,7 @@ resolved_cb(void *arg, const char *name, const struct resolve_answer *answer,
     const char *err)
 {
 	struct link *l = arg;
-	int i, found = 0;
-	char why[sizeof(l->last_error)];
+	int i;
 
 	/* The first lookup of this name still out is this one. */
 	for (i = 0; i < l->nnames; i++)
@@ -130,22 +131,18 @@ resolved_cb(void *arg, const char *name, const struct resolve_answer *answer,
 	if (i == l->nnames)
 		return;
 	l->rq[i] = NULL;
-	if (answer != NULL && answer->n > 0)
+	if (answer != NULL && answer->n > 0) {
 		snprintf(l->addrs[i], sizeof(l->addrs[i]), "%s",
 		    answer->addr[l->tries % (unsigned)answer->n]);
+		/* One name: its other addresses are tried before a backoff. */
+		if (l->nnames == 1 && l->others < 0)
+			l->others = answer->n - 1;
+	}
 	else
 		snprintf(l->rerr, sizeof(l->rerr), "cannot resolve %s: %s",
 		    name, err ? err : "no address");
-	if (--l->nleft > 0)
-		return;
-	for (i = 0; i < l->nnames; i++)
-		found += l->addrs[i][0] != '\0';
-	if (found == 0) {
-		snprintf(why, sizeof(why), "%s", l->rerr);
-		fail(l, why);
-		return;
-	}
-	open_now(l);
+	if (--l->nleft == 0)
+		open_now(l);
 }
 
 static void
@@ -247,6 +244,7 @@ link_ready(struct link *l)
 	ev_timer_stop(l->loop, &l->timeout);
 	l->state = LINK_READY;
 	backoff_reset(&l->bo);
+	l->others = -1;
 	was_down = outage_end(&l->outage);
 	if (!l->quiet || was_down)
 		log_info("%s: connected%s", l->name, was_down ? " again" : "");
@@ -258,6 +256,13 @@ static void
 lose(struct link *l, const char *why, int at_once)
 {
 	int delay;
+
+	/* Refused at one address of a name: the next one, at once. */
+	if (l->state == LINK_CONNECTING && l->others > 0) {
+		l->others--;
+		at_once = 1;
+	} else
+		l->others = -1;		/* the next round tries them all again */
 
 	cancel_lookups(l);
 	ev_timer_stop(l->loop, &l->timeout);

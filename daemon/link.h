@@ -38,9 +38,9 @@ struct link_ops {
 	/*
 	 * Opens the driver's connection. ADDRS[i] is a numeric address of
 	 * NAMES[i], a different one of its answers at every try, or NULL
-	 * when that name had none (at least one has); without a resolver,
-	 * the names themselves. Returns -1
-	 * (WHY filled) when it failed at once: the link backs off.
+	 * when that name had none (WHY then says why); without a resolver,
+	 * the names themselves. Returns -1 (WHY filled) when it failed at
+	 * once: the link backs off.
 	 */
 	int (*open)(void *arg, const char *const *addrs, int n, char *why,
 	    size_t len);
@@ -65,6 +65,7 @@ struct link {
 	char rerr[200];			/* why a name had no address */
 	int nnames, nleft;
 	unsigned tries;			/* connects started: picks an address */
+	int others;			/* addresses of the name not tried yet */
 	ev_timer retry;
 	ev_timer timeout;
 	int connect_timeout_ms;

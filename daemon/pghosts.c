@@ -92,12 +92,15 @@ pghosts_parse(const char *conninfo, struct pghosts *h, char *err, size_t len)
 int
 pghosts_names(const struct pghosts *h, const char **names)
 {
-	int n = 0;
+	int n = 0, named = 0;
 
 	if (h->fixed)
 		return 0;
 	for (int i = 0; i < h->n; i++)
-		if (h->kind[i] == PGHOST_NAME)
+		named += h->kind[i] == PGHOST_NAME;
+	/* Numeric hosts too, beside a name: their "lookup" costs nothing. */
+	for (int i = 0; named > 0 && i < h->n; i++)
+		if (h->kind[i] != PGHOST_UNIX)
 			names[n++] = h->host[i];
 	return n;
 }
@@ -132,13 +135,12 @@ pghosts_params(const struct pghosts *h, const char *const *addrs, int naddrs,
 	for (int i = 0; ok && i < h->n; i++) {
 		const char *addr = "";
 
-		if (h->kind[i] == PGHOST_NAME) {
+		if (h->kind[i] != PGHOST_UNIX) {
 			addr = name < naddrs ? addrs[name] : NULL;
 			name++;
 			if (addr == NULL)
 				continue;	/* no address: left out */
-		} else if (h->kind[i] == PGHOST_NUMERIC)
-			addr = h->host[i];
+		}
 		ports += h->port[i] != NULL;
 		ok = append(host, h->host[i]) == 0 &&
 		    append(hostaddr, addr) == 0 &&

@@ -666,7 +666,8 @@ open_conn(void *arg, const char *const *addrs, int n, char *why, size_t len)
 	if (ps->res != NULL && (rv = pghosts_params(&c->hosts, addrs, n,
 	    &host, &hostaddr, &port)) != 0) {
 		if (rv == -1) {
-			snprintf(why, len, "no address for any host");
+			if (why[0] == '\0')
+				snprintf(why, len, "no address for any host");
 			return -1;
 		}
 		keys[k] = "host";

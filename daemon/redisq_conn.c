@@ -280,6 +280,8 @@ open_conn(void *arg, const char *const *addrs, int n, char *why, size_t len)
 	const struct config *cfg = c->q->cfg;
 	redisAsyncContext *ac;
 
+	if (n > 0 && addrs[0] == NULL)
+		return -1;	/* WHY says why the name had no address */
 	if (n == 0)
 		ac = redisAsyncConnectUnix(cfg->redis.unix_socket);
 	else

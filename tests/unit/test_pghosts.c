@@ -68,9 +68,13 @@ main(void)
 	    "fd00::7", "5433", 2);
 	check("host=a.test,b.test", none, 2, -1, NULL, NULL, NULL, 2);
 	/* Numeric hosts and sockets stay as they are, beside a name. */
-	check("host=/run/postgresql,127.0.0.1,c.test port=5432", one, 1, 1,
-	    "/run/postgresql,127.0.0.1,c.test", ",127.0.0.1,10.0.0.5",
-	    "5432,5432,5432", 1);
+	{
+		const char *mixed[] = { "127.0.0.1", "10.0.0.5" };
+
+		check("host=/run/postgresql,127.0.0.1,c.test port=5432", mixed,
+		    2, 1, "/run/postgresql,127.0.0.1,c.test",
+		    ",127.0.0.1,10.0.0.5", "5432,5432,5432", 2);
+	}
 	/* hostaddr given: the operator chose; nothing is resolved. */
 	check("host=db.test hostaddr=192.0.2.1", NULL, 0, 0, NULL, NULL, NULL,
 	    0);
