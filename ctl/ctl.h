@@ -6,6 +6,7 @@
 #define TASKWORKERCTL_CTL_H
 
 #include <stdio.h>
+#include <sys/time.h>
 
 #include <hiredis/hiredis.h>
 
@@ -21,6 +22,8 @@
 struct ctl {
 	const struct config *cfg;
 	redisContext *rc;
+	char host[256];		/* the server connected to (TCP) */
+	int port;
 	int json;
 	const char *queue;
 	long limit;		/* list commands: most ids shown, 0 all */
@@ -35,7 +38,12 @@ struct ctl {
 void ctl_errx(const char *fmt, ...) PRINTFLIKE(1, 2);
 /* The last message ctl_errx printed, without "taskworkerctl: ", or "". */
 const char *ctl_last_error(void);
-/* Connects, AUTHs and SELECTs as the daemon does; 0 or an exit status. */
+/* MS milliseconds as a timeval, for hiredis' timeouts. */
+struct timeval ctl_ms_tv(int ms);
+/*
+ * Connects, AUTHs and SELECTs as the daemon does (to the master the
+ * sentinels name, with redis.sentinels); 0 or an exit status.
+ */
 int ctl_connect(struct ctl *c);
 void ctl_disconnect(struct ctl *c);
 /*
@@ -50,6 +58,15 @@ redisReply *ctl_eval(struct ctl *c, const char *script, int nkeys,
     const char **keys, int nargs, const char **args, const size_t *lens);
 /* The server's clock in ms since the epoch (as the daemons use it); -1. */
 long long ctl_now_ms(struct ctl *c);
+
+/* ctlsentinel.c */
+/*
+ * Asks cfg->redis.sentinels in turn where cfg->redis.sentinel_master is:
+ * 0 with its address in HOST (SIZE bytes) and *PORT, or 69 after a
+ * message naming each sentinel and why it did not answer.
+ */
+int ctl_sentinel_master(const struct config *cfg, char *host, size_t size,
+    int *port);
 
 /* out.c */
 /*

@@ -9,6 +9,7 @@
 #include <sys/time.h>
 
 #include "ctl.h"
+#include "netaddr.h"
 
 static char last_error[1024];
 
@@ -30,8 +31,8 @@ ctl_last_error(void)
 	return last_error;
 }
 
-static struct timeval
-ms_tv(int ms)
+struct timeval
+ctl_ms_tv(int ms)
 {
 	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
@@ -39,14 +40,12 @@ ms_tv(int ms)
 }
 
 static const char *
-where(const struct config *cfg, char *buf, size_t size)
+where(const struct ctl *c, char *buf, size_t size)
 {
-	if (cfg->redis.unix_socket[0])
-		snprintf(buf, size, "%s", cfg->redis.unix_socket);
-	else if (strchr(cfg->redis.host, ':'))
-		snprintf(buf, size, "[%s]:%d", cfg->redis.host, cfg->redis.port);
+	if (c->cfg->redis.unix_socket[0])
+		snprintf(buf, size, "%s", c->cfg->redis.unix_socket);
 	else
-		snprintf(buf, size, "%s:%d", cfg->redis.host, cfg->redis.port);
+		netaddr_format(buf, size, c->host, c->port);
 	return buf;
 }
 
@@ -59,13 +58,13 @@ handshake(struct ctl *c, const char *what, int argc, const char **argv)
 	int rv = 0;
 
 	if (r == NULL) {
-		ctl_errx("Redis at %s: %s: %s", where(c->cfg, at, sizeof(at)),
+		ctl_errx("Redis at %s: %s: %s", where(c, at, sizeof(at)),
 		    what, c->rc->errstr[0] ? c->rc->errstr : "no answer");
 		return EXIT_UNAVAILABLE;
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		ctl_errx("Redis at %s: %s failed: %s",
-		    where(c->cfg, at, sizeof(at)), what, r->str);
+		    where(c, at, sizeof(at)), what, r->str);
 		rv = EXIT_UNAVAILABLE;
 	}
 	freeReplyObject(r);
@@ -76,27 +75,35 @@ int
 ctl_connect(struct ctl *c)
 {
 	const struct config *cfg = c->cfg;
-	struct timeval tv = ms_tv(cfg->redis.connect_timeout_ms);
+	struct timeval tv = ctl_ms_tv(cfg->redis.connect_timeout_ms);
 	const char *argv[3];
 	char db[16], at[300];
 	int rv;
 
+	/* With sentinels, the master is wherever they say it is now. */
+	if (cfg->redis.nsentinels > 0) {
+		if ((rv = ctl_sentinel_master(cfg, c->host, sizeof(c->host),
+		    &c->port)) != 0)
+			return rv;
+	} else {
+		snprintf(c->host, sizeof(c->host), "%s", cfg->redis.host);
+		c->port = cfg->redis.port;
+	}
 	if (cfg->redis.unix_socket[0])
 		c->rc = redisConnectUnixWithTimeout(cfg->redis.unix_socket, tv);
 	else
-		c->rc = redisConnectWithTimeout(cfg->redis.host,
-		    cfg->redis.port, tv);
+		c->rc = redisConnectWithTimeout(c->host, c->port, tv);
 	if (c->rc == NULL || c->rc->err) {
 		ctl_errx("cannot connect to Redis at %s: %s",
-		    where(cfg, at, sizeof(at)),
+		    where(c, at, sizeof(at)),
 		    c->rc ? c->rc->errstr : "out of memory");
 		ctl_disconnect(c);
 		return EXIT_UNAVAILABLE;
 	}
-	if (redisSetTimeout(c->rc, ms_tv(cfg->redis.command_timeout_ms)) !=
-	    REDIS_OK) {
+	if (redisSetTimeout(c->rc, ctl_ms_tv(cfg->redis.command_timeout_ms))
+	    != REDIS_OK) {
 		ctl_errx("Redis at %s: cannot set the command timeout",
-		    where(cfg, at, sizeof(at)));
+		    where(c, at, sizeof(at)));
 		ctl_disconnect(c);
 		return EXIT_UNAVAILABLE;
 	}
@@ -124,7 +131,7 @@ ctl_connect(struct ctl *c)
 		    "CLIENT SETNAME taskworkerctl");
 
 		if (r == NULL) {
-			ctl_errx("Redis at %s: %s", where(cfg, at, sizeof(at)),
+			ctl_errx("Redis at %s: %s", where(c, at, sizeof(at)),
 			    c->rc->errstr);
 			rv = EXIT_UNAVAILABLE;
 		}

@@ -69,6 +69,7 @@ struct key {
 static const char *check_conninfo(const char *, char *, size_t);
 static const char *check_table(const char *, char *, size_t);
 static const char *check_listen(const char *, char *, size_t);
+static const char *check_host_port(const char *, char *, size_t);
 
 static const struct name_value level_names[] = {
 	{ "debug", LOG_DEBUG },
@@ -114,10 +115,12 @@ static const char *const default_empty[] = { NULL };
 	  .off = AT(field), .def_str = def, .maxlen = len,		\
 	  .flags = fl, .check = fn }
 #define LIST(sec, key, field, nfield, def, lo, hi, len, fl)		\
+	LISTC(sec, key, field, nfield, def, lo, hi, len, fl, NULL)
+#define LISTC(sec, key, field, nfield, def, lo, hi, len, fl, fn)	\
 	{ .section = sec, .name = key, .kind = K_LIST,			\
 	  .off = AT(field),						\
 	  .count_off = AT(nfield), .def_list = def, .min = lo,		\
-	  .max = hi, .maxlen = len, .flags = fl }
+	  .max = hi, .maxlen = len, .flags = fl, .check = fn }
 #define NAMED(sec, key, k, field, def, table)				\
 	{ .section = sec, .name = key, .kind = k, .off = AT(field),	\
 	  .def_str = def, .names = table }
@@ -130,6 +133,17 @@ static const struct key keys[] = {
 	STR("redis", "username", redis.username, "", 0, 0, NULL),
 	STR("redis", "password", redis.password, "", 0, 0, NULL),
 	STR("redis", "password_file", redis.password_file, "", 0, 0, NULL),
+	LISTC("redis", "sentinels", redis.sentinels, redis.nsentinels,
+	    default_empty, 0, 16, 300, F_NONEMPTY | F_NOSPACE | F_UNIQUE,
+	    check_host_port),
+	STR("redis", "sentinel_master", redis.sentinel_master, "", 200,
+	    F_NOSPACE, NULL),
+	STR("redis", "sentinel_username", redis.sentinel_username, "", 0, 0,
+	    NULL),
+	STR("redis", "sentinel_password", redis.sentinel_password, "", 0, 0,
+	    NULL),
+	STR("redis", "sentinel_password_file", redis.sentinel_password_file,
+	    "", 0, 0, NULL),
 	LIST("redis", "queues", redis.queues, redis.nqueues, default_queues,
 	    1, 64, 200, F_NONEMPTY | F_NOSPACE | F_UNIQUE),
 	INT("redis", "dead_max", redis.dead_max, 100000, 1, 1000000000),
@@ -810,6 +824,19 @@ check_listen(const char *s, char *buf, size_t size)
 	return netaddr_parse(s, &sa, &len, buf, size);
 }
 
+static const char *
+check_host_port(const char *s, char *buf, size_t size)
+{
+	char host[NETADDR_HOSTLEN + 1];
+	const char *why;
+	int port;
+
+	if ((why = netaddr_host_port(s, host, sizeof(host), &port)) == NULL)
+		return NULL;
+	snprintf(buf, size, "\"%.100s\": %s", s, why);
+	return buf;
+}
+
 /*
  * Reads at most LIMIT bytes of PATH into a new NUL-terminated buffer.
  * Returns -1 with errno set on failure; *TOOBIG when the file is longer.
@@ -1009,16 +1036,20 @@ key_bad(const struct loader *ld, const char *section, const char *name)
 	return k != NULL && ld->bad[k - keys];
 }
 
-/* Reads the first line of redis.password_file into cfg->redis.password. */
+/*
+ * Reads the first line of redis.FILE_KEY into *PW (the password it names
+ * is not in the file itself).
+ */
 static void
-load_password_file(struct loader *ld)
+load_password_file(struct loader *ld, const char *file_key, const char *file,
+    char **pw)
 {
-	struct config *cfg = ld->cfg;
-	const char *file = cfg->redis.password_file, *slash;
-	unsigned int line = line_of_key(ld, "redis", "password_file");
-	char *path, *pw, msg[MSG_MAX];
+	const char *slash;
+	unsigned int line = line_of_key(ld, "redis", file_key);
+	char *path, *secret, what[64], msg[MSG_MAX];
 	int dirlen;
 
+	snprintf(what, sizeof(what), "redis.%s", file_key);
 	/* A relative path is relative to the config file's directory. */
 	slash = strrchr(ld->path, '/');
 	if (file[0] != '/' && slash != NULL) {
@@ -1028,16 +1059,81 @@ load_password_file(struct loader *ld)
 	} else
 		path = strdup(file);
 	if (path == NULL) {
-		report(ld, line, "redis.password_file: out of memory");
+		report(ld, line, "%s: out of memory", what);
 		return;
 	}
-	if (credentials_read_file("redis.password_file", path, 0, &pw, msg,
-	    sizeof(msg)) == 1) {
-		free(cfg->redis.password);
-		cfg->redis.password = pw;
+	if (credentials_read_file(what, path, 0, &secret, msg, sizeof(msg)) ==
+	    1) {
+		free(*pw);
+		*pw = secret;
 	} else
 		report(ld, line, "%s", msg);
 	free(path);
+}
+
+/*
+ * A password of redis.PW_KEY, or the first line of redis.FILE_KEY (not
+ * both), or else the systemd credential CRED when the service has one.
+ */
+static void
+load_secret(struct loader *ld, const char *pw_key, char **pw,
+    const char *file_key, const char *file, const char *cred)
+{
+	char msg[MSG_MAX];
+
+	if (file[0] != '\0' && !key_bad(ld, "redis", pw_key)) {
+		if ((*pw)[0] != '\0')
+			report(ld, line_of_key(ld, "redis", file_key),
+			    "redis.%s: cannot be used together with redis.%s",
+			    file_key, pw_key);
+		else
+			load_password_file(ld, file_key, file, pw);
+	} else if ((*pw)[0] == '\0' &&
+	    credentials_password(cred, pw, msg, sizeof(msg)) == -1)
+		report(ld, 0, "%s", msg);
+}
+
+/*
+ * With redis.sentinels the sentinels say where the master is: a host,
+ * port or unix socket given as well would be ignored, so it is refused;
+ * without them, a sentinel_* key would be.
+ */
+static void
+check_sentinels(struct loader *ld)
+{
+	static const char *const direct[] = { "host", "port", "unix_socket" };
+	static const char *const named[] = { "sentinel_master",
+	    "sentinel_username", "sentinel_password",
+	    "sentinel_password_file" };
+	struct config *cfg = ld->cfg;
+	const char *vals[] = { cfg->redis.sentinel_master,
+	    cfg->redis.sentinel_username, cfg->redis.sentinel_password,
+	    cfg->redis.sentinel_password_file };
+	unsigned int line;
+
+	if (key_bad(ld, "redis", "sentinels"))
+		return;
+	if (cfg->redis.nsentinels == 0) {
+		for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++)
+			if (vals[i][0] != '\0')
+				report(ld, line_of_key(ld, "redis", named[i]),
+				    "redis.%s: goes with redis.sentinels, "
+				    "which is not set", named[i]);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(direct) / sizeof(direct[0]); i++)
+		if ((line = line_of_key(ld, "redis", direct[i])) != 0)
+			report(ld, line, "redis.%s: not together with "
+			    "redis.sentinels, which say where the master is; "
+			    "leave it out", direct[i]);
+	if (cfg->redis.sentinel_master[0] == '\0' &&
+	    !key_bad(ld, "redis", "sentinel_master")) {
+		line = line_of_key(ld, "redis", "sentinel_master");
+		report(ld, line != 0 ? line : line_of_key(ld, "redis",
+		    "sentinels"), "redis.sentinel_master: required when "
+		    "redis.sentinels is set: the name the sentinels monitor "
+		    "the master by");
+	}
 }
 
 /* MIN_KEY <= MAX_KEY of SECTION, reported at whichever the file set. */
@@ -1281,21 +1377,14 @@ finish(struct loader *ld)
 		report(ld, line, "postgres.status_column: must differ from "
 		    "postgres.id_column");
 	}
-	if (cfg->redis.password_file[0] != '\0' &&
-	    !key_bad(ld, "redis", "password")) {
-		if (cfg->redis.password[0] != '\0')
-			report(ld, line_of_key(ld, "redis", "password_file"),
-			    "redis.password_file: cannot be used together "
-			    "with redis.password");
-		else
-			load_password_file(ld);
-	} else if (cfg->redis.password[0] == '\0') {
-		char msg[MSG_MAX];	/* the systemd credential, if given */
-
-		if (credentials_redis_password(&cfg->redis.password, msg,
-		    sizeof(msg)) == -1)
-			report(ld, 0, "%s", msg);
-	}
+	load_secret(ld, "password", &cfg->redis.password, "password_file",
+	    cfg->redis.password_file, CRED_REDIS_PASSWORD);
+	check_sentinels(ld);
+	if (cfg->redis.nsentinels > 0)
+		load_secret(ld, "sentinel_password",
+		    &cfg->redis.sentinel_password, "sentinel_password_file",
+		    cfg->redis.sentinel_password_file,
+		    CRED_REDIS_SENTINEL_PASSWORD);
 	if (cfg->worker.id[0] == '\0' && ld->nerrors == 0) {
 		memset(host, 0, sizeof(host));
 		if (gethostname(host, sizeof(host) - 1) == -1)
@@ -1367,7 +1456,8 @@ config_free(struct config *cfg)
 		k = &keys[i];
 		if (k->kind == K_STRING) {
 			s = (char **)field(cfg, k->off);
-			if (*s != NULL && k->off == AT(redis.password))
+			if (*s != NULL && (k->off == AT(redis.password) ||
+			    k->off == AT(redis.sentinel_password)))
 				explicit_bzero(*s, strlen(*s));
 			free(*s);
 		} else if (k->kind == K_LIST)
@@ -1432,6 +1522,13 @@ config_redis_conn_changed(const struct config *a, const struct config *b)
 	    a->redis.database != b->redis.database ||
 	    str_differ(a->redis.username, b->redis.username) ||
 	    str_differ(a->redis.password, b->redis.password) ||
+	    list_differ(a->redis.sentinels, a->redis.nsentinels,
+	    b->redis.sentinels, b->redis.nsentinels) ||
+	    str_differ(a->redis.sentinel_master, b->redis.sentinel_master) ||
+	    str_differ(a->redis.sentinel_username,
+	    b->redis.sentinel_username) ||
+	    str_differ(a->redis.sentinel_password,
+	    b->redis.sentinel_password) ||
 	    a->redis.connect_timeout_ms != b->redis.connect_timeout_ms ||
 	    a->redis.command_timeout_ms != b->redis.command_timeout_ms;
 }

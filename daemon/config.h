@@ -25,6 +25,16 @@ struct config {
 		char *username;
 		char *password;		/* from password or password_file */
 		char *password_file;
+		/*
+		 * Redis Sentinel: "HOST:PORT" each (none: host and port
+		 * name the server); they tell where SENTINEL_MASTER is.
+		 */
+		char **sentinels;
+		int nsentinels;
+		char *sentinel_master;
+		char *sentinel_username;
+		char *sentinel_password;	/* or from its file */
+		char *sentinel_password_file;
 		char **queues;
 		int nqueues;
 		int dead_max;		/* QUEUE:dead keeps the newest this many */

@@ -1,7 +1,8 @@
 /*
- * credentials: the Redis password and a pgpass file from systemd
- * credentials. The unit loads them with LoadCredential=; outside a unit
- * there is no $CREDENTIALS_DIRECTORY and nothing here does anything.
+ * credentials: the Redis and Sentinel passwords and a pgpass file from
+ * systemd credentials. The unit loads them with LoadCredential=; outside
+ * a unit there is no $CREDENTIALS_DIRECTORY and nothing here does
+ * anything.
  */
 #include <sys/stat.h>
 
@@ -119,11 +120,19 @@ credentials_read(const char *dir, const char *name, char **secretp,
 int
 credentials_redis_password(char **passwordp, char *err, size_t errsize)
 {
+	return credentials_password(CRED_REDIS_PASSWORD, passwordp, err,
+	    errsize);
+}
+
+int
+credentials_password(const char *name, char **passwordp, char *err,
+    size_t errsize)
+{
 	char *pw;
 	int rc;
 
-	rc = credentials_read(getenv("CREDENTIALS_DIRECTORY"),
-	    CRED_REDIS_PASSWORD, &pw, err, errsize);
+	rc = credentials_read(getenv("CREDENTIALS_DIRECTORY"), name, &pw, err,
+	    errsize);
 	if (rc == 1) {
 		if (*passwordp != NULL)
 			explicit_bzero(*passwordp, strlen(*passwordp));

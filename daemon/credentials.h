@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #define CRED_REDIS_PASSWORD	"redis-password"
+#define CRED_REDIS_SENTINEL_PASSWORD	"redis-sentinel-password"
 #define CRED_PGPASS		"pgpass"
 
 /*
@@ -29,10 +30,14 @@ int credentials_read(const char *dir, const char *name, char **secretp,
     char *err, size_t errsize);
 
 /*
- * The Redis password from the credential redis-password, if the service
- * was given one: replaces *PASSWORDP and returns 1; 0 when there is none;
- * -1 with a message in ERR.
+ * A password from the credential NAME (redis-password,
+ * redis-sentinel-password), if the service was given one: replaces
+ * *PASSWORDP and returns 1; 0 when there is none; -1 with a message in
+ * ERR.
  */
+int credentials_password(const char *name, char **passwordp, char *err,
+    size_t errsize);
+/* credentials_password() of redis-password. */
 int credentials_redis_password(char **passwordp, char *err, size_t errsize);
 
 /*
