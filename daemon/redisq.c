@@ -233,6 +233,12 @@ redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
 	ev_timer_again(loop, &q->sampler);
 	rq_need_recovery(q);
 	q->seq = 1;
+	if (cfg->redis.nsentinels > 0 &&
+	    (q->sent = sentinel_new(loop, cfg, res, rc_master_moved, q)) ==
+	    NULL) {
+		redisq_free(q);
+		return NULL;
+	}
 	rc_init(q, &q->cmd, -1);
 	for (int i = 0; i < q->nq; i++)
 		rc_init(q, &q->blk[i], i);
@@ -273,6 +279,7 @@ redisq_free(struct redisq *q)
 	free(q->owed);
 	ev_timer_stop(q->loop, &q->defer);
 	free_keys(q);
+	sentinel_free(q->sent);
 	free(q->blk);
 	free(q);
 }
@@ -292,6 +299,18 @@ redisq_reconfigure(struct redisq *q, const struct config *cfg)
 		rc_limits(&q->blk[i]);
 	if (!changed)
 		return;
+	/* Sentinels taken up, dropped or changed: the master is asked anew. */
+	if (cfg->redis.nsentinels > 0 && q->sent != NULL)
+		sentinel_reconfigure(q->sent, cfg);
+	else {
+		sentinel_free(q->sent);
+		q->sent = NULL;
+		if (cfg->redis.nsentinels > 0 && (q->sent = sentinel_new(q->loop,
+		    cfg, q->res, rc_master_moved, q)) == NULL)
+			log_errorx("redis: out of memory for the sentinels");
+	}
+	q->master[0] = '\0';
+	q->master_suspect = 0;
 	log_info("redis: connection settings changed, reconnecting");
 	/* At once, not after a backoff. */
 	rc_restart(&q->cmd, "settings changed");

@@ -81,7 +81,7 @@ struct done_ctx {
 static void
 done_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r;
 	struct done_ctx d = *(struct done_ctx *)priv;
 	int ok = reply != NULL && reply->type != REDIS_REPLY_ERROR;
@@ -135,7 +135,7 @@ struct ackbatch {
 static void
 ack_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r;
 	struct ackbatch *b = priv;
 	struct ackreq *a, *next;

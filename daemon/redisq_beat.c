@@ -77,7 +77,7 @@ static const char reclaim_lua[] =
 static void
 reclaim_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r;
 	struct redisq *q;
 	int qi = (int)(intptr_t)priv;
@@ -309,7 +309,7 @@ contested(struct redisq *q, int qi, const char *val)
 static void
 beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r, *tag;
 	struct redisq *q;
 	int qi = (int)(intptr_t)priv;

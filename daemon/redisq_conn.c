@@ -30,6 +30,9 @@ lost(struct rconn *c, const char *why, int at_once)
 	c->unblock_sent = 0;
 	c->blocked = 0;		/* a BLMOVE moves nothing: nothing lost */
 	link_lost(&c->link, why, at_once);
+	/* The master may have moved: where is it now? */
+	if (q->sent != NULL && !at_once)
+		sentinel_ask(q->sent);
 	if (c->qi < 0) {
 		if (q->script_inflight)
 			rq_need_recovery(q);
@@ -94,12 +97,19 @@ await(struct rconn *c)
  * belongs to its live context, NULL for a context being torn down.
  */
 struct rconn *
-rc_reply(redisAsyncContext *ac)
+rc_reply(redisAsyncContext *ac, const redisReply *reply)
 {
 	struct rconn *c = ac->data;
 
 	if (c == NULL || c->ac != ac)
 		return NULL;
+	/* A replica now: the sentinels say where the master went. */
+	if (c->q->sent != NULL && reply != NULL &&
+	    reply->type == REDIS_REPLY_ERROR &&
+	    strncmp(reply->str, "READONLY", 8) == 0) {
+		c->q->master_suspect = 1;
+		sentinel_ask(c->q->sent);
+	}
 	if (--c->pending > 0)
 		await(c);
 	else
@@ -189,11 +199,28 @@ rc_ready(struct rconn *c)
 /* A handshake reply's PRIV: an index into rconn.hello, or one of these. */
 #define HS_INFO		(RHELLO_MAX + 0)
 #define HS_ID		(RHELLO_MAX + 1)
+#define HS_ROLE		(RHELLO_MAX + 2)
+
+static const char *
+hs_what(const struct rconn *c, int step)
+{
+	return step == HS_INFO ? "INFO" : step == HS_ID ? "CLIENT ID" :
+	    step == HS_ROLE ? "ROLE" : c->hello[step].what;
+}
+
+/* ROLE's first element: "master", "slave" or "sentinel". */
+static int
+is_master(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+	    r->element[0]->type == REDIS_REPLY_STRING &&
+	    strcmp(r->element[0]->str, "master") == 0;
+}
 
 static void
 handshake_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r;
 	int step = (int)(intptr_t)priv;
 	char why[300], version[64];
@@ -202,10 +229,15 @@ handshake_cb(redisAsyncContext *ac, void *r, void *priv)
 		return;
 	if (reply->type == REDIS_REPLY_ERROR &&
 	    (step >= RHELLO_MAX || !c->hello[step].optional)) {
-		snprintf(why, sizeof(why), "%s failed: %s", step == HS_INFO ?
-		    "INFO" : step == HS_ID ? "CLIENT ID" : c->hello[step].what,
+		snprintf(why, sizeof(why), "%s failed: %s", hs_what(c, step),
 		    reply->str);
 		rc_drop(c, why);
+		return;
+	}
+	if (step == HS_ROLE && !is_master(reply)) {
+		snprintf(why, sizeof(why), "%s:%d is not the master (ROLE)",
+		    c->host, c->port);
+		rc_drop(c, why);	/* and the sentinels are asked again */
 		return;
 	}
 	if (step == HS_INFO) {
@@ -254,7 +286,16 @@ handshake(struct rconn *c)
 	if (rc_command(c, handshake_cb, (void *)(intptr_t)(c->qi < 0 ?
 	    HS_INFO : HS_ID), 2, argv, NULL) == -1)
 		return -1;
-	c->handshake_left = n + 1;
+	n++;
+	/* Where the sentinels sent it, the server must still be the master. */
+	if (c->q->sent != NULL) {
+		argv[0] = "ROLE";
+		if (rc_command(c, handshake_cb, (void *)(intptr_t)HS_ROLE, 1,
+		    argv, NULL) == -1)
+			return -1;
+		n++;
+	}
+	c->handshake_left = n;
 	return 0;
 }
 
@@ -265,11 +306,25 @@ locate(void *arg, const char **names, char *why, size_t len)
 	struct rconn *c = arg;
 	const struct config *cfg = c->q->cfg;
 
-	(void)why;
-	(void)len;
-	if (cfg->redis.unix_socket[0])
-		return 0;
-	names[0] = cfg->redis.host;
+	if (c->q->sent != NULL) {
+		if (c->q->master[0] == '\0') {
+			snprintf(why, len, "no master known yet: %s",
+			    sentinel_last_error(c->q->sent));
+			return -1;
+		}
+		snprintf(c->host, sizeof(c->host), "%s", c->q->master);
+		c->port = c->q->master_port;
+	} else {
+		if (cfg->redis.unix_socket[0]) {
+			snprintf(c->host, sizeof(c->host), "%s",
+			    cfg->redis.unix_socket);
+			c->port = 0;
+			return 0;
+		}
+		snprintf(c->host, sizeof(c->host), "%s", cfg->redis.host);
+		c->port = cfg->redis.port;
+	}
+	names[0] = c->host;
 	return 1;
 }
 
@@ -285,7 +340,7 @@ open_conn(void *arg, const char *const *addrs, int n, char *why, size_t len)
 	if (n == 0)
 		ac = redisAsyncConnectUnix(cfg->redis.unix_socket);
 	else
-		ac = redisAsyncConnect(addrs[0], cfg->redis.port);
+		ac = redisAsyncConnect(addrs[0], c->port);
 	c->pending = 0;
 	c->blocked = 0;
 	c->unblock_sent = 0;
@@ -362,4 +417,29 @@ rc_close(struct rconn *c)
 	link_stop(&c->link);
 	if (ac)
 		redisAsyncFree(ac);
+}
+
+/*
+ * The sentinels' answer, on a loop turn of its own. A master that moved
+ * (or one that said READONLY) gets every connection anew, and the
+ * recovery of a reconnect follows; the same master again changes
+ * nothing, so that a master that is down is not asked of in a spin.
+ */
+void
+rc_master_moved(void *arg, const char *host, int port)
+{
+	struct redisq *q = arg;
+	int moved = strcmp(q->master, host) != 0 || q->master_port != port;
+
+	if (!moved && !q->master_suspect)
+		return;
+	if (moved)
+		log_notice("redis: the sentinels name %s:%d as the master%s",
+		    host, port, q->master[0] ? " now" : "");
+	snprintf(q->master, sizeof(q->master), "%s", host);
+	q->master_port = port;
+	q->master_suspect = 0;
+	rc_restart(&q->cmd, "the master moved");
+	for (int i = 0; i < q->nq; i++)
+		rc_restart(&q->blk[i], "the master moved");
 }

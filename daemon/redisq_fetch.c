@@ -90,7 +90,7 @@ recheck_in(struct redisq *q, double seconds)
 static void
 reconcile_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r;
 	struct redisq *q = c ? c->q : NULL;
 	int qi = (int)(intptr_t)priv;
@@ -196,7 +196,7 @@ send_reconcile(struct redisq *q, int held)
 static void
 unblock_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r;
 	struct rconn *b;
 
@@ -319,7 +319,7 @@ rq_pause_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r;
 	struct redisq *q;
 	size_t got = 0, asked = (size_t)(intptr_t)priv;
@@ -398,7 +398,7 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 static void
 block_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r;
 	struct redisq *q;
 	int unblocked;

@@ -20,6 +20,7 @@
 #include "redisq.h"
 #include "resolve.h"
 #include "rhello.h"
+#include "sentinel.h"
 
 /* hiredis 1.0 alone took the connect callback's context without const. */
 #if HIREDIS_MAJOR == 1 && HIREDIS_MINOR == 0
@@ -131,6 +132,8 @@ struct rconn {
 	redisAsyncContext *ac;
 	struct rhello_cmd hello[RHELLO_MAX];	/* the handshake sent */
 	struct rhello_buf hello_buf;
+	char host[256];		/* where it connects: the master, or the host */
+	int port;
 	int handshake_left;
 	int pending;		/* replies outstanding */
 	long long client_id;
@@ -203,6 +206,11 @@ struct redisq {
 	char host[256];
 	struct outage fetch_outage;	/* the fetch script's */
 	struct resolver *res;	/* NULL: names go to hiredis */
+	/* With redis.sentinels: where they say the master is. */
+	struct sentinel *sent;
+	char master[256];	/* "" until they answer */
+	int master_port;
+	int master_suspect;	/* it answered READONLY: a replica now */
 };
 
 struct argv_buf {
@@ -219,7 +227,7 @@ void rq_make_holder(struct redisq *q);
 void rq_send_beat(struct redisq *q);
 int rc_command(struct rconn *c, redisCallbackFn *fn, void *priv, int argc,
     const char **argv, const size_t *lens);
-struct rconn * rc_reply(redisAsyncContext *ac);
+struct rconn *rc_reply(redisAsyncContext *ac, const redisReply *reply);
 void rc_close(struct rconn *c);
 void rc_drop(struct rconn *c, const char *why);
 void rc_init(struct redisq *q, struct rconn *c, int qi);
@@ -227,6 +235,7 @@ void rc_lost(struct rconn *c, const char *why);
 void rc_start(struct rconn *c);
 void rc_restart(struct rconn *c, const char *why);
 void rc_limits(struct rconn *c);
+void rc_master_moved(void *arg, const char *host, int port);
 static inline int
 rc_up(const struct rconn *c)
 {

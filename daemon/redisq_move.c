@@ -51,7 +51,7 @@ static const char move_lua[] =
 static void
 move_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r, **e;
 	struct redisq *q;
 	struct qwatch *w;

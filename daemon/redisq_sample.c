@@ -124,7 +124,7 @@ sample_failed(struct redisq *q, const redisReply *reply)
 static void
 held_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r, **e;
 	struct redisq *q;
 	size_t want = 0;
@@ -159,7 +159,7 @@ held_cb(redisAsyncContext *ac, void *r, void *priv)
 static void
 sample_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct rconn *c = rc_reply(ac);
+	struct rconn *c = rc_reply(ac, r);
 	redisReply *reply = r, **e;
 	struct redisq *q;
 	struct argv_buf b = { 0 };
