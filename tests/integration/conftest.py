@@ -240,8 +240,9 @@ def is_serving(line):
 class Daemon:
     """One run of taskworkerd with its config file, log and notify socket."""
 
-    def __init__(self, directory, name, config, config_path=None):
+    def __init__(self, directory, name, config, config_path=None, wrapper=()):
         self.dir = Path(directory)
+        self.wrapper = list(wrapper)  # a prefix of this daemon's own, before WRAPPER
         self.name = name
         self.config = config
         self.config_path = Path(config_path or self.dir / f"{name}.conf")
@@ -264,7 +265,7 @@ class Daemon:
 
     # process
     def command(self, *args):
-        return WRAPPER + [BIN, "-v", "-c", str(self.config_path), *args]
+        return self.wrapper + WRAPPER + [BIN, "-v", "-c", str(self.config_path), *args]
 
     def start(self, *args, wait_ready=True):
         env = dict(os.environ, NOTIFY_SOCKET=self.notify.path)
@@ -564,17 +565,19 @@ def base_config(servers):
 def taskworkerd(request, tmp_path, servers, tw):
     """A factory: taskworkerd(worker={...}, ..., start=True) -> Daemon.
 
-    Keyword arguments are config groups merged into the base config.
+    Keyword arguments are config groups merged into the base config;
+    wrapper= is a command prefix for this daemon alone (e.g.
+    fake_dns.wrapper()), put before TASKWORKERD_WRAPPER.
     Every daemon is stopped by PID at the end; on failure its log is
     printed, and a crash, a hang at SIGTERM or a sanitizer/valgrind
     report fails the test."""
     daemons = []
 
     def make(start=True, wait_ready=True, args=(), name=None, config_path=None,
-             **overrides):
+             wrapper=(), **overrides):
         name = name or ("taskworkerd" if not daemons else f"taskworkerd-{len(daemons) + 1}")
         cfg = merge_config(base_config(servers), overrides)
-        d = Daemon(tmp_path, name, cfg, config_path=config_path)
+        d = Daemon(tmp_path, name, cfg, config_path=config_path, wrapper=wrapper)
         daemons.append(d)
         if start:
             d.start(*args, wait_ready=wait_ready)
