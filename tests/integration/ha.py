@@ -1,0 +1,368 @@
+"""Fixtures for high-availability and name-resolution tests.
+
+Every server listens on loopback only, on a port nobody
+else uses, lives in a temporary directory of its own and is stopped
+by its PID at teardown. They are function-scoped: each test gets fresh
+ones, since the tests that use them break them on purpose.
+
+    sentinel_cluster   SentinelCluster  .master_addr() .failover() .kill_master()
+                                        .wait_replicated() .config() ...
+
+conftest.py imports the fixtures; the classes work without pytest too.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "scripts") not in sys.path:
+    sys.path.insert(0, str(REPO / "scripts"))
+import twservers  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+
+
+def wait_for(pred, timeout, what, interval=0.05):
+    """Poll PRED until it returns something true (its value); an
+    AssertionError naming WHAT (a string, or a function giving one at that
+    moment) after TIMEOUT seconds. An exception from PRED counts as not yet
+    (a server on its way up or down), and the last one is named."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while True:
+        try:
+            value = pred()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last_error = e
+        if time.monotonic() > deadline:
+            extra = f" (last error: {last_error!r})" if last_error is not None else ""
+            what = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+# ---- Redis with Sentinel ---------------------------------------------------------
+
+class ConfRedisServer(twservers.RedisServer):
+    """A redis-server that reads DIR/redis.conf before its command line, so
+    that Sentinel's CONFIG REWRITE has a file to write, and a restart keeps
+    the role Sentinel gave it (as an installed server would)."""
+
+    def __init__(self, conf_lines=(), **kw):
+        super().__init__(**kw)
+        self.conf_path = os.path.join(self.dir, "redis.conf")
+        with open(self.conf_path, "w") as f:
+            # a replica's full sync starts at once, not after the default 5 s
+            # that a diskless sync waits for more replicas to come
+            f.write("# written by tests/integration/ha.py\n"
+                    "repl-diskless-sync-delay 0\n"
+                    + "".join(line + "\n" for line in conf_lines))
+
+    def argv(self):
+        argv = super().argv()
+        return [argv[0], self.conf_path] + argv[1:]
+
+    def addr(self):
+        return f"{self.host}:{self.port}"
+
+
+class SentinelServer(twservers.RedisServer):
+    """`redis-server DIR/sentinel.conf --sentinel`, the config written at the
+    first start (Sentinel rewrites it as it learns; a restart keeps that)."""
+
+    def __init__(self, monitor_lines, **kw):
+        super().__init__(**kw)
+        self.monitor_lines = list(monitor_lines)
+        self.conf_path = os.path.join(self.dir, "sentinel.conf")
+        self._conf_port = None
+
+    def argv(self):
+        if self._conf_port != self.port:  # first start, or a new port picked
+            with open(self.conf_path, "w") as f:
+                f.write("# written by tests/integration/ha.py\n"
+                        f"port {self.port}\n"
+                        f"bind {LOOPBACK}\n"
+                        f"dir {self.dir}\n"
+                        "daemonize no\n"
+                        f"sentinel announce-ip {LOOPBACK}\n"
+                        f"sentinel announce-port {self.port}\n"
+                        + "".join(line + "\n" for line in self.monitor_lines))
+            self._conf_port = self.port
+        return [self.binary, self.conf_path, "--sentinel"]
+
+    def addr(self):
+        return f"{self.host}:{self.port}"
+
+
+def _pairs(reply):
+    """A flat [k1, v1, k2, v2, ...] reply as a dict (a dict passes through)."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[0::2], reply[1::2]))
+
+
+class SentinelCluster:
+    """A master, REPLICAS replicas (replicaof) and SENTINELS sentinels
+    monitoring it as NAME with QUORUM, all on 127.0.0.1.
+
+    DOWN_AFTER_MS and FAILOVER_TIMEOUT_MS are short, so that a dead master
+    is replaced within a few seconds. FAST also shortens Sentinel's own
+    periods (SENTINEL DEBUG info-period / publish-period): how often it asks
+    replicas for INFO and says hello, hence how soon a restarted old master
+    is turned into a replica (stock periods: 10 s or more). A sentinel
+    restarted by hand is back at the stock periods.
+
+    The data nodes are `nodes` (ConfRedisServer, fixed ports: the first is
+    the first master); which one is master is asked of the sentinels."""
+
+    def __init__(self, name="twmaster", replicas=1, sentinels=3, quorum=2,
+                 down_after_ms=1000, failover_timeout_ms=3000, fast=True):
+        self.name = name
+        self.n_replicas = replicas
+        self.n_sentinels = sentinels
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.fast = fast
+        self.nodes = []
+        self.sentinels = []
+        self._clients = []
+
+    # -- life
+    def start(self, timeout=30):
+        master = ConfRedisServer()
+        self.nodes.append(master)
+        master.start()
+        for _ in range(self.n_replicas):
+            node = ConfRedisServer(conf_lines=[f"replicaof {LOOPBACK} {master.port}"])
+            self.nodes.append(node)
+            node.start()
+        for node in self.nodes[1:]:
+            self.wait_role(node, "slave", master_port=master.port, timeout=timeout)
+        monitor = [f"sentinel monitor {self.name} {LOOPBACK} {master.port} {self.quorum}",
+                   f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
+                   f"sentinel failover-timeout {self.name} {self.failover_timeout_ms}",
+                   f"sentinel parallel-syncs {self.name} 1"]
+        for _ in range(self.n_sentinels):
+            s = SentinelServer(monitor)
+            self.sentinels.append(s)
+            s.start()
+            if self.fast:
+                with self._client(s) as c:
+                    c.execute_command("SENTINEL", "DEBUG", "info-period", 1000,
+                                      "publish-period", 500)
+        self.wait_settled(timeout=timeout)
+        return self
+
+    def cleanup(self):
+        for c in self._clients:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass
+        for s in self.sentinels:
+            s.cleanup()
+        for node in self.nodes:
+            node.cleanup()
+
+    # -- clients
+    def _client(self, server, **kw):
+        kw.setdefault("decode_responses", True)
+        kw.setdefault("socket_timeout", 5)
+        return redis.Redis(host=server.host, port=server.port, **kw)
+
+    def client(self, server, **kw):
+        """A redis.Redis for SERVER (a node or a sentinel), closed at teardown
+        (decode_responses=True unless given)."""
+        c = self._client(server, **kw)
+        self._clients.append(c)
+        return c
+
+    def sentinel_client(self, i=0, **kw):
+        return self.client(self.sentinels[i], **kw)
+
+    def master_client(self, **kw):
+        """A client of the master the sentinels name now."""
+        return self.client(self.master_node(), **kw)
+
+    def replica_client(self, i=0, **kw):
+        """A client of the Ith running replica (in `nodes` order)."""
+        return self.client(self.replica_nodes()[i], **kw)
+
+    def config(self):
+        """What a daemon's `redis` group needs to find the master."""
+        return {"sentinels": [s.addr() for s in self.sentinels],
+                "sentinel_master": self.name}
+
+    # -- what the sentinels say
+    def live_sentinels(self):
+        return [s for s in self.sentinels if s.running()]
+
+    def master_addr(self, sentinel=None):
+        """(host, port) of the master, as SENTINEL GET-MASTER-ADDR-BY-NAME of
+        sentinel number SENTINEL (default: the first one running) says."""
+        s = self.sentinels[sentinel] if sentinel is not None else self.live_sentinels()[0]
+        with self._client(s) as c:
+            reply = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+        if not reply:
+            raise AssertionError(f"sentinel {s.addr()} knows no master {self.name}")
+        return reply[0], int(reply[1])
+
+    def node(self, port):
+        """The data node on PORT."""
+        for n in self.nodes:
+            if n.port == int(port):
+                return n
+        raise KeyError(f"no node on port {port}")
+
+    def master_node(self):
+        return self.node(self.master_addr()[1])
+
+    def replica_nodes(self):
+        """The running nodes other than the master the sentinels name."""
+        master = self.master_addr()[1]
+        return [n for n in self.nodes if n.port != master and n.running()]
+
+    def sentinel_view(self, s):
+        """SENTINEL MASTER NAME of sentinel S as a dict."""
+        with self._client(s) as c:
+            return _pairs(c.execute_command("SENTINEL", "MASTER", self.name))
+
+    def sentinel_replicas(self, s):
+        """SENTINEL REPLICAS NAME of sentinel S: a list of dicts."""
+        with self._client(s) as c:
+            return [_pairs(r) for r in c.execute_command("SENTINEL", "REPLICAS", self.name)]
+
+    # -- roles
+    def role(self, node):
+        """ROLE of NODE: ['master', offset, [...]] or ['slave', host, port,
+        state, offset]; None when it does not answer."""
+        try:
+            with self._client(node, socket_timeout=2) as c:
+                return c.execute_command("ROLE")
+        except redis.RedisError:
+            return None
+
+    def wait_role(self, node, role, master_port=None, timeout=20):
+        """Wait until NODE says ROLE ROLE ('master' or 'slave'); a replica
+        also connected (state 'connected') to MASTER_PORT when given."""
+        def ok():
+            r = self.role(node)
+            if not r or r[0] != role:
+                return False
+            if role == "slave":
+                if master_port is not None and int(r[2]) != int(master_port):
+                    return False
+                return r[3] == "connected"
+            return True
+        wait_for(ok, timeout, lambda: f"{node.addr()} to be {role}"
+                 + (f" of :{master_port}" if master_port else "")
+                 + f" (ROLE now {self.role(node)})")
+
+    def wait_settled(self, timeout=20):
+        """Wait until every running sentinel names the same master, knows the
+        other running sentinels, and sees every running replica as a healthy
+        replica (no s_down, link to the master ok): a failover can start."""
+        live = self.live_sentinels()
+        replicas = {n.port for n in self.replica_nodes()}
+
+        def settled():
+            masters = {self.master_addr(i) for i, s in enumerate(self.sentinels)
+                       if s in live}
+            if len(masters) != 1:
+                return False
+            for s in live:
+                view = self.sentinel_view(s)
+                if int(view["num-other-sentinels"]) < len(live) - 1:
+                    return False
+                if view["flags"] != "master":
+                    return False
+                good = {int(r["port"]) for r in self.sentinel_replicas(s)
+                        if r["flags"] == "slave" and r.get("master-link-status") == "ok"}
+                if not replicas <= good:
+                    return False
+            return True
+        wait_for(settled, timeout, f"the sentinels to agree on {self.name}")
+
+    def wait_new_master(self, old, timeout=30):
+        """Wait until every running sentinel names a master other than OLD
+        ((host, port)), all the same one, and that node answers ROLE master.
+        Returns its (host, port)."""
+        def moved():
+            addrs = {self.master_addr(i) for i, s in enumerate(self.sentinels)
+                     if s.running()}
+            if len(addrs) != 1:
+                return None
+            addr = addrs.pop()
+            if addr == tuple(old):
+                return None
+            r = self.role(self.node(addr[1]))
+            return addr if r and r[0] == "master" else None
+        return wait_for(moved, timeout, f"a new master in place of {old[0]}:{old[1]}")
+
+    # -- faults
+    def failover(self, timeout=30):
+        """SENTINEL FAILOVER (retried while the sentinel refuses: no good
+        replica yet, a failover in progress), then wait for the new master.
+        Returns its (host, port)."""
+        old = self.master_addr()
+        deadline = time.monotonic() + timeout
+
+        def ask():
+            with self._client(self.live_sentinels()[0]) as c:
+                try:
+                    return c.execute_command("SENTINEL", "FAILOVER", self.name)
+                except redis.ResponseError as e:
+                    if "NOGOODSLAVE" in str(e) or "INPROG" in str(e):
+                        return None
+                    raise
+        wait_for(ask, timeout, f"a sentinel to accept SENTINEL FAILOVER {self.name}")
+        return self.wait_new_master(old, timeout=max(1.0, deadline - time.monotonic()))
+
+    def kill_master(self, timeout=30, wait=True):
+        """kill -9 the master by its PID; with WAIT, until the sentinels have
+        promoted a replica. Returns the new master's (host, port); without
+        WAIT, the old one's."""
+        old = self.master_addr()
+        node = self.node(old[1])
+        node.kill()
+        if not wait:
+            return old
+        return self.wait_new_master(old, timeout=timeout)
+
+    def restart(self, node, timeout=30):
+        """Start a stopped node again, on its port with its redis.conf."""
+        node.start(timeout=timeout)
+        return node
+
+    def wait_replicated(self, timeout=20):
+        """Wait until every running replica is connected to the master and
+        has applied all the master wrote so far (its offset)."""
+        master = self.master_node()
+        replicas = self.replica_nodes()
+        for n in replicas:
+            self.wait_role(n, "slave", master_port=master.port, timeout=timeout)
+        with self._client(master) as c:
+            target = int(c.info("replication")["master_repl_offset"])
+        for n in replicas:
+            with self._client(n) as c:
+                wait_for(lambda: int(c.info("replication")["slave_repl_offset"]) >= target,
+                         timeout, f"{n.addr()} to replicate up to offset {target}")
+
+
+@pytest.fixture
+def sentinel_cluster():
+    """A started SentinelCluster (master + 1 replica + 3 sentinels)."""
+    cluster = SentinelCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
