@@ -7,6 +7,8 @@ ones, since the tests that use them break them on purpose.
 
     sentinel_cluster   SentinelCluster  .master_addr() .failover() .kill_master()
                                         .wait_replicated() .config() ...
+    pg_standby         PgStandbyPair    .conninfo_multi() .stop_primary_immediate()
+                                        .promote() .wait_promoted() ...
 
 conftest.py imports the fixtures; the classes work without pytest too.
 """
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 
@@ -366,3 +369,108 @@ def sentinel_cluster():
         yield cluster
     finally:
         cluster.cleanup()
+
+
+# ---- PostgreSQL: a streaming standby ---------------------------------------------
+
+class PgStandbyServer(twservers.PostgresServer):
+    """A hot standby of PRIMARY made with `pg_basebackup -R` (streaming,
+    primary_conninfo and standby.signal written), on a port of its own."""
+
+    def __init__(self, primary, **kw):
+        super().__init__(dbname=primary.dbname, schema_file=None,
+                         bindir=primary.bindir, durable=primary.durable, **kw)
+        self.primary = primary
+
+    def _initdb(self):  # the cluster is a copy of the primary's
+        self._run([os.path.join(self.bindir, "pg_basebackup"), "-h", self.primary.host,
+                   "-p", str(self.primary.port), "-U", "postgres", "-D", self.datadir,
+                   "-R", "-X", "stream", "-c", "fast", "--no-sync"], "pg_basebackup")
+
+    def _create_db(self):  # came with the copy
+        pass
+
+
+class PgStandbyPair:
+    """`primary` (twservers.PostgresServer, with the tasks schema) and
+    `standby` (PgStandbyServer) streaming from it."""
+
+    def __init__(self):
+        self.primary = twservers.PostgresServer()
+        self.standby = None
+
+    def start(self, timeout=60):
+        self.primary.start(timeout=timeout)
+        self.standby = PgStandbyServer(self.primary)
+        self.standby.start(timeout=timeout)
+        self.wait_streaming(timeout=timeout)
+        return self
+
+    def cleanup(self):
+        if self.standby is not None:
+            self.standby.cleanup()
+        self.primary.cleanup()
+
+    @property
+    def dbname(self):
+        return self.primary.dbname
+
+    def conninfo_multi(self, target_session_attrs="read-write", **extra):
+        """Both servers in one libpq conninfo: libpq tries the primary, then
+        the standby, and keeps the first that is TARGET_SESSION_ATTRS."""
+        s = (f"host={self.primary.host},{self.standby.host} "
+             f"port={self.primary.port},{self.standby.port} "
+             f"dbname={self.dbname} user=postgres "
+             f"target_session_attrs={target_session_attrs}")
+        return s + "".join(f" {k}={v}" for k, v in extra.items())
+
+    def connect(self, server, **kw):
+        """An autocommit psycopg connection to SERVER (self.primary or
+        self.standby); the caller closes it."""
+        kw.setdefault("autocommit", True)
+        kw.setdefault("connect_timeout", 5)
+        return psycopg.connect(server.conninfo, **kw)
+
+    def _one(self, server, sql):
+        with self.connect(server) as c:
+            return c.execute(sql).fetchone()[0]
+
+    def wait_streaming(self, timeout=30):
+        """Wait until the primary has a walsender in state streaming."""
+        wait_for(lambda: self._one(self.primary, "SELECT count(*) FROM pg_stat_replication "
+                                                 "WHERE state = 'streaming'") > 0,
+                 timeout, "the standby to stream from the primary")
+
+    def wait_replayed(self, timeout=30):
+        """Wait until the standby has replayed all the primary wrote so far."""
+        lsn = self._one(self.primary, "SELECT pg_current_wal_lsn()::text")
+        wait_for(lambda: self._one(self.standby, f"SELECT pg_last_wal_replay_lsn() >= "
+                                                 f"'{lsn}'::pg_lsn"),
+                 timeout, f"the standby to replay up to {lsn}")
+
+    def stop_primary_immediate(self):
+        """pg_ctl stop -m immediate, by the postmaster's PID: a crash."""
+        self.primary.stop("immediate")
+
+    def promote(self, wait=False, timeout=30):
+        """pg_ctl promote on the standby (returns at once unless WAIT)."""
+        self.standby._run([os.path.join(self.standby.bindir, "pg_ctl"), "-D",
+                           self.standby.datadir, "-W", "promote"], "pg_ctl promote")
+        if wait:
+            self.wait_promoted(timeout=timeout)
+
+    def wait_promoted(self, timeout=30):
+        """Wait until the standby is out of recovery (takes writes)."""
+        wait_for(lambda: self._one(self.standby, "SELECT NOT pg_is_in_recovery()"),
+                 timeout, "the standby to be promoted")
+
+
+@pytest.fixture
+def pg_standby():
+    """A started PgStandbyPair."""
+    pair = PgStandbyPair()
+    try:
+        pair.start()
+        yield pair
+    finally:
+        pair.cleanup()
