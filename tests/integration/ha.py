@@ -1,7 +1,7 @@
 """Fixtures for high-availability and name-resolution tests.
 
-Every server listens on loopback only, on a port nobody
-else uses, lives in a temporary directory of its own and is stopped
+Every server listens on loopback only, on a port (or, for DNS, an address)
+nobody else uses, lives in a temporary directory of its own and is stopped
 by its PID at teardown. They are function-scoped: each test gets fresh
 ones, since the tests that use them break them on purpose.
 
@@ -9,12 +9,22 @@ ones, since the tests that use them break them on purpose.
                                         .wait_replicated() .config() ...
     pg_standby         PgStandbyPair    .conninfo_multi() .stop_primary_immediate()
                                         .promote() .wait_promoted() ...
+    fake_dns           FakeDNS          .set(name, addrs, ttl) .silent ...
+                                        .wrapper() -> a command prefix that runs
+                                        a process with this server as its only
+                                        name server (and optionally a hosts file)
 
 conftest.py imports the fixtures; the classes work without pytest too.
 """
 
 import os
+import random
+import shlex
+import socket
+import struct
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -474,3 +484,305 @@ def pg_standby():
         yield pair
     finally:
         pair.cleanup()
+
+
+# ---- DNS: a server of the test's own and a private /etc/resolv.conf -----------------
+
+QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16,
+          "AAAA": 28, "SRV": 33, "ANY": 255}
+QTYPE_NAMES = {v: k for k, v in QTYPES.items()}
+NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
+
+
+class DNSRecord:
+    """What the fake server says about one name."""
+
+    def __init__(self, addrs=(), ttl=60, silent=False, rcode=NOERROR, delay=0.0):
+        if isinstance(addrs, str):
+            addrs = [addrs]
+        self.addrs = list(addrs)
+        self.ttl = int(ttl)
+        self.silent = silent
+        self.rcode = rcode
+        self.delay = float(delay)
+
+
+def _encode_name(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        if label:
+            out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+def _parse_question(msg):
+    """(qname, qtype, end offset of the question) of a query; ValueError
+    when it is not one question with plain labels."""
+    if len(msg) < 12:
+        raise ValueError("short header")
+    _, flags, qdcount = struct.unpack("!HHH", msg[:6])
+    if flags & 0x8000 or qdcount != 1:
+        raise ValueError("not one query")
+    i, labels = 12, []
+    while True:
+        n = msg[i]
+        if n == 0:
+            i += 1
+            break
+        if n & 0xC0:
+            raise ValueError("compressed name in a question")
+        labels.append(msg[i + 1:i + 1 + n].decode("ascii", "replace"))
+        i += 1 + n
+    qtype, _ = struct.unpack("!HH", msg[i:i + 4])
+    return ".".join(labels), qtype, i + 4
+
+
+class FakeDNS:
+    """A DNS server on ADDR:53/udp (default: a 127.77.x.y nobody else uses), in a
+    thread of the test process. It answers A (and AAAA, for IPv6 entries)
+    queries for the names given with set(), with their TTL; NXDOMAIN for
+    any other name; NOERROR with no answer for other types of a known name.
+
+    `silent = True` makes it read every query and answer none (a dead name
+    server, the hard case for a resolver); set(name, silent=True) does so
+    for one name, set(name, rcode=SERVFAIL) answers an error, and
+    set(name, ..., delay=s) answers late. All of it may change at any time.
+    Every query is recorded: queries(name) -> [(monotonic time, name, type)].
+
+    wrapper() gives the command prefix that runs a process in a private
+    mount namespace where /etc/resolv.conf names only this server (and,
+    with hosts=, /etc/hosts is a file of the test's), so that both the
+    system resolver and c-ares use it."""
+
+    def __init__(self, directory, addr=None, port=53):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port
+        self.records = {}
+        self.silent = False
+        self._queries = []
+        self._lock = threading.Lock()
+        self._timers = []
+        self.sock = self._bind(addr)
+        self.addr = self.sock.getsockname()[0]
+        self.resolv_path = self.dir / "resolv.conf"
+        self.hosts_path = self.dir / "hosts"
+        self.write_resolv_conf()
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, name="fake-dns", daemon=True)
+        self.thread.start()
+
+    def _bind(self, addr):
+        # not 127.0.0.77 itself: another test run on this machine may use it
+        candidates = [addr] if addr else \
+            [f"127.77.{random.randint(1, 254)}.{random.randint(1, 254)}" for _ in range(50)]
+        last = None
+        for a in candidates:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind((a, self.port))
+            except OSError as e:
+                s.close()
+                last = e
+                continue
+            s.settimeout(0.1)
+            return s
+        raise RuntimeError(f"fake DNS: no free address for port {self.port}: {last}")
+
+    # -- configuration (any time)
+    def set(self, name, addrs=(), ttl=60, silent=False, rcode=NOERROR, delay=0.0):
+        """NAME answers ADDRS (one or a list; IPv4 for A, IPv6 for AAAA)
+        with TTL seconds; or never (SILENT), an error RCODE, or late (DELAY)."""
+        with self._lock:
+            self.records[name.lower().rstrip(".")] = DNSRecord(addrs, ttl, silent, rcode, delay)
+
+    def remove(self, name):
+        """NAME is unknown again: NXDOMAIN."""
+        with self._lock:
+            self.records.pop(name.lower().rstrip("."), None)
+
+    def queries(self, name=None, qtype=None):
+        """The queries read so far (of NAME, of QTYPE e.g. 'A'):
+        [(monotonic time, name, type name)]."""
+        with self._lock:
+            return [q for q in self._queries
+                    if (name is None or q[1] == name.lower().rstrip("."))
+                    and (qtype is None or q[2] == qtype)]
+
+    def clear_queries(self):
+        with self._lock:
+            self._queries.clear()
+
+    # -- files for the namespace
+    def write_resolv_conf(self, options=None, extra=""):
+        """DIR/resolv.conf naming only this server; OPTIONS e.g.
+        "timeout:1 attempts:1" (glibc and c-ares both read them). Written in
+        place: a namespace that has it bind-mounted sees the change."""
+        text = f"# written by tests/integration/ha.py\nnameserver {self.addr}\n"
+        if options:
+            text += f"options {options}\n"
+        _write_in_place(self.resolv_path, text + extra)
+        return self.resolv_path
+
+    def write_hosts(self, entries=None):
+        """DIR/hosts with ENTRIES ({name: address} or a list of (address,
+        name...) lines), written in place (a bind mount keeps the inode, so
+        this is how to change or empty a mounted /etc/hosts)."""
+        lines = ["127.0.0.1\tlocalhost"]
+        if isinstance(entries, dict):
+            lines += [f"{addr}\t{name}" for name, addr in entries.items()]
+        elif entries:
+            lines += ["\t".join(e) if not isinstance(e, str) else e for e in entries]
+        _write_in_place(self.hosts_path, "\n".join(lines) + "\n")
+        return self.hosts_path
+
+    def wrapper(self, hosts=None, options=None):
+        """A command prefix: `unshare -m` (mounts private to that process),
+        bind-mount our resolv.conf on /etc/resolv.conf (and, with HOSTS,
+        a hosts file on /etc/hosts: a dict or list for write_hosts, or True
+        for the file as it is), then exec the rest of the command line.
+        OPTIONS rewrites resolv.conf's options line (None: leave the file)."""
+        if options is not None:
+            self.write_resolv_conf(options)
+        script = f"mount --bind {shlex.quote(str(self.resolv_path))} /etc/resolv.conf"
+        if hosts is not None and hosts is not False:
+            if hosts is not True or not self.hosts_path.exists():
+                self.write_hosts(None if hosts is True else hosts)
+            script += f" && mount --bind {shlex.quote(str(self.hosts_path))} /etc/hosts"
+        script += ' && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                "fake-dns-ns"]
+
+    def run(self, argv, hosts=None, timeout=30, **kw):
+        """Run ARGV under wrapper(HOSTS) to completion: CompletedProcess
+        (text, output captured unless told otherwise)."""
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        if "input" not in kw:
+            kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.run(self.wrapper(hosts) + list(argv), timeout=timeout, **kw)
+
+    def query(self, name, qtype="A", timeout=2.0):
+        """Ask the server directly: (rcode, [(address, ttl)]); None when it
+        does not answer within TIMEOUT."""
+        qid = random.randint(0, 0xFFFF)
+        msg = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + _encode_name(name) \
+            + struct.pack("!HH", QTYPES[qtype], 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            s.sendto(msg, (self.addr, self.port))
+            try:
+                reply = s.recv(4096)
+            except socket.timeout:
+                return None
+        return _parse_answer(reply, qid)
+
+    # -- the server
+    def _serve(self):
+        while not self._stop:
+            try:
+                msg, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            try:
+                self._handle(msg, peer)
+            except Exception as e:  # noqa: BLE001 - a bad packet must not stop the server
+                print(f"fake DNS: {peer}: {e!r}", file=sys.stderr)
+
+    def _handle(self, msg, peer):
+        try:
+            qname, qtype, qend = _parse_question(msg)
+        except (ValueError, IndexError, struct.error):
+            return
+        key = qname.lower()
+        with self._lock:
+            self._queries.append((time.monotonic(), key, QTYPE_NAMES.get(qtype, str(qtype))))
+            rec = self.records.get(key)
+            silent = self.silent or (rec is not None and rec.silent)
+        if silent:
+            return
+        qid, qflags = struct.unpack("!HH", msg[:4])
+        answers = []
+        if rec is None:
+            rcode = NXDOMAIN
+        else:
+            rcode = rec.rcode
+            if rcode == NOERROR:
+                for a in rec.addrs:
+                    fam = socket.AF_INET6 if ":" in a else socket.AF_INET
+                    if (qtype, fam) in ((1, socket.AF_INET), (28, socket.AF_INET6)):
+                        rdata = socket.inet_pton(fam, a)
+                        answers.append(struct.pack("!HHHIH", 0xC00C, qtype, 1, rec.ttl,
+                                                   len(rdata)) + rdata)
+        # QR, the query's opcode and RD, AA, RA, RCODE
+        flags = 0x8000 | (qflags & 0x7900) | 0x0400 | 0x0080 | rcode
+        reply = struct.pack("!HHHHHH", qid, flags, 1, len(answers), 0, 0) \
+            + msg[12:qend] + b"".join(answers)
+        if rec is not None and rec.delay > 0:
+            t = threading.Timer(rec.delay, self._send, (reply, peer))
+            t.daemon = True
+            self._timers.append(t)
+            t.start()
+        else:
+            self._send(reply, peer)
+
+    def _send(self, reply, peer):
+        try:
+            self.sock.sendto(reply, peer)
+        except OSError:
+            pass
+
+    def close(self):
+        self._stop = True
+        for t in self._timers:
+            t.cancel()
+        self.thread.join(2)
+        self.sock.close()
+
+
+def _write_in_place(path, text):
+    """Write TEXT into PATH keeping its inode (a bind mount of it stays)."""
+    with open(path, "a+") as f:
+        f.seek(0)
+        f.truncate()
+        f.write(text)
+    os.chmod(path, 0o644)
+
+
+def _parse_answer(msg, qid):
+    rid, flags, qd, an = struct.unpack("!HHHH", msg[:8])
+    if rid != qid:
+        raise AssertionError(f"reply id {rid} for query {qid}")
+    i = 12
+    for _ in range(qd):
+        while msg[i]:
+            i += 1 + msg[i]
+        i += 5
+    out = []
+    for _ in range(an):
+        if msg[i] & 0xC0:
+            i += 2
+        else:
+            while msg[i]:
+                i += 1 + msg[i]
+            i += 1
+        rtype, _, ttl, rdlen = struct.unpack("!HHIH", msg[i:i + 10])
+        i += 10
+        rdata = msg[i:i + rdlen]
+        i += rdlen
+        if rtype in (1, 28):
+            fam = socket.AF_INET if rtype == 1 else socket.AF_INET6
+            out.append((socket.inet_ntop(fam, rdata), ttl))
+    return flags & 0xF, out
+
+
+@pytest.fixture
+def fake_dns(tmp_path):
+    """A running FakeDNS (files in tmp_path/dns)."""
+    dns = FakeDNS(tmp_path / "dns")
+    try:
+        yield dns
+    finally:
+        dns.close()

@@ -2,12 +2,32 @@
 check the servers they build, not the daemon. Timings are printed (run
 with -s to see them), never asserted."""
 
+import os
+import subprocess
 import sys
 import time
 
 import psycopg
 import pytest
 import redis
+
+from ha import NXDOMAIN, SERVFAIL
+
+PY = "/usr/bin/python3"
+
+# Resolves argv[1] with getaddrinfo (IPv4), prints the addresses, then one
+# more time per line read from stdin.
+RESOLVE_LOOP = r"""
+import socket, sys
+def once():
+    try:
+        print(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], 80, socket.AF_INET)}), flush=True)
+    except socket.gaierror as e:
+        print("error", e.errno, flush=True)
+once()
+for _ in sys.stdin:
+    once()
+"""
 
 
 # ---- Redis Sentinel ------------------------------------------------------------------
@@ -121,6 +141,102 @@ def test_pg_standby_promote(pg_standby):
             == [1, 2, 3]
     print(f"\nPostgreSQL: primary stopped -m immediate, standby promoted and taking writes "
           f"in {took:.2f}s; the multi-host read-write connect took {time.monotonic() - t1:.2f}s")
+
+
+# ---- DNS --------------------------------------------------------------------------------
+
+def test_fake_dns_answers(fake_dns):
+    fake_dns.set("name.test", "10.1.2.3", ttl=42)
+    fake_dns.set("two.test", ["10.0.0.1", "10.0.0.2", "::1"], ttl=7)
+    assert fake_dns.query("name.test") == (0, [("10.1.2.3", 42)])
+    assert fake_dns.query("NAME.test.") == (0, [("10.1.2.3", 42)])
+    assert fake_dns.query("two.test") == (0, [("10.0.0.1", 7), ("10.0.0.2", 7)])
+    assert fake_dns.query("two.test", "AAAA") == (0, [("::1", 7)])
+    assert fake_dns.query("name.test", "AAAA") == (0, [])
+    assert fake_dns.query("nope.test") == (NXDOMAIN, [])
+    fake_dns.set("bad.test", rcode=SERVFAIL)
+    assert fake_dns.query("bad.test") == (SERVFAIL, [])
+    fake_dns.set("name.test", "10.9.9.9", ttl=1)
+    assert fake_dns.query("name.test") == (0, [("10.9.9.9", 1)])
+    fake_dns.set("quiet.test", "10.0.0.3", silent=True)
+    assert fake_dns.query("quiet.test", timeout=0.5) is None
+    fake_dns.silent = True
+    assert fake_dns.query("name.test", timeout=0.5) is None
+    fake_dns.silent = False
+    fake_dns.remove("name.test")
+    assert fake_dns.query("name.test") == (NXDOMAIN, [])
+    assert [q[2] for q in fake_dns.queries("two.test")] == ["A", "AAAA"]
+
+
+def test_fake_dns_in_a_namespace(fake_dns):
+    with open("/etc/resolv.conf") as f:
+        ours = f.read()
+    fake_dns.set("name.test", "127.0.0.5", ttl=5)
+    r = fake_dns.run(["getent", "ahostsv4", "name.test"])
+    assert r.returncode == 0, r
+    assert r.stdout.split()[0] == "127.0.0.5"
+    assert fake_dns.queries("name.test")
+
+    fake_dns.set("name.test", "127.0.0.6")
+    r = fake_dns.run([PY, "-c", RESOLVE_LOOP, "name.test"], input="")
+    assert r.stdout.strip() == "['127.0.0.6']", r
+
+    r = fake_dns.run(["getent", "ahosts", "nope.test"])
+    assert r.returncode == 2 and r.stdout == "", r
+    assert fake_dns.queries("nope.test")
+
+    # silent: the query arrives, no answer comes, the lookup gives up
+    fake_dns.silent = True
+    fake_dns.clear_queries()
+    fake_dns.write_resolv_conf(options="timeout:1 attempts:1")
+    t0 = time.monotonic()
+    r = fake_dns.run(["getent", "ahostsv4", "name.test"])
+    took = time.monotonic() - t0
+    assert r.returncode == 2 and r.stdout == "", r
+    assert fake_dns.queries("name.test")
+    print(f"\nsilent DNS: getent gave up after {took:.2f}s (timeout:1 attempts:1)")
+
+    with open("/etc/resolv.conf") as f:
+        assert f.read() == ours
+
+
+def test_fake_dns_change_seen_by_a_running_process(fake_dns):
+    """A long-running process sees a changed address and an /etc/hosts
+    emptied in place."""
+    fake_dns.set("name.test", "127.0.0.5", ttl=1)
+    fake_dns.set("db.test", "127.0.0.20")
+    proc = subprocess.Popen(fake_dns.wrapper(hosts={"db.test": "127.0.0.10"})
+                            + [PY, "-c", RESOLVE_LOOP, "db.test"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "['127.0.0.10']"
+        assert not fake_dns.queries("db.test")  # /etc/hosts answered
+        fake_dns.write_hosts({})
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "['127.0.0.20']"
+        assert fake_dns.queries("db.test")
+        fake_dns.set("db.test", "127.0.0.21")
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "['127.0.0.21']"
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+    assert proc.returncode == 0
+
+
+def test_daemon_in_a_namespace(taskworkerd, fake_dns):
+    """The taskworkerd factory's wrapper= runs that daemon in the namespace."""
+    d = taskworkerd(wrapper=fake_dns.wrapper(hosts={"db.test": "127.0.0.1"}))
+    assert d.running()
+    with open(f"/proc/{d.pid}/cmdline", "rb") as f:
+        assert b"taskworkerd\0" in f.read()  # the wrapper exec'ed it
+    assert os.readlink(f"/proc/{d.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    with open(f"/proc/{d.pid}/root/etc/resolv.conf") as f:
+        assert f"nameserver {fake_dns.addr}" in f.read()
+    with open(f"/proc/{d.pid}/root/etc/hosts") as f:
+        assert "db.test" in f.read()
 
 
 if __name__ == "__main__":
