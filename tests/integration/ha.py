@@ -1,4 +1,7 @@
-"""Fixtures for high-availability and name-resolution tests.
+"""Fixtures for high-availability and name-resolution tests: a Redis master
+with a replica watched by three Sentinels, a PostgreSQL primary with a
+streaming standby, a PostgreSQL server that speaks TLS with a test CA, and
+a DNS server of the test's own that a daemon's resolver can be pointed at.
 
 Every server listens on loopback only, on a port (or, for DNS, an address)
 nobody else uses, lives in a temporary directory of its own and is stopped
@@ -13,17 +16,21 @@ ones, since the tests that use them break them on purpose.
                                         .wrapper() -> a command prefix that runs
                                         a process with this server as its only
                                         name server (and optionally a hosts file)
+    pg_tls             PgTlsServer      .ca_file .conninfo_verify_full(host=...)
 
 conftest.py imports the fixtures; the classes work without pytest too.
 """
 
 import os
+import pwd
 import random
 import shlex
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -786,3 +793,109 @@ def fake_dns(tmp_path):
         yield dns
     finally:
         dns.close()
+
+
+# ---- TLS: a test CA and a PostgreSQL server with ssl=on ----------------------------
+
+class TestCA:
+    """A throwaway certificate authority (EC P-256, made with openssl) in
+    DIRECTORY: `ca_file` is its certificate, readable by anyone."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    def __init__(self, directory, cn="taskworkerd test CA"):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        self.ca_file = self.dir / "ca.crt"
+        self.key_file = self.dir / "ca.key"
+        self._openssl("req", "-x509", "-new", "-nodes", "-newkey", "ec",
+                      "-pkeyopt", "ec_paramgen_curve:prime256v1", "-sha256",
+                      "-days", "2", "-subj", f"/CN={cn}",
+                      "-addext", "basicConstraints=critical,CA:TRUE",
+                      "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                      "-keyout", self.key_file, "-out", self.ca_file)
+        self.key_file.chmod(0o600)
+        self.ca_file.chmod(0o644)
+
+    def _openssl(self, *args):
+        argv = ["openssl", *[str(a) for a in args]]
+        res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if res.returncode != 0:
+            raise RuntimeError(f"{shlex.join(argv)} failed: {res.stderr}")
+        return res.stdout
+
+    def issue(self, name, dns_names=None, ips=(), directory=None):
+        """A server certificate for NAME (CN), with DNS_NAMES (default
+        [NAME]) and IPS as subjectAltName; (cert path, key path)."""
+        d = Path(directory) if directory else self.dir
+        dns_names = [name] if dns_names is None else list(dns_names)
+        cert, key, csr = d / f"{name}.crt", d / f"{name}.key", d / f"{name}.csr"
+        ext = d / f"{name}.ext"
+        sans = [f"DNS:{n}" for n in dns_names] + [f"IP:{a}" for a in ips]
+        ext.write_text("basicConstraints=CA:FALSE\n"
+                       "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                       "extendedKeyUsage=serverAuth\n"
+                       + (f"subjectAltName={','.join(sans)}\n" if sans else ""))
+        self._openssl("req", "-new", "-nodes", "-newkey", "ec",
+                      "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                      "-subj", f"/CN={name}", "-keyout", key, "-out", csr)
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca_file, "-CAkey",
+                      self.key_file, "-CAcreateserial", "-days", "2", "-sha256",
+                      "-extfile", ext, "-out", cert)
+        key.chmod(0o600)
+        return cert, key
+
+
+class PgTlsServer(twservers.PostgresServer):
+    """A PostgreSQL server with ssl=on, its certificate for NAME (default
+    pg.test; no IP in it) signed by a TestCA of its own (`ca`, `ca_file`).
+    Plain connections are still accepted; NAME is not resolved by anything
+    here: map it to 127.0.0.1 with fake_dns, or give hostaddr=."""
+
+    def __init__(self, name="pg.test", **kw):
+        super().__init__(**kw)
+        self.name = name
+        self.ca = TestCA(tempfile.mkdtemp(prefix="twtls-"))
+
+    @property
+    def ca_file(self):
+        return str(self.ca.ca_file)
+
+    def _initdb(self):
+        super()._initdb()
+        cert, key = self.ca.issue(self.name, directory=self.dir)
+        pw = pwd.getpwnam("postgres") if self.as_root else None
+        for f in (cert, key):
+            if pw:
+                os.chown(f, pw.pw_uid, pw.pw_gid)
+        with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
+            f.write("\n# tests/integration/ha.py: TLS\n"
+                    "ssl = on\n"
+                    f"ssl_cert_file = '{cert}'\n"
+                    f"ssl_key_file = '{key}'\n")
+
+    def conninfo_verify_full(self, host=None, hostaddr=None, **extra):
+        """A conninfo that checks the server's certificate against the test
+        CA and HOST (default NAME) against its names (sslmode=verify-full).
+        HOST must resolve to 127.0.0.1, unless HOSTADDR says where to go."""
+        s = (f"host={host or self.name} port={self.port} dbname={self.dbname} "
+             f"user=postgres sslmode=verify-full sslrootcert={self.ca_file}")
+        if hostaddr:
+            s += f" hostaddr={hostaddr}"
+        return s + "".join(f" {k}={v}" for k, v in extra.items())
+
+    def cleanup(self):
+        super().cleanup()
+        shutil.rmtree(self.ca.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_tls():
+    """A started PgTlsServer for pg.test."""
+    server = PgTlsServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import redis
 
-from ha import NXDOMAIN, SERVFAIL
+from ha import NXDOMAIN, SERVFAIL, TestCA
 
 PY = "/usr/bin/python3"
 
@@ -27,6 +27,13 @@ def once():
 once()
 for _ in sys.stdin:
     once()
+"""
+
+# Connects with the conninfo in argv[1] and prints whether TLS is in use.
+PG_CONNECT = r"""
+import sys, psycopg
+with psycopg.connect(sys.argv[1], connect_timeout=5) as c:
+    print(c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0])
 """
 
 
@@ -237,6 +244,30 @@ def test_daemon_in_a_namespace(taskworkerd, fake_dns):
         assert f"nameserver {fake_dns.addr}" in f.read()
     with open(f"/proc/{d.pid}/root/etc/hosts") as f:
         assert "db.test" in f.read()
+
+
+# ---- TLS ----------------------------------------------------------------------------------
+
+def test_pg_tls_verify_full(pg_tls, fake_dns, tmp_path):
+    fake_dns.set("pg.test", "127.0.0.1")
+    fake_dns.set("wrong.test", "127.0.0.1")
+    r = fake_dns.run([PY, "-c", PG_CONNECT, pg_tls.conninfo_verify_full()])
+    assert r.returncode == 0 and r.stdout.strip() == "True", r
+
+    r = fake_dns.run([PY, "-c", PG_CONNECT, pg_tls.conninfo_verify_full(host="wrong.test")])
+    assert r.returncode != 0, r
+    assert 'does not match host name "wrong.test"' in r.stderr, r.stderr
+
+    # The same without DNS: the name checked, the address given.
+    with psycopg.connect(pg_tls.conninfo_verify_full(hostaddr="127.0.0.1"),
+                         connect_timeout=5) as db:
+        assert db.execute("SELECT ssl FROM pg_stat_ssl "
+                          "WHERE pid = pg_backend_pid()").fetchone()[0] is True
+    other = TestCA(tmp_path / "other-ca")
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        psycopg.connect(pg_tls.conninfo_verify_full(hostaddr="127.0.0.1",
+                                                    sslrootcert=other.ca_file),
+                        connect_timeout=5)
 
 
 if __name__ == "__main__":
