@@ -32,6 +32,8 @@ import redis
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 import twservers  # noqa: E402
+# Fixtures for failover and name-resolution tests (tests/integration/ha.py).
+from ha import fake_dns, pg_standby, pg_tls, sentinel_cluster  # noqa: E402,F401
 
 BIN = os.environ.get("TASKWORKERD_BIN") or str(REPO / "build" / "daemon" / "taskworkerd")
 WRAPPER = shlex.split(os.environ.get("TASKWORKERD_WRAPPER", ""))
@@ -240,8 +242,9 @@ def is_serving(line):
 class Daemon:
     """One run of taskworkerd with its config file, log and notify socket."""
 
-    def __init__(self, directory, name, config, config_path=None):
+    def __init__(self, directory, name, config, config_path=None, wrapper=()):
         self.dir = Path(directory)
+        self.wrapper = list(wrapper)  # a prefix of this daemon's own, before WRAPPER
         self.name = name
         self.config = config
         self.config_path = Path(config_path or self.dir / f"{name}.conf")
@@ -264,7 +267,7 @@ class Daemon:
 
     # process
     def command(self, *args):
-        return WRAPPER + [BIN, "-v", "-c", str(self.config_path), *args]
+        return self.wrapper + WRAPPER + [BIN, "-v", "-c", str(self.config_path), *args]
 
     def start(self, *args, wait_ready=True):
         env = dict(os.environ, NOTIFY_SOCKET=self.notify.path)
@@ -564,17 +567,19 @@ def base_config(servers):
 def taskworkerd(request, tmp_path, servers, tw):
     """A factory: taskworkerd(worker={...}, ..., start=True) -> Daemon.
 
-    Keyword arguments are config groups merged into the base config.
+    Keyword arguments are config groups merged into the base config;
+    wrapper= is a command prefix for this daemon alone (e.g.
+    fake_dns.wrapper()), put before TASKWORKERD_WRAPPER.
     Every daemon is stopped by PID at the end; on failure its log is
     printed, and a crash, a hang at SIGTERM or a sanitizer/valgrind
     report fails the test."""
     daemons = []
 
     def make(start=True, wait_ready=True, args=(), name=None, config_path=None,
-             **overrides):
+             wrapper=(), **overrides):
         name = name or ("taskworkerd" if not daemons else f"taskworkerd-{len(daemons) + 1}")
         cfg = merge_config(base_config(servers), overrides)
-        d = Daemon(tmp_path, name, cfg, config_path=config_path)
+        d = Daemon(tmp_path, name, cfg, config_path=config_path, wrapper=wrapper)
         daemons.append(d)
         if start:
             d.start(*args, wait_ready=wait_ready)
