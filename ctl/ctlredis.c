@@ -10,6 +10,7 @@
 
 #include "ctl.h"
 #include "netaddr.h"
+#include "rhello.h"
 
 static char last_error[1024];
 
@@ -51,9 +52,11 @@ where(const struct ctl *c, char *buf, size_t size)
 
 /* A handshake step; 0, or 69 after a message. */
 static int
-handshake(struct ctl *c, const char *what, int argc, const char **argv)
+handshake(struct ctl *c, const struct rhello_cmd *cmd)
 {
-	redisReply *r = redisCommandArgv(c->rc, argc, argv, NULL);
+	const char *argv[3] = { cmd->argv[0], cmd->argv[1], cmd->argv[2] };
+	redisReply *r = redisCommandArgv(c->rc, cmd->argc, argv, NULL);
+	const char *what = cmd->what;
 	char at[300];
 	int rv = 0;
 
@@ -62,7 +65,7 @@ handshake(struct ctl *c, const char *what, int argc, const char **argv)
 		    what, c->rc->errstr[0] ? c->rc->errstr : "no answer");
 		return EXIT_UNAVAILABLE;
 	}
-	if (r->type == REDIS_REPLY_ERROR) {
+	if (r->type == REDIS_REPLY_ERROR && !cmd->optional) {
 		ctl_errx("Redis at %s: %s failed: %s",
 		    where(c, at, sizeof(at)), what, r->str);
 		rv = EXIT_UNAVAILABLE;
@@ -76,9 +79,10 @@ ctl_connect(struct ctl *c)
 {
 	const struct config *cfg = c->cfg;
 	struct timeval tv = ctl_ms_tv(cfg->redis.connect_timeout_ms);
-	const char *argv[3];
-	char db[16], at[300];
-	int rv;
+	struct rhello_cmd hello[RHELLO_MAX];
+	struct rhello_buf buf;
+	char at[300];
+	int rv, n;
 
 	/* With sentinels, the master is wherever they say it is now. */
 	if (cfg->redis.nsentinels > 0) {
@@ -107,36 +111,11 @@ ctl_connect(struct ctl *c)
 		ctl_disconnect(c);
 		return EXIT_UNAVAILABLE;
 	}
+	/* What the daemon says first, under a name of its own. */
+	n = rhello(cfg, "taskworkerctl", hello, &buf);
 	rv = 0;
-	if (cfg->redis.password[0]) {
-		argv[0] = "AUTH";
-		if (cfg->redis.username[0]) {
-			argv[1] = cfg->redis.username;
-			argv[2] = cfg->redis.password;
-			rv = handshake(c, "AUTH", 3, argv);
-		} else {
-			argv[1] = cfg->redis.password;
-			rv = handshake(c, "AUTH", 2, argv);
-		}
-	}
-	if (rv == 0 && cfg->redis.database != 0) {
-		snprintf(db, sizeof(db), "%d", cfg->redis.database);
-		argv[0] = "SELECT";
-		argv[1] = db;
-		rv = handshake(c, "SELECT", 2, argv);
-	}
-	if (rv == 0) {
-		/* A name for CLIENT LIST; an older server's refusal is fine. */
-		redisReply *r = redisCommand(c->rc,
-		    "CLIENT SETNAME taskworkerctl");
-
-		if (r == NULL) {
-			ctl_errx("Redis at %s: %s", where(c, at, sizeof(at)),
-			    c->rc->errstr);
-			rv = EXIT_UNAVAILABLE;
-		}
-		freeReplyObject(r);
-	}
+	for (int i = 0; rv == 0 && i < n; i++)
+		rv = handshake(c, &hello[i]);
 	if (rv != 0)
 		ctl_disconnect(c);
 	return rv;
