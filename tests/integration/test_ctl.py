@@ -399,16 +399,17 @@ def test_retry_and_scheduled_lists(ctl, tw):
     text = ctl.ok("retry", "list").splitlines()
     assert text[0] == "tasks:retry: 3 ids, soonest due first"
     local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((now - 4000) // 1000))
-    assert re.fullmatch(rf"21  {local}  overdue by 4\.\ds  \(1 failed attempt\)", text[1]), text
-    assert re.fullmatch(r"23  \S+ \S+  in [23]\.\ds  \(2 failed attempts\)", text[2]), text
-    assert re.fullmatch(r"22  \S+ \S+  in 1m(29|30)s  \(3 failed attempts\)", text[3]), text
+    assert re.fullmatch(rf"21  {local}  overdue by [4-9]\.\ds  \(1 failed attempt\)", text[1]), text
+    assert re.fullmatch(r"23  \S+ \S+  in [0-3]\.\ds  \(2 failed attempts\)", text[2]), text
+    assert re.fullmatch(r"22  \S+ \S+  in 1m(2\d|30)s  \(3 failed attempts\)", text[3]), text
 
     out = ctl.json("scheduled", "list")
     assert [(x["id"], x["due_ms"]) for x in out["ids"]] == [("31", now + 3600 * 1000 + 500)]
     assert "attempts_failed" not in out["ids"][0]
     text = ctl.ok("scheduled", "list").splitlines()
     assert text[0] == "tasks:scheduled: 1 id, soonest due first"
-    assert re.fullmatch(r"31  \S+ \S+  in 1h00m", text[1]), text
+    # Seconds pass on a loaded machine: the wording, not the clock, is tested.
+    assert re.fullmatch(r"31  \S+ \S+  in (1h00m|59m[0-5]\ds)", text[1]), text
     assert ctl.ok("scheduled", "list", "other").startswith("other:scheduled: 0 ids\n")
 
 
