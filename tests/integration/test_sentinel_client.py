@@ -258,9 +258,15 @@ def test_ctl_when_no_sentinel_answers(ha, tmp_path):
 @pytest.mark.slow
 def test_ctl_follows_a_failover(ha, tmp_path):
     path = write_ctl_conf(tmp_path, sentinel_list(ha))
-    ha.master.client().rpush("tasks", 1, 2)
-    assert queue_length(path) == 2
     ha.wait_replica_known()
+    # On the replica before it is promoted, or the two ids may be lost with
+    # the asynchronous copy, which is not what this test is about. WAIT
+    # counts the writes of its own connection: one pipeline.
+    with ha.master.client().pipeline(transaction=False) as p:
+        p.rpush("tasks", 1, 2)
+        p.execute_command("WAIT", 1, 10000)
+        assert p.execute()[1] >= 1, "the replica did not get the ids"
+    assert queue_length(path) == 2
 
     def failover():
         try:
