@@ -214,9 +214,6 @@ timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		    l->connect_timeout_ms);
 		break;
 	case LINK_HANDSHAKE:
-		snprintf(why, sizeof(why), "no answer within %d ms",
-		    l->connect_timeout_ms);
-		break;
 	case LINK_READY:
 		snprintf(why, sizeof(why), "no answer within %d ms",
 		    l->wait_ms);
@@ -230,10 +227,17 @@ timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void
 link_handshake(struct link *l)
 {
+	link_handshake_wait(l, l->connect_timeout_ms);
+}
+
+void
+link_handshake_wait(struct link *l, int ms)
+{
 	if (l->state != LINK_CONNECTING)
 		return;
 	l->state = LINK_HANDSHAKE;
-	arm(l, l->connect_timeout_ms / 1000.0);
+	l->wait_ms = ms;
+	arm(l, ms / 1000.0);
 }
 
 void

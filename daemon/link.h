@@ -94,8 +94,13 @@ void link_start(struct link *l);
 /* Stops every timer and lookup: DOWN. The adapter closes its driver. */
 void link_stop(struct link *l);
 
-/* The adapter's news. The driver's socket is open: HANDSHAKE. */
+/*
+ * The adapter's news. The driver's socket is open: HANDSHAKE, within
+ * connect_timeout_ms, or MS for a handshake that is one command answered
+ * within the command timeout (Sentinel's question).
+ */
 void link_handshake(struct link *l);
+void link_handshake_wait(struct link *l, int ms);
 /* Set up and usable: READY (logs, counts, resets the backoff). */
 void link_ready(struct link *l);
 /*
