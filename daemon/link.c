@@ -259,12 +259,12 @@ link_ready(struct link *l)
 static void
 lose(struct link *l, const char *why, int at_once)
 {
-	int delay;
+	int delay, other = 0;
 
 	/* Refused at one address of a name: the next one, at once. */
 	if (l->state == LINK_CONNECTING && l->others > 0) {
 		l->others--;
-		at_once = 1;
+		other = 1;
 	} else
 		l->others = -1;		/* the next round tries them all again */
 
@@ -278,8 +278,11 @@ lose(struct link *l, const char *why, int at_once)
 	why = l->last_error;
 	if (l->st != NULL)
 		l->st->errors++;
-	delay = at_once ? 0 : backoff_next(&l->bo);
-	if (outage_note(&l->outage, why))
+	delay = at_once || other ? 0 : backoff_next(&l->bo);
+	/* One address of several is no outage yet. */
+	if (other)
+		log_debug("%s: %s; the next address now", l->name, why);
+	else if (outage_note(&l->outage, why))
 		log_warnx("%s: %s; reconnecting", l->name, why);
 	else
 		log_debug("%s: %s; retrying in %d ms", l->name, why, delay);
