@@ -259,7 +259,8 @@ link_ready(struct link *l)
 static void
 lose(struct link *l, const char *why, int at_once)
 {
-	int delay, other = 0;
+	char msg[400];		/* next() may say more than last_error keeps */
+	int delay, other = 0, next = 0;
 
 	/* Refused at one address of a name: the next one, at once. */
 	if (l->state == LINK_CONNECTING && l->others > 0) {
@@ -274,18 +275,22 @@ lose(struct link *l, const char *why, int at_once)
 	if (why == NULL || why[0] == '\0')
 		why = "connection lost";
 	/* Copied first: WHY may live in the driver being closed. */
-	snprintf(l->last_error, sizeof(l->last_error), "%s", why);
-	why = l->last_error;
+	snprintf(msg, sizeof(msg), "%s", why);
+	if (!other && l->ops->next != NULL)
+		next = l->ops->next(l->arg, msg, sizeof(msg));
+	snprintf(l->last_error, sizeof(l->last_error), "%.*s",
+	    (int)sizeof(l->last_error) - 1, msg);
 	if (l->st != NULL)
 		l->st->errors++;
-	delay = at_once || other ? 0 : backoff_next(&l->bo);
-	/* One address of several is no outage yet. */
-	if (other)
-		log_debug("%s: %s; the next address now", l->name, why);
-	else if (outage_note(&l->outage, why))
-		log_warnx("%s: %s; reconnecting", l->name, why);
+	delay = at_once || other || next ? 0 : backoff_next(&l->bo);
+	/* One address or server of several is no outage yet. */
+	if (other || next)
+		log_debug("%s: %s; the next %s now", l->name, msg,
+		    other ? "address" : "server");
+	else if (outage_note(&l->outage, msg))
+		log_warnx("%s: %s; reconnecting", l->name, msg);
 	else
-		log_debug("%s: %s; retrying in %d ms", l->name, why, delay);
+		log_debug("%s: %s; retrying in %d ms", l->name, msg, delay);
 	retry_in(l, delay);
 }
 

@@ -26,7 +26,8 @@ enum link_state {
 
 /*
  * What the adapter does for its link. The link calls these only from its
- * own timers and lookups, never inside a link_* call the adapter made.
+ * own timers and lookups, never inside a link_* call the adapter made
+ * (next() alone, which calls nothing of the link).
  */
 struct link_ops {
 	/*
@@ -49,6 +50,16 @@ struct link_ops {
 	 * the adapter closes its connection and calls link_lost().
 	 */
 	void (*expired)(void *arg, const char *why);
+	/*
+	 * Optional, for an adapter that walks a list of servers itself (the
+	 * sentinels): the server of the last locate() failed or was lost,
+	 * WHY (LEN bytes, which it may rewrite). 1: locate() the next one at
+	 * once, WHY logged at debug only; 0: the list is done, and the link
+	 * backs off and tells WHY once per outage. Not asked when another
+	 * address of the same name is tried first. Runs inside link_lost()
+	 * too.
+	 */
+	int (*next)(void *arg, char *why, size_t len);
 };
 
 struct link {
