@@ -93,7 +93,7 @@ void sn_recheck(struct sentinel *s);
 
 /* sentinel_sub.c: the subscription. */
 void sub_init(struct sentinel *s);
-/* Subscribes on sentinel IDX unless subscribed (or on its way). */
+/* Subscribes on sentinel IDX, unless up, on its way or waiting to retry. */
 void sub_follow(struct sentinel *s, int idx);
 
 #endif
