@@ -214,9 +214,6 @@ timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		    l->connect_timeout_ms);
 		break;
 	case LINK_HANDSHAKE:
-		snprintf(why, sizeof(why), "no answer within %d ms",
-		    l->connect_timeout_ms);
-		break;
 	case LINK_READY:
 		snprintf(why, sizeof(why), "no answer within %d ms",
 		    l->wait_ms);
@@ -230,10 +227,17 @@ timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void
 link_handshake(struct link *l)
 {
+	link_handshake_wait(l, l->connect_timeout_ms);
+}
+
+void
+link_handshake_wait(struct link *l, int ms)
+{
 	if (l->state != LINK_CONNECTING)
 		return;
 	l->state = LINK_HANDSHAKE;
-	arm(l, l->connect_timeout_ms / 1000.0);
+	l->wait_ms = ms;
+	arm(l, ms / 1000.0);
 }
 
 void
@@ -255,12 +259,13 @@ link_ready(struct link *l)
 static void
 lose(struct link *l, const char *why, int at_once)
 {
-	int delay;
+	char msg[400];		/* next() may say more than last_error keeps */
+	int delay, other = 0, next = 0;
 
 	/* Refused at one address of a name: the next one, at once. */
 	if (l->state == LINK_CONNECTING && l->others > 0) {
 		l->others--;
-		at_once = 1;
+		other = 1;
 	} else
 		l->others = -1;		/* the next round tries them all again */
 
@@ -270,15 +275,22 @@ lose(struct link *l, const char *why, int at_once)
 	if (why == NULL || why[0] == '\0')
 		why = "connection lost";
 	/* Copied first: WHY may live in the driver being closed. */
-	snprintf(l->last_error, sizeof(l->last_error), "%s", why);
-	why = l->last_error;
+	snprintf(msg, sizeof(msg), "%s", why);
+	if (!other && l->ops->next != NULL)
+		next = l->ops->next(l->arg, msg, sizeof(msg));
+	snprintf(l->last_error, sizeof(l->last_error), "%.*s",
+	    (int)sizeof(l->last_error) - 1, msg);
 	if (l->st != NULL)
 		l->st->errors++;
-	delay = at_once ? 0 : backoff_next(&l->bo);
-	if (outage_note(&l->outage, why))
-		log_warnx("%s: %s; reconnecting", l->name, why);
+	delay = at_once || other || next ? 0 : backoff_next(&l->bo);
+	/* One address or server of several is no outage yet. */
+	if (other || next)
+		log_debug("%s: %s; the next %s now", l->name, msg,
+		    other ? "address" : "server");
+	else if (outage_note(&l->outage, msg))
+		log_warnx("%s: %s; reconnecting", l->name, msg);
 	else
-		log_debug("%s: %s; retrying in %d ms", l->name, why, delay);
+		log_debug("%s: %s; retrying in %d ms", l->name, msg, delay);
 	retry_in(l, delay);
 }
 

@@ -26,7 +26,8 @@ enum link_state {
 
 /*
  * What the adapter does for its link. The link calls these only from its
- * own timers and lookups, never inside a link_* call the adapter made.
+ * own timers and lookups, never inside a link_* call the adapter made
+ * (next() alone, which calls nothing of the link).
  */
 struct link_ops {
 	/*
@@ -49,6 +50,16 @@ struct link_ops {
 	 * the adapter closes its connection and calls link_lost().
 	 */
 	void (*expired)(void *arg, const char *why);
+	/*
+	 * Optional, for an adapter that walks a list of servers itself (the
+	 * sentinels): the server of the last locate() failed or was lost,
+	 * WHY (LEN bytes, which it may rewrite). 1: locate() the next one at
+	 * once, WHY logged at debug only; 0: the list is done, and the link
+	 * backs off and tells WHY once per outage. Not asked when another
+	 * address of the same name is tried first. Runs inside link_lost()
+	 * too.
+	 */
+	int (*next)(void *arg, char *why, size_t len);
 };
 
 struct link {
@@ -94,8 +105,13 @@ void link_start(struct link *l);
 /* Stops every timer and lookup: DOWN. The adapter closes its driver. */
 void link_stop(struct link *l);
 
-/* The adapter's news. The driver's socket is open: HANDSHAKE. */
+/*
+ * The adapter's news. The driver's socket is open: HANDSHAKE, within
+ * connect_timeout_ms, or MS for a handshake that is one command answered
+ * within the command timeout (Sentinel's question).
+ */
 void link_handshake(struct link *l);
+void link_handshake_wait(struct link *l, int ms);
 /* Set up and usable: READY (logs, counts, resets the backoff). */
 void link_ready(struct link *l);
 /*

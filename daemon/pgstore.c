@@ -710,7 +710,7 @@ expired(void *arg, const char *why)
 	conn_lost(arg, why);
 }
 
-static const struct link_ops pg_ops = { locate, open_conn, expired };
+static const struct link_ops pg_ops = { locate, open_conn, expired, NULL };
 
 /*
  * Row I of a load's RES, in one allocation: the values and the names the

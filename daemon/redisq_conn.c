@@ -369,7 +369,7 @@ open_conn(void *arg, const char *const *addrs, int n, char *why, size_t len)
 	return 0;
 }
 
-static const struct link_ops rc_ops = { locate, open_conn, expired };
+static const struct link_ops rc_ops = { locate, open_conn, expired, NULL };
 
 /* Connects on the next loop turn. */
 void

@@ -1,22 +1,15 @@
 /*
  * sentinel: where the Redis master is, asked of each sentinel in turn on
- * the loop, and followed through one subscription to +switch-master.
+ * a link of its own; the subscription that follows it is sentinel_sub.c.
  */
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 #include <hiredis/adapters/libev.h>
 
-#include "backoff.h"
 #include "log.h"
-#include "netaddr.h"
-#include "sentinel.h"
+#include "sentinel_int.h"
 
 /* hiredis 1.0 alone took the connect callback's context without const. */
 #if HIREDIS_MAJOR == 1 && HIREDIS_MINOR == 0
@@ -25,113 +18,9 @@
 #define CONNECT_CB_CONST const
 #endif
 
-#define CHANNEL		"+switch-master"
-#define NAMELEN		(NETADDR_HOSTLEN + 10)	/* "[host]:port" */
-
-struct sentinel;
-
-/* One connection to a sentinel: the ask out, or the subscription. */
-struct sconn {
-	struct sentinel *s;
-	redisAsyncContext *ac;	/* NULL: closed */
-	int idx;		/* the sentinel it talks to */
-	int up;			/* the connect callback said it is open */
-	ev_timer timeout;	/* connect, then command */
-};
-
-struct saddr {
-	char host[NETADDR_HOSTLEN + 1];
-	int port;
-	char name[NAMELEN];	/* as messages write it */
-};
-
-struct sentinel {
-	struct ev_loop *loop;
-	const struct config *cfg;
-	struct resolver *res;	/* not used yet: names go to hiredis */
-	sentinel_fn *on_master;
-	void *arg;
-	struct saddr *addrs;
-	int n;
-
-	/* A round asks each sentinel once, from START, until one answers. */
-	struct sconn ask;
-	int asking;		/* a round is out */
-	int start;		/* the sentinel that last answered */
-	int cur;		/* the one asked now */
-	int tried;		/* ... and how many before it this round */
-	int force;		/* sentinel_ask(): tell the next answer anyway */
-	ev_timer round;		/* the next ask: next turn, or a backoff */
-	struct backoff bo;
-	struct outage outage;
-
-	/* The subscription to +switch-master, on one sentinel. */
-	struct sconn sub;
-	int sub_next;		/* where it goes after a loss */
-	ev_timer resub;
-	struct backoff sub_bo;
-	struct outage sub_outage;
-
-	char host[NETADDR_HOSTLEN + 1];	/* the master known */
-	int port;
-	int known;
-	char last_error[400];
-
-	ev_timer defer;		/* on_master owed, on a turn of its own */
-	int owed;
-};
-
-static void ask_failed(struct sentinel *s, const char *why);
-static void sub_lost(struct sentinel *s, const char *why);
-
 /* ---- connections ---- */
 
-static void
-sc_wait(struct sconn *c, int ms)
-{
-	ev_timer_stop(c->s->loop, &c->timeout);
-	ev_timer_set(&c->timeout, ms / 1000.0, 0.);
-	ev_timer_start(c->s->loop, &c->timeout);
-}
-
-/*
- * Closes C on purpose. Its callbacks, which hiredis runs with a NULL
- * reply as it frees the context (at once, or after the reply callback it
- * is in), find no sconn and do nothing.
- */
-static void
-sc_close(struct sconn *c)
-{
-	redisAsyncContext *ac = c->ac;
-
-	ev_timer_stop(c->s->loop, &c->timeout);
-	c->ac = NULL;
-	c->up = 0;
-	if (ac != NULL) {
-		ac->data = NULL;
-		redisAsyncFree(ac);
-	}
-}
-
-/* C failed (and is closed, or being freed by hiredis): its owner decides. */
-static void
-sc_failed(struct sconn *c, const char *why)
-{
-	if (c == &c->s->ask)
-		ask_failed(c->s, why);
-	else
-		sub_lost(c->s, why);
-}
-
-static void
-sc_drop(struct sconn *c, const char *why)
-{
-	sc_close(c);
-	sc_failed(c, why);
-}
-
-/* The sconn of a callback's context, or NULL for one being torn down. */
-static struct sconn *
+struct sconn *
 sc_of(const redisAsyncContext *ac)
 {
 	struct sconn *c = ac->data;
@@ -139,17 +28,39 @@ sc_of(const redisAsyncContext *ac)
 	return c != NULL && c->ac == ac ? c : NULL;
 }
 
-/* AC, C's context, is lost, and hiredis frees it: C is closed. */
+/*
+ * Its callbacks, which hiredis runs with a NULL reply as it frees the
+ * context (at once, or after the reply callback it is in), find no sconn
+ * and do nothing.
+ */
+void
+sc_close(struct sconn *c)
+{
+	redisAsyncContext *ac = c->ac;
+
+	c->ac = NULL;
+	if (ac != NULL) {
+		ac->data = NULL;
+		redisAsyncFree(ac);
+	}
+}
+
+void
+sc_drop(struct sconn *c, const char *why)
+{
+	sc_close(c);
+	link_lost(&c->link, why, 0);
+}
+
+/* AC, C's context, is lost, and hiredis frees it. */
 static void
 sc_gone(struct sconn *c, const redisAsyncContext *ac, const char *dflt)
 {
 	char why[200];
 
 	snprintf(why, sizeof(why), "%s", ac->errstr[0] ? ac->errstr : dflt);
-	ev_timer_stop(c->s->loop, &c->timeout);
 	c->ac = NULL;
-	c->up = 0;
-	sc_failed(c, why);
+	link_lost(&c->link, why, 0);
 }
 
 static void
@@ -159,13 +70,12 @@ connect_cb(CONNECT_CB_CONST redisAsyncContext *ac, int status)
 
 	if (c == NULL)
 		return;
-	if (status == REDIS_OK) {
-		c->up = 1;
-		sc_wait(c, c->s->cfg->redis.command_timeout_ms);
-		return;
-	}
-	/* hiredis frees the context after this returns; no disconnect_cb. */
-	sc_gone(c, ac, "cannot connect");
+	/* AUTH and the one command: answered within the command timeout. */
+	if (status == REDIS_OK)
+		link_handshake_wait(&c->link,
+		    c->s->cfg->redis.command_timeout_ms);
+	else	/* hiredis frees the context after this; no disconnect_cb */
+		sc_gone(c, ac, "cannot connect");
 }
 
 static void
@@ -179,18 +89,11 @@ disconnect_cb(const redisAsyncContext *ac, int status)
 		sc_gone(c, ac, "the sentinel closed the connection");
 }
 
-static void
-timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* The link's timeout: no connection or no answer in time. */
+void
+sc_expired(void *arg, const char *why)
 {
-	struct sconn *c = w->data;
-	char why[96];
-
-	(void)loop;
-	(void)revents;
-	snprintf(why, sizeof(why), "no answer within %d ms", c->up ?
-	    c->s->cfg->redis.command_timeout_ms :
-	    c->s->cfg->redis.connect_timeout_ms);
-	sc_drop(c, why);
+	sc_drop(arg, why);
 }
 
 /* A reply to AUTH, on either connection. */
@@ -208,24 +111,41 @@ auth_cb(redisAsyncContext *ac, void *r, void *priv)
 	sc_drop(c, why);
 }
 
-/*
- * Opens C to sentinel IDX and sends AUTH (when the sentinels want a
- * password) and the command ARGV with FN for its replies. Returns -1
- * with WHY filled when that failed at once (C is closed then).
- */
-static int
-sc_open(struct sconn *c, int idx, int argc, const char **argv,
-    redisCallbackFn *fn, char *why, size_t len)
+void
+sc_init(struct sconn *c, struct sentinel *s, const char *name,
+    const struct link_ops *ops)
+{
+	const struct config *cfg = s->cfg;
+
+	c->s = s;
+	link_init(&c->link, s->loop, name, ops, c, s->res, NULL,
+	    cfg->worker.retry_min_ms, cfg->worker.retry_max_ms,
+	    cfg->redis.connect_timeout_ms);
+	/* Told of only when it was down. */
+	c->link.quiet = 1;
+}
+
+int
+sc_locate(struct sconn *c, int idx, const char **names)
+{
+	c->idx = idx;
+	names[0] = c->s->addrs[idx].host;
+	return 1;
+}
+
+int
+sc_open(struct sconn *c, const char *const *addrs, int n, int argc,
+    const char **argv, redisCallbackFn *fn, char *why, size_t len)
 {
 	struct sentinel *s = c->s;
 	const struct config *cfg = s->cfg;
 	const char *auth[3] = { "AUTH" };
 	redisAsyncContext *ac;
-	int n = 1;
+	int nauth = 1;
 
-	c->idx = idx;
-	c->up = 0;
-	ac = redisAsyncConnect(s->addrs[idx].host, s->addrs[idx].port);
+	if (n < 1 || addrs[0] == NULL)
+		return -1;	/* WHY says why the name had no address */
+	ac = redisAsyncConnect(addrs[0], s->addrs[c->idx].port);
 	if (ac == NULL) {
 		snprintf(why, len, "out of memory");
 		return -1;
@@ -241,14 +161,13 @@ sc_open(struct sconn *c, int idx, int argc, const char **argv,
 	redisLibevAttach(s->loop, ac);
 	redisAsyncSetConnectCallback(ac, connect_cb);
 	redisAsyncSetDisconnectCallback(ac, disconnect_cb);
-	sc_wait(c, cfg->redis.connect_timeout_ms);
 	if (cfg->redis.sentinel_password[0] != '\0') {
 		if (cfg->redis.sentinel_username[0] != '\0')
-			auth[n++] = cfg->redis.sentinel_username;
-		auth[n++] = cfg->redis.sentinel_password;
+			auth[nauth++] = cfg->redis.sentinel_username;
+		auth[nauth++] = cfg->redis.sentinel_password;
 	}
-	if ((n > 1 && redisAsyncCommandArgv(ac, auth_cb, NULL, n, auth,
-	    NULL) != REDIS_OK) ||
+	if ((nauth > 1 && redisAsyncCommandArgv(ac, auth_cb, NULL, nauth,
+	    auth, NULL) != REDIS_OK) ||
 	    redisAsyncCommandArgv(ac, fn, NULL, argc, argv, NULL) !=
 	    REDIS_OK) {
 		snprintf(why, len, "cannot send %s", argv[0]);
@@ -277,8 +196,8 @@ defer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* The master is at HOST:PORT, says FROM; FORCE: tell the owner anyway. */
-static void
-learn(struct sentinel *s, const char *host, int port, int force,
+void
+sn_learn(struct sentinel *s, const char *host, int port, int force,
     const char *from)
 {
 	char was[NAMELEN], now[NAMELEN];
@@ -307,17 +226,10 @@ learn(struct sentinel *s, const char *host, int port, int force,
 
 /* ---- asking ---- */
 
-static void
-round_in(struct sentinel *s, double seconds)
-{
-	ev_timer_stop(s->loop, &s->round);
-	ev_timer_set(&s->round, seconds, 0.);
-	ev_timer_start(s->loop, &s->round);
-}
-
 /* "HOST" and "PORT" of an answer into HOST and *PORT; -1 if not that. */
-static int
-parse_addr(const char *h, size_t hlen, const char *p, char *host, int *port)
+int
+sn_parse_addr(const char *h, size_t hlen, const char *p, char *host,
+    int *port)
 {
 	char *end;
 	long v;
@@ -341,7 +253,7 @@ addr_cb(redisAsyncContext *ac, void *r, void *priv)
 	struct sentinel *s;
 	redisReply *reply = r;
 	char host[NETADDR_HOSTLEN + 1], from[NAMELEN + 16], why[300];
-	int port, was_down;
+	int port;
 
 	(void)priv;
 	if (c == NULL || reply == NULL)
@@ -362,186 +274,87 @@ addr_cb(redisAsyncContext *ac, void *r, void *priv)
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
 	    reply->element[0]->type != REDIS_REPLY_STRING ||
 	    reply->element[1]->type != REDIS_REPLY_STRING ||
-	    parse_addr(reply->element[0]->str, reply->element[0]->len,
+	    sn_parse_addr(reply->element[0]->str, reply->element[0]->len,
 	    reply->element[1]->str, host, &port) == -1) {
 		sc_drop(c, "unexpected answer to SENTINEL "
 		    "GET-MASTER-ADDR-BY-NAME");
 		return;
 	}
+	/* Answered: the outage ends, and the connection has done its job. */
 	sc_close(c);
+	link_ready(&c->link);
+	link_stop(&c->link);
 	s->asking = 0;
-	s->start = s->cur;
-	backoff_reset(&s->bo);
-	was_down = outage_end(&s->outage);
+	s->start = c->idx;
 	s->last_error[0] = '\0';
-	snprintf(from, sizeof(from), "sentinel %s", s->addrs[s->cur].name);
-	if (was_down)
-		log_info("redis %s answers again", from);
-	learn(s, host, port, s->force, from);
+	snprintf(from, sizeof(from), "sentinel %s", s->addrs[c->idx].name);
+	sn_learn(s, host, port, s->force, from);
 	s->force = 0;
-	if (s->sub.ac == NULL && !ev_is_active(&s->resub)) {
-		s->sub_next = s->cur;
-		ev_timer_set(&s->resub, 0., 0.);
-		ev_timer_start(s->loop, &s->resub);
-	}
+	sub_follow(s, c->idx);
 }
 
-static void
-round_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* A round starts from the sentinel that answered last. */
+static int
+ask_locate(void *arg, const char **names, char *why, size_t len)
 {
-	struct sentinel *s = w->data;
-	const char *argv[] = { "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
-	    s->cfg->redis.sentinel_master };
-	char why[300];
+	struct sconn *c = arg;
+	struct sentinel *s = c->s;
 
-	(void)loop;
-	(void)revents;
+	(void)why;
+	(void)len;
 	if (!s->asking) {
 		s->asking = 1;
 		s->tried = 0;
-		s->cur = s->start;
+		c->idx = s->start;
 	}
-	if (sc_open(&s->ask, s->cur, 3, argv, addr_cb, why,
-	    sizeof(why)) == -1)
-		ask_failed(s, why);
+	return sc_locate(c, c->idx, names);
 }
 
-/* The sentinel asked failed: the next one, or a backoff after them all. */
-static void
-ask_failed(struct sentinel *s, const char *why)
+static int
+ask_open(void *arg, const char *const *addrs, int n, char *why, size_t len)
 {
-	char msg[sizeof(s->last_error)];
-	int delay;
+	struct sconn *c = arg;
+	const char *argv[] = { "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+	    c->s->cfg->redis.sentinel_master };
 
-	log_debug("redis sentinel %s: %s", s->addrs[s->cur].name, why);
-	snprintf(msg, sizeof(msg), "no sentinel answered for master %s "
-	    "(%d asked; the last, %s: %s)", s->cfg->redis.sentinel_master,
-	    s->n, s->addrs[s->cur].name, why);
+	return sc_open(c, addrs, n, 3, argv, addr_cb, why, len);
+}
+
+/* The sentinel asked failed: the next one at once, or the round is over. */
+static int
+ask_next(void *arg, char *why, size_t len)
+{
+	struct sconn *c = arg;
+	struct sentinel *s = c->s;
+	const char *name;
+	char msg[sizeof(s->last_error)];
+
+	if (!s->asking || s->n == 0)
+		return 0;
+	name = s->addrs[c->idx].name;
 	if (++s->tried < s->n) {
-		s->cur = (s->cur + 1) % s->n;
-		round_in(s, 0.);
-		return;
+		snprintf(msg, sizeof(msg), "sentinel %s: %s", name, why);
+		snprintf(why, len, "%s", msg);
+		c->idx = (c->idx + 1) % s->n;
+		return 1;
 	}
 	s->asking = 0;
+	snprintf(msg, sizeof(msg), "no sentinel answered for master %s "
+	    "(%d asked; the last, %s: %s)", s->cfg->redis.sentinel_master,
+	    s->n, name, why);
 	memcpy(s->last_error, msg, sizeof(msg));
-	delay = backoff_next(&s->bo);
-	if (outage_note(&s->outage, msg))
-		log_warnx("redis sentinels: %s; asking again", msg);
-	else
-		log_debug("redis sentinels: %s; again in %d ms", msg, delay);
-	round_in(s, delay / 1000.0);
+	snprintf(why, len, "%s", msg);
+	return 0;
 }
 
-/* ---- following ---- */
+static const struct link_ops ask_ops = { ask_locate, ask_open, sc_expired,
+    ask_next };
 
-/* "NAME OLDHOST OLDPORT NEWHOST NEWPORT" of a +switch-master message. */
-static void
-switch_master(struct sentinel *s, const char *msg, size_t len)
+void
+sn_recheck(struct sentinel *s)
 {
-	const char *f[5], *p = msg, *end = msg + len, *sp;
-	size_t flen[5];
-	char host[NETADDR_HOSTLEN + 1], port[8], from[NAMELEN + 32];
-	int i, newport;
-
-	for (i = 0; i < 5 && p < end; i++) {
-		sp = memchr(p, ' ', (size_t)(end - p));
-		f[i] = p;
-		flen[i] = (size_t)((sp != NULL ? sp : end) - p);
-		p = sp != NULL ? sp + 1 : end;
-	}
-	if (i < 5 || p != end || flen[4] >= sizeof(port)) {
-		log_warnx("redis sentinel %s: a " CHANNEL " message not "
-		    "understood", s->addrs[s->sub.idx].name);
-		return;
-	}
-	if (flen[0] != strlen(s->cfg->redis.sentinel_master) ||
-	    memcmp(f[0], s->cfg->redis.sentinel_master, flen[0]) != 0)
-		return;		/* another master's */
-	memcpy(port, f[4], flen[4]);
-	port[flen[4]] = '\0';
-	if (parse_addr(f[3], flen[3], port, host, &newport) == -1) {
-		log_warnx("redis sentinel %s: a " CHANNEL " message with no "
-		    "address", s->addrs[s->sub.idx].name);
-		return;
-	}
-	snprintf(from, sizeof(from), CHANNEL " from sentinel %s",
-	    s->addrs[s->sub.idx].name);
-	learn(s, host, newport, 0, from);
-}
-
-static void
-sub_cb(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct sconn *c = sc_of(ac);
-	struct sentinel *s;
-	redisReply *reply = r, *kind, *body;
-	char why[300];
-
-	(void)priv;
-	if (c == NULL || reply == NULL)
-		return;
-	s = c->s;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		snprintf(why, sizeof(why), "SUBSCRIBE failed: %s", reply->str);
-		sc_drop(c, why);
-		return;
-	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
-	    (kind = reply->element[0])->type != REDIS_REPLY_STRING)
-		return;
-	body = reply->element[2];
-	if (strcmp(kind->str, "message") == 0 &&
-	    body->type == REDIS_REPLY_STRING) {
-		switch_master(s, body->str, body->len);
-		return;
-	}
-	if (strcmp(kind->str, "subscribe") != 0)
-		return;
-	/* Subscribed: no answer is awaited until the next message. */
-	ev_timer_stop(s->loop, &c->timeout);
-	backoff_reset(&s->sub_bo);
-	if (outage_end(&s->sub_outage))
-		log_info("redis sentinel %s: following failovers again",
-		    s->addrs[c->idx].name);
-	else
-		log_debug("redis sentinel %s: following failovers",
-		    s->addrs[c->idx].name);
-	/* A switch before this is not heard: ask, to be sure. */
-	if (!s->asking)
-		round_in(s, 0.);
-}
-
-static void
-resub_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct sentinel *s = w->data;
-	const char *argv[] = { "SUBSCRIBE", CHANNEL };
-	char why[300];
-
-	(void)loop;
-	(void)revents;
-	if (sc_open(&s->sub, s->sub_next, 2, argv, sub_cb, why,
-	    sizeof(why)) == -1)
-		sub_lost(s, why);
-}
-
-/* The subscription is gone: again after a backoff, on the next sentinel. */
-static void
-sub_lost(struct sentinel *s, const char *why)
-{
-	char msg[400];
-	int delay = backoff_next(&s->sub_bo);
-
-	snprintf(msg, sizeof(msg), "sentinel %s: %s", s->addrs[s->sub.idx].name,
-	    why);
-	if (outage_note(&s->sub_outage, msg))
-		log_warnx("redis %s; failovers are not followed until a "
-		    "sentinel takes the subscription", msg);
-	else
-		log_debug("redis %s; subscribing again in %d ms", msg, delay);
-	s->sub_next = (s->sub.idx + 1) % s->n;
-	ev_timer_set(&s->resub, delay / 1000.0, 0.);
-	ev_timer_start(s->loop, &s->resub);
+	if (!s->asking && s->n > 0)
+		link_start(&s->ask.link);
 }
 
 /* ---- the interface ---- */
@@ -577,7 +390,6 @@ sentinel_new(struct ev_loop *loop, const struct config *cfg,
     struct resolver *res, sentinel_fn *on_master, void *arg)
 {
 	struct sentinel *s = calloc(1, sizeof(*s));
-	uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
 
 	if (s == NULL)
 		return NULL;
@@ -591,25 +403,25 @@ sentinel_new(struct ev_loop *loop, const struct config *cfg,
 		free(s);
 		return NULL;
 	}
-	s->ask.s = s->sub.s = s;
-	ev_init(&s->ask.timeout, timeout_cb);
-	s->ask.timeout.data = &s->ask;
-	ev_init(&s->sub.timeout, timeout_cb);
-	s->sub.timeout.data = &s->sub;
-	ev_init(&s->round, round_cb);
-	s->round.data = s;
-	ev_init(&s->resub, resub_cb);
-	s->resub.data = s;
+	sc_init(&s->ask, s, "redis sentinels", &ask_ops);
+	sub_init(s);
 	ev_timer_init(&s->defer, defer_cb, 0., 0.);
 	s->defer.data = s;
-	backoff_init(&s->bo, cfg->worker.retry_min_ms,
-	    cfg->worker.retry_max_ms, seed ^ 0x5e);
-	backoff_init(&s->sub_bo, cfg->worker.retry_min_ms,
-	    cfg->worker.retry_max_ms, seed ^ 0x5b);
 	snprintf(s->last_error, sizeof(s->last_error),
 	    "no sentinel has answered yet");
-	round_in(s, 0.);
+	link_start(&s->ask.link);
 	return s;
+}
+
+/* Both connections closed, and their links stopped: nothing runs. */
+static void
+close_all(struct sentinel *s)
+{
+	link_stop(&s->ask.link);
+	sc_close(&s->ask);
+	link_stop(&s->sub.link);
+	sc_close(&s->sub);
+	s->asking = 0;
 }
 
 void
@@ -617,10 +429,7 @@ sentinel_free(struct sentinel *s)
 {
 	if (s == NULL)
 		return;
-	sc_close(&s->ask);
-	sc_close(&s->sub);
-	ev_timer_stop(s->loop, &s->round);
-	ev_timer_stop(s->loop, &s->resub);
+	close_all(s);
 	ev_timer_stop(s->loop, &s->defer);
 	free(s->addrs);
 	free(s);
@@ -634,16 +443,13 @@ sentinel_reconfigure(struct sentinel *s, const struct config *cfg)
 	    cfg->redis.sentinel_master) != 0;
 
 	s->cfg = cfg;
-	backoff_limits(&s->bo, cfg->worker.retry_min_ms,
-	    cfg->worker.retry_max_ms);
-	backoff_limits(&s->sub_bo, cfg->worker.retry_min_ms,
-	    cfg->worker.retry_max_ms);
+	link_limits(&s->ask.link, cfg->worker.retry_min_ms,
+	    cfg->worker.retry_max_ms, cfg->redis.connect_timeout_ms);
+	link_limits(&s->sub.link, cfg->worker.retry_min_ms,
+	    cfg->worker.retry_max_ms, cfg->redis.connect_timeout_ms);
 	if (!config_redis_conn_changed(old, cfg))
 		return;
-	sc_close(&s->ask);
-	sc_close(&s->sub);
-	ev_timer_stop(s->loop, &s->resub);
-	s->asking = 0;
+	close_all(s);
 	s->start = 0;
 	if (renamed) {
 		/* Another master: what was known is not its address. */
@@ -654,18 +460,16 @@ sentinel_reconfigure(struct sentinel *s, const struct config *cfg)
 	if (parse_sentinels(s, cfg) == -1) {
 		snprintf(s->last_error, sizeof(s->last_error),
 		    "no sentinel configured");
-		ev_timer_stop(s->loop, &s->round);
 		return;
 	}
-	round_in(s, 0.);
+	link_start(&s->ask.link);
 }
 
 void
 sentinel_ask(struct sentinel *s)
 {
 	s->force = 1;
-	if (!s->asking && s->n > 0)
-		round_in(s, 0.);
+	sn_recheck(s);
 }
 
 const char *

@@ -21,13 +21,14 @@ struct sentinel;
 
 /*
  * Asks cfg->redis.sentinels in turn for cfg->redis.sentinel_master (each
- * within redis.connect_timeout_ms and then redis.command_timeout_ms),
- * from the one that answered last; after a round where none did, again
- * after a backoff (worker.retry_min_ms..retry_max_ms). Keeps a
- * subscription to +switch-master on a sentinel that answered (on the
- * next one after a loss). The first ask goes out on the next loop turn.
- * RES may be NULL, and is not used yet: names go to hiredis, whose
- * lookup blocks the loop, so give sentinels as addresses. CFG must
+ * within redis.connect_timeout_ms to resolve its name, again to connect,
+ * and then redis.command_timeout_ms to answer), from the one that
+ * answered last; after a round where none did, again after a backoff
+ * (worker.retry_min_ms..retry_max_ms), with one warning per outage.
+ * Keeps a subscription to +switch-master on a sentinel that answered (on
+ * the next one after a loss). The first ask goes out on the next loop
+ * turn. RES looks the sentinels' names up off the loop; it may be NULL,
+ * and names then go to hiredis, whose lookup blocks the loop. CFG must
  * outlive S (until sentinel_reconfigure gives another). Returns NULL
  * when out of memory or CFG names no sentinel.
  */

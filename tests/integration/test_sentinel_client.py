@@ -3,8 +3,9 @@ redis.sentinel* keys, and taskworkerctl finding the master through three
 real sentinels (a password of their own, a dead and a silent one in
 front), and following it after a failover.
 
-The daemon's own use of the sentinels is not wired into its Redis
-connections yet; daemon/sentinel.c is tested in tests/unit/test_sentinel.c.
+The daemon's own use of the sentinels is in test_failover.py and
+test_names.py (sentinels by name); daemon/sentinel.c is tested alone in
+tests/unit/test_sentinel.c.
 """
 
 import json

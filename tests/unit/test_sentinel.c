@@ -1,14 +1,16 @@
 /*
  * test_sentinel: the sentinel client against fake sentinels on the same
  * loop: dead and silent ones skipped, a nil answer, AUTH, the order of
- * asks, +switch-master, a lost subscription, and callbacks that never
- * run inside a sentinel_* call.
+ * asks, +switch-master, a lost subscription, sentinels by name looked up
+ * off the loop, and callbacks that never run inside a sentinel_* call.
  */
 #include <sys/socket.h>
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
 
 #include "cfgtest.h"
 #include "config.h"
+#include "resolve.h"
 #include "sentinel.h"
 
 #define MAXCLIENTS	16
@@ -56,6 +59,26 @@ static int inside;		/* a sentinel_* call is running */
 static int calls, called_inside;
 static char got_host[256];
 static int got_port;
+static int lookups;		/* host names given to getaddrinfo */
+static ev_tstamp longest_turn;	/* of the loop, in run_loop() */
+
+/*
+ * hiredis looks a host name up with getaddrinfo, which blocks the loop:
+ * this one, found before libc's, counts the names and passes them on.
+ */
+int
+getaddrinfo(const char *node, const char *service,
+    const struct addrinfo *hints, struct addrinfo **res)
+{
+	static int (*real)(const char *, const char *,
+	    const struct addrinfo *, struct addrinfo **);
+
+	if (real == NULL)
+		*(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+	if (node != NULL && !resolve_is_numeric(node))
+		lookups++;
+	return real(node, service, hints, res);
+}
 
 static void
 on_master(void *arg, const char *host, int port)
@@ -299,14 +322,18 @@ static int
 run_loop(const int *flag, int want, double seconds)
 {
 	ev_timer tick;
-	ev_tstamp end;
+	ev_tstamp end, t;
 
 	ev_timer_init(&tick, tick_cb, 0.01, 0.01);
 	ev_timer_start(loop, &tick);
 	ev_now_update(loop);
 	end = ev_now(loop) + seconds;
-	while ((flag == NULL || *flag < want) && ev_now(loop) < end)
+	while ((flag == NULL || *flag < want) && ev_now(loop) < end) {
+		t = ev_time();
 		ev_run(loop, EVRUN_ONCE);
+		if (ev_time() - t > longest_turn)
+			longest_turn = ev_time() - t;
+	}
 	ev_timer_stop(loop, &tick);
 	return flag != NULL && *flag >= want;
 }
@@ -333,16 +360,22 @@ conf(const char *sentinels, const char *extra)
 }
 
 static struct sentinel *
-start(const struct config *cfg)
+start_res(const struct config *cfg, struct resolver *res)
 {
 	struct sentinel *s;
 
 	calls = 0;
 	inside = 1;
-	s = sentinel_new(loop, cfg, NULL, on_master, NULL);
+	s = sentinel_new(loop, cfg, res, on_master, NULL);
 	inside = 0;
 	ok(s != NULL && calls == 0, "sentinel_new calls nothing back");
 	return s;
+}
+
+static struct sentinel *
+start(const struct config *cfg)
+{
+	return start_res(cfg, NULL);
 }
 
 /* Dead and silent sentinels are skipped; the order of asks; sentinel_ask. */
@@ -365,9 +398,12 @@ test_ask(void)
 	cfg = conf(list, "");
 	ev_now_update(loop);
 	t0 = ev_now(loop);
+	lookups = 0;
 	s = start(cfg);
 	ok(sentinel_master(s, &port) == NULL, "no master before an answer");
 	run_until(&calls, 1, 5);
+	ok(lookups > 0, "without a resolver, hiredis looks localhost up "
+	    "itself (%d getaddrinfo)", lookups);
 	ok(calls == 1 && streq(got_host, "127.0.0.1") && got_port == 6390,
 	    "the master from the fourth sentinel (%s:%d)", got_host, got_port);
 	ok(ev_now(loop) - t0 < 1.5, "a dead, a silent and an ignorant "
@@ -532,6 +568,73 @@ test_reconfigure(void)
 	fake_stop(&f);
 }
 
+/* A UDP socket on 127.0.0.1 that takes DNS queries and answers none. */
+static int
+silent_dns(char *csv, size_t len)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t salen = sizeof(sa);
+	int fd;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if ((fd = socket(AF_INET, SOCK_DGRAM, 0)) == -1 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &salen) == -1)
+		abort();
+	snprintf(csv, len, "127.0.0.1:%d", ntohs(sa.sin_port));
+	return fd;
+}
+
+/*
+ * Sentinels by name, with a resolver: a name whose DNS server never
+ * answers costs one connect timeout and the next sentinel, "localhost"
+ * (/etc/hosts), is asked and followed; getaddrinfo is never called and
+ * no turn of the loop waits.
+ */
+static void
+test_names(void)
+{
+	struct fake good;
+	struct resolver *res;
+	struct config *cfg;
+	struct sentinel *s;
+	char list[256], csv[32];
+	ev_tstamp t0;
+	int dns;
+
+	dns = silent_dns(csv, sizeof(csv));
+	res = resolver_new(loop, 5000);
+	ok(res != NULL && resolver_set_servers(res, csv) == 0,
+	    "a resolver whose DNS server never answers");
+	fake_start(&good, ANSWER, "mymaster", 7300);
+	snprintf(list, sizeof(list), "\"sentinel-1.test:26379\", "
+	    "\"localhost:%d\"", good.port);
+	cfg = conf(list, "");
+	lookups = 0;
+	longest_turn = 0;
+	ev_now_update(loop);
+	t0 = ev_now(loop);
+	s = start_res(cfg, res);
+	ok(run_until(&calls, 1, 3) && streq(got_host, "127.0.0.1") &&
+	    got_port == 7300, "the master from the sentinel named localhost");
+	ok(ev_now(loop) - t0 < 1.0, "the name with no answer cost about one "
+	    "connect timeout (%.2fs)", ev_now(loop) - t0);
+	idle(0.2);
+	ok(subscribers(&good) == 1, "subscribed on it, by name too");
+	publish(&good, "mymaster 127.0.0.1 7300 127.0.0.1 7301");
+	ok(run_until(&calls, 2, 2) && got_port == 7301,
+	    "+switch-master heard there");
+	ok(lookups == 0, "no getaddrinfo (%d)", lookups);
+	ok(longest_turn < 0.25, "no turn of the loop waited on a lookup "
+	    "(the longest took %.3fs)", longest_turn);
+	ok(called_inside == 0, "no callback ran inside a sentinel_* call");
+	sentinel_free(s);
+	resolver_free(res);
+	config_free(cfg);
+	fake_stop(&good);
+	close(dns);
+}
+
 int
 main(void)
 {
@@ -549,6 +652,7 @@ main(void)
 	test_resubscribe();
 	test_outage_and_auth();
 	test_reconfigure();
+	test_names();
 	remove_temps();
 	return done_testing();
 }
