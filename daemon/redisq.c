@@ -297,20 +297,32 @@ redisq_reconfigure(struct redisq *q, const struct config *cfg)
 	rc_limits(&q->cmd);
 	for (int i = 0; i < q->nq; i++)
 		rc_limits(&q->blk[i]);
-	if (!changed)
-		return;
-	/* Sentinels taken up, dropped or changed: the master is asked anew. */
+	/*
+	 * The sentinel client reads the settings it was given until it gets
+	 * others, and the old ones are freed after this call: it takes those
+	 * of every reload, changed or not (and then asks anew if they did).
+	 */
 	if (cfg->redis.nsentinels > 0 && q->sent != NULL)
 		sentinel_reconfigure(q->sent, cfg);
-	else {
+	if (!changed)
+		return;
+	/* Sentinels taken up or dropped. */
+	if (cfg->redis.nsentinels == 0 || q->sent == NULL) {
 		sentinel_free(q->sent);
 		q->sent = NULL;
 		if (cfg->redis.nsentinels > 0 && (q->sent = sentinel_new(q->loop,
 		    cfg, q->res, rc_master_moved, q)) == NULL)
 			log_errorx("redis: out of memory for the sentinels");
 	}
+	/*
+	 * The master is forgotten until the sentinels answer again: that
+	 * answer is told even when it names the same master, or nothing
+	 * would connect again.
+	 */
 	q->master[0] = '\0';
 	q->master_suspect = 0;
+	if (q->sent != NULL)
+		sentinel_ask(q->sent);
 	log_info("redis: connection settings changed, reconnecting");
 	/* At once, not after a backoff. */
 	rc_restart(&q->cmd, "settings changed");
