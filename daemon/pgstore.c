@@ -648,16 +648,19 @@ open_conn(void *arg, const char *const *addrs, int n, char *why, size_t len)
 	struct pgconn *c = arg;
 	struct pgstore *ps = c->ps;
 	/*
-	 * Keepalives find a peer that vanished without a word; the conninfo
-	 * string comes after them and so may override them.
+	 * Keepalives find a peer that vanished without a word. A standby is
+	 * of no use (rows are written): of several hosts, libpq keeps the
+	 * first that takes writes, within one connect, rather than the first
+	 * that answers, which would be dropped and tried again for good. The
+	 * conninfo string comes after these and so may override them.
 	 */
 	const char *keys[] = { "keepalives", "keepalives_idle",
-	    "keepalives_interval", "keepalives_count", "dbname",
-	    "fallback_application_name", NULL, NULL, NULL, NULL };
-	const char *vals[] = { "1", "15", "5", "3", ps->cfg->postgres.conninfo,
-	    "taskworkerd", NULL, NULL, NULL, NULL };
+	    "keepalives_interval", "keepalives_count", "target_session_attrs",
+	    "dbname", "fallback_application_name", NULL, NULL, NULL, NULL };
+	const char *vals[] = { "1", "15", "5", "3", "read-write",
+	    ps->cfg->postgres.conninfo, "taskworkerd", NULL, NULL, NULL, NULL };
 	char buf[512], *host, *hostaddr, *port;
-	int k = 6, rv;
+	int k = 7, rv;
 
 	/*
 	 * The addresses found go in as hostaddr after the conninfo, host

@@ -167,3 +167,23 @@ def test_pg_failover_to_promoted_standby(tw, taskworkerd, pg_standby):
     wait_until(lambda: tw.r.zcard(tw.processing()) == 0, 30, "nothing held", daemon=d)
     assert tw.r.llen("tasks:dead") == 0
     db.close()
+
+
+def test_pg_host_list_with_the_standby_first(tw, taskworkerd, pg_standby):
+    """A conninfo that names the standby before the primary, and says
+    nothing of target_session_attrs: libpq is to pass the standby over
+    within one connect, since a session on it is of no use."""
+    pair = pg_standby
+    info = (f"host={pair.standby.host},{pair.primary.host} "
+            f"port={pair.standby.port},{pair.primary.port} "
+            f"dbname={pair.dbname} user=postgres")
+    db = pair.connect(pair.primary)
+    ids = [r[0] for r in db.execute(
+        "INSERT INTO task (name) SELECT 'sf-' || g FROM generate_series(1, 20) g "
+        "RETURNING id").fetchall()]
+    d = taskworkerd(postgres={"conninfo": info, "connections": 2})
+    tw.push(ids)
+    wait_until(lambda: db.execute("SELECT count(*) FROM task WHERE status = 'completed' "
+                                  "AND id = ANY(%s)", (ids,)).fetchone()[0] == len(ids),
+               30, "every task completed on the primary", daemon=d)
+    db.close()

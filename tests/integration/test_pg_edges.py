@@ -207,7 +207,9 @@ def test_pg_read_only_server_is_left_for_a_primary(tw, sql_teardown, taskworkerd
     tw.push(ids)
     wait_until(lambda: "read-only (SQLSTATE 25006)" in d.log(), 15,
                "the session dropped for a read-only server", daemon=d)
-    wait_until(lambda: "standby or read-only" in d.log(), 15,
+    # Refused by libpq (target_session_attrs read-write) or by the daemon.
+    wait_until(lambda: "session is read-only" in d.log()
+               or "standby or read-only" in d.log(), 15,
                "a read-only session refused at connect", daemon=d)
     time.sleep(1)
     assert tw.statuses(ids) == {i: "pending" for i in ids}
