@@ -33,7 +33,11 @@ struct pgreq {
 	int solo;		/* failed inside a batch: now sent alone */
 	int64_t id;
 	struct pgtable *pt;	/* the statements it is sent with */
-	int sent;		/* it went out once: its effect may happen */
+	/*
+	 * The times it went out and may have had its effect (a server that
+	 * said it is read-only took it back): while nonzero, it may have.
+	 */
+	int sent;
 	int final;		/* REQ_FAIL: write failed_status */
 	int attempts;		/* REQ_FAIL */
 	char *error;		/* REQ_FAIL, bounded */
@@ -981,8 +985,14 @@ seg_failed(struct pgconn *c, struct pgreq **reqs, int n, PGresult *err)
 	 * session is dropped once this read is over, to find the primary.
 	 */
 	if (state != NULL && strcmp(state, "25006") == 0) {
-		for (int i = n - 1; i >= 0; i--)
+		/*
+		 * Not sent, as far as this flight goes: unless an earlier
+		 * one may have written, a stop need not wait for its answer.
+		 */
+		for (int i = n - 1; i >= 0; i--) {
+			reqs[i]->sent--;
 			fifo_push_front(&ps->pending[reqs[i]->kind], reqs[i]);
+		}
 		c->readonly = 1;
 		return;
 	}
@@ -1205,7 +1215,7 @@ batch_send(struct pgconn *c, enum req_kind kind, int n)
 	if (c->nbatch == 0)
 		return;
 	for (int i = 0; i < c->nbatch; i++)
-		c->batch[i]->sent = 1;
+		c->batch[i]->sent++;
 	c->per_req = per_req;
 	c->nseg = per_req ? c->nbatch : 1;
 	c->seg = 0;

@@ -100,7 +100,10 @@ struct pgreq *pgstore_fail(struct pgstore *ps, struct pgtable *table,
     void *arg);
 /* The callback of REQ will not run; REQ must not be used again. */
 void pgstore_cancel(struct pgreq *req);
-/* Whether REQ has gone out to a server once: its effect may happen. */
+/*
+ * Whether REQ has gone out to a server and may have had its effect (not
+ * when the only server it went to answered that it is read-only).
+ */
 int pgstore_sent(const struct pgreq *req);
 
 int pgstore_nready(const struct pgstore *ps);

@@ -179,17 +179,9 @@ def test_pg_reload_of_columns_keeps_the_row_names(tw, task_columns, taskworkerd,
     assert read_lines(out) == [f"{task_id} name=alice color=red"]
 
 
-def test_pg_read_only_server_is_left_for_a_primary(tw, sql_teardown, taskworkerd):
-    """A server that refuses writes (SQLSTATE 25006, as a standby or a
-    primary being demoted does) wrote nothing: the daemon drops that
-    session and looks for a primary; a session that comes up read-only
-    (default_transaction_read_only, in_hot_standby) is not used. The tasks
-    wait, lose no attempt, and complete once a writable server is back."""
-    db = tw.db.execute("SELECT current_database()").fetchone()[0]
-    d = taskworkerd(retry=fast_retry(2))
-    warm = tw.insert(3)
-    tw.push(warm)
-    tw.wait_completed(warm, 15, daemon=d)
+def read_only(tw, sql_teardown, db):
+    """The server refuses writes as a standby does: an UPDATE of a task
+    raises SQLSTATE 25006, and new sessions of DB are read-only."""
     tw.db.execute("""
         CREATE FUNCTION tw_read_only() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -203,6 +195,20 @@ def test_pg_read_only_server_is_left_for_a_primary(tw, sql_teardown, taskworkerd
     sql_teardown.append("DROP TRIGGER IF EXISTS tw_read_only ON task")
     sql_teardown.append(f'ALTER DATABASE "{db}" RESET default_transaction_read_only')
     tw.db.execute(f'ALTER DATABASE "{db}" SET default_transaction_read_only = on')
+
+
+def test_pg_read_only_server_is_left_for_a_primary(tw, sql_teardown, taskworkerd):
+    """A server that refuses writes (SQLSTATE 25006, as a standby or a
+    primary being demoted does) wrote nothing: the daemon drops that
+    session and looks for a primary; a session that comes up read-only
+    (default_transaction_read_only, in_hot_standby) is not used. The tasks
+    wait, lose no attempt, and complete once a writable server is back."""
+    db = tw.db.execute("SELECT current_database()").fetchone()[0]
+    d = taskworkerd(retry=fast_retry(2))
+    warm = tw.insert(3)
+    tw.push(warm)
+    tw.wait_completed(warm, 15, daemon=d)
+    read_only(tw, sql_teardown, db)
     ids = tw.insert(5)
     tw.push(ids)
     wait_until(lambda: "read-only (SQLSTATE 25006)" in d.log(), 15,
@@ -219,3 +225,20 @@ def test_pg_read_only_server_is_left_for_a_primary(tw, sql_teardown, taskworkerd
     tw.wait_completed(ids, 20, daemon=d)
     assert tw.r.llen(tw.dead()) == 0
     assert not tw.r.exists("tasks:retry")
+
+
+def test_pg_stop_while_the_server_is_read_only(tw, sql_teardown, taskworkerd):
+    """Completions a read-only server refused (SQLSTATE 25006) wrote
+    nothing: a stop does not wait for a writable server to answer them,
+    but ends within shutdown_timeout_ms, their ids back in the queue."""
+    db = tw.db.execute("SELECT current_database()").fetchone()[0]
+    d = taskworkerd(retry=fast_retry(2), worker={"shutdown_timeout_ms": 1000})
+    read_only(tw, sql_teardown, db)
+    ids = tw.insert(5)
+    tw.push(ids)
+    wait_until(lambda: "read-only (SQLSTATE 25006)" in d.log(), 15,
+               "the session dropped for a read-only server", daemon=d)
+    assert d.terminate(timeout=10) == 0
+    assert tw.statuses(ids) == {i: "pending" for i in ids}
+    assert sorted(int(v) for v in tw.r.lrange("tasks", 0, -1)) == ids
+    assert tw.r.zcard(tw.processing()) == 0
