@@ -226,7 +226,11 @@ sn_learn(struct sentinel *s, const char *host, int port, int force,
 
 /* ---- asking ---- */
 
-/* "HOST" and "PORT" of an answer into HOST and *PORT; -1 if not that. */
+/*
+ * "HOST" and "PORT" of an answer into HOST and *PORT; -1 if not that. A
+ * host is printable and has no space: it goes to the resolver and to
+ * log lines.
+ */
 int
 sn_parse_addr(const char *h, size_t hlen, const char *p, char *host,
     int *port)
@@ -234,9 +238,11 @@ sn_parse_addr(const char *h, size_t hlen, const char *p, char *host,
 	char *end;
 	long v;
 
-	if (hlen == 0 || hlen > NETADDR_HOSTLEN || memchr(h, '\0', hlen) ||
-	    memchr(h, ' ', hlen))
+	if (hlen == 0 || hlen > NETADDR_HOSTLEN)
 		return -1;
+	for (size_t i = 0; i < hlen; i++)
+		if ((unsigned char)h[i] <= ' ' || (unsigned char)h[i] >= 0x7f)
+			return -1;
 	v = strtol(p, &end, 10);
 	if (end == p || *end != '\0' || v < 1 || v > 65535)
 		return -1;

@@ -1,8 +1,9 @@
 /*
  * test_sentinel: the sentinel client against fake sentinels on the same
  * loop: dead and silent ones skipped, a nil answer, AUTH, the order of
- * asks, +switch-master, a lost subscription, sentinels by name looked up
- * off the loop, and callbacks that never run inside a sentinel_* call.
+ * asks, +switch-master, a lost subscription, hostile answers, sentinels
+ * by name looked up off the loop, and callbacks that never run inside a
+ * sentinel_* call.
  */
 #include <sys/socket.h>
 
@@ -568,6 +569,51 @@ test_reconfigure(void)
 	fake_stop(&f);
 }
 
+/* Answers no master is at: a host with control bytes, ports out of range. */
+static void
+test_hostile(void)
+{
+	static const struct {
+		const char *host;
+		int port;
+	} bad[] = {
+		{ "10.0.0.1\r\nx", 6379 },
+		{ "bad\033[2Jhost", 6379 },
+		{ "10.0.0.1", 0 },
+		{ "10.0.0.1", 99999 },
+	};
+	struct fake f;
+	struct config *cfg;
+	struct sentinel *s;
+	char list[128];
+
+	fake_start(&f, ANSWER, "mymaster", 0);
+	snprintf(list, sizeof(list), "\"127.0.0.1:%d\"", f.port);
+	cfg = conf(list, "");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(f.host, sizeof(f.host), "%s", bad[i].host);
+		f.mport = bad[i].port;
+		s = start(cfg);
+		ok(!run_until(&calls, 1, 0.3) && strstr(sentinel_last_error(s),
+		    "unexpected answer") != NULL, "refused: host %zu, port %d",
+		    i, bad[i].port);
+		sentinel_free(s);
+	}
+	snprintf(f.host, sizeof(f.host), "127.0.0.1");
+	f.mport = 7400;
+	s = start(cfg);
+	ok(run_until(&calls, 1, 2) && got_port == 7400, "asked");
+	idle(0.2);
+	publish(&f, "mymaster 127.0.0.1 7400 10.0.0.2\r\n 7401");
+	publish(&f, "mymaster 127.0.0.1 7400 10.0.0.2 0");
+	publish(&f, "mymaster 127.0.0.1 7400 10.0.0.2");
+	ok(!run_until(&calls, 2, 0.3) && got_port == 7400,
+	    "+switch-master messages without an address are not followed");
+	sentinel_free(s);
+	config_free(cfg);
+	fake_stop(&f);
+}
+
 /* A UDP socket on 127.0.0.1 that takes DNS queries and answers none. */
 static int
 silent_dns(char *csv, size_t len)
@@ -652,6 +698,7 @@ main(void)
 	test_resubscribe();
 	test_outage_and_auth();
 	test_reconfigure();
+	test_hostile();
 	test_names();
 	remove_temps();
 	return done_testing();
