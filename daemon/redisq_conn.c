@@ -308,8 +308,11 @@ locate(void *arg, const char **names, char *why, size_t len)
 
 	if (c->q->sent != NULL) {
 		if (c->q->master[0] == '\0') {
-			snprintf(why, len, "no master known yet: %s",
-			    sentinel_last_error(c->q->sent));
+			const char *last = sentinel_last_error(c->q->sent);
+
+			/* "": a sentinel answered before (a reload asks anew). */
+			snprintf(why, len, "no master known yet: %s", last[0] ?
+			    last : "the sentinels are being asked");
 			return -1;
 		}
 		snprintf(c->host, sizeof(c->host), "%s", c->q->master);
