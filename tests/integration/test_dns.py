@@ -200,6 +200,31 @@ def test_postgres_reconnect_waits_on_silent_dns(fake_dns, tw, servers, taskworke
     print_times("PostgreSQL", times)
 
 
+def test_reconnect_asks_again_once_the_name_server_is_back(fake_dns, tw, taskworkerd):
+    """A lookup made while the name server was silent may go on for the
+    resolver's whole bound, the longest connect timeout (here PostgreSQL's,
+    60 s; c-ares asks again only after a third of it). A Redis connection
+    that gave up on it (its own bound is 1 s) asks anew at its next try, so
+    it is back soon after the name server is, not when that lookup ends."""
+    fake_dns.set("redis.test", "127.0.0.1", ttl=1)
+    d = taskworkerd(wrapper=fake_dns.wrapper(),
+                    redis={"host": "redis.test", "connect_timeout_ms": 1000},
+                    postgres={"connect_timeout_ms": 60000}, worker=RETRY)
+    fake_dns.silent = True
+    sleep_past_ttl(fake_dns, "redis.test", 1)
+    assert kill_daemon_clients(tw.r) >= 2
+    wait_until(lambda: log_has_line(d.log(), "no address for redis.test within 1000 ms"), 10,
+               "a connection to give up on its lookup", daemon=d)
+    fake_dns.silent = False
+    wait_until(lambda: len(daemon_clients(tw.r)) >= 2, 10,
+               "the daemon's connections back, well before the first lookup's "
+               "next try (20 s)", daemon=d)
+    ids = tw.insert(3)
+    tw.push(ids)
+    tw.wait_completed(ids, 10, daemon=d)
+    tw.wait_empty(tw.processing(), 10, daemon=d)
+
+
 # ---- 2. a name that does not exist ---------------------------------------------------
 
 def test_name_that_does_not_exist(fake_dns, tw, taskworkerd):
