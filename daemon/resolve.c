@@ -3,11 +3,13 @@
  * evares.c), with a small cache that honours each answer's TTL.
  *
  * A name's lookup is one "entry": while asking, its waiters queue on it
- * and share one ares_getaddrinfo; once answered with a TTL above 0 it is
- * kept, least recently used first out, until the TTL runs out. /etc/hosts
- * answers carry no TTL (c-ares gives 0), so they are read anew each time;
- * failures are never kept. Answers go to a ready list that a 0 s timer
- * empties on the next loop turn, so no callback runs inside a call.
+ * and share one ares_getaddrinfo (the entry is dropped when the last of
+ * them cancels, its query left to end unheard: the next lookup asks
+ * anew); once answered with a TTL above 0 it is kept, least recently used
+ * first out, until the TTL runs out. /etc/hosts answers carry no TTL
+ * (c-ares gives 0), so they are read anew each time; failures are never
+ * kept. Answers go to a ready list that a 0 s timer empties on the next
+ * loop turn, so no callback runs inside a call.
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -510,9 +512,17 @@ resolve_cancel(struct resolve_req *req)
 	r = req->r;
 	if (req == r->current)
 		return;			/* its callback runs: freed after */
-	if (req->e != NULL)
+	if (req->e != NULL) {
 		TAILQ_REMOVE(&req->e->waiters, req, link);
-	else
+		/*
+		 * Nobody waits any more: the name is forgotten, its query
+		 * goes on unheard. A later lookup asks anew rather than wait
+		 * on a query whose tries may all have gone to a server that
+		 * was silent then and answers now.
+		 */
+		if (TAILQ_EMPTY(&req->e->waiters))
+			entry_free(req->e);
+	} else
 		TAILQ_REMOVE(&r->ready, req, link);
 	free(req);
 }

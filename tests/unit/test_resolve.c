@@ -441,6 +441,36 @@ test_shared(struct ev_loop *loop, struct fakedns *d)
 	resolver_free(r);
 }
 
+/*
+ * A lookup every waiter gave up on is dropped: the next one asks anew,
+ * and the server, silent for the first query, answers it at once rather
+ * than at the first query's next try (a third of the bound: 1 s).
+ */
+static void
+test_abandoned(struct ev_loop *loop, struct fakedns *d)
+{
+	struct resolver *r = resolver_at(loop, d, 3000);
+	struct result a, b;
+	ev_tstamp t0;
+
+	memset(&a, 0, sizeof(a));
+	fake_set(d, "back.example.test", "192.0.2.13", 60);
+	d->silent = 1;
+	resolve_cancel(resolver_lookup(r, "back.example.test", got, &a));
+	run_until(loop, NULL, 0.1);
+	d->silent = 0;
+	ev_now_update(loop);
+	t0 = ev_now(loop);
+	lookup_wait(loop, r, "back.example.test", &b);
+	ok(has_addr(&b, "192.0.2.13") && ev_now(loop) - t0 < 0.5,
+	    "asked anew after the last waiter left: answered in %.3f s",
+	    ev_now(loop) - t0);
+	ok(fake_count(d, "back.example.test", T_A) == 2,
+	    "two queries (%d)", fake_count(d, "back.example.test", T_A));
+	ok(a.called == 0, "the lookup given up is not answered");
+	resolver_free(r);
+}
+
 /* More names than the cache keeps: the oldest is asked again. */
 static void
 test_bounded(struct ev_loop *loop, struct fakedns *d)
@@ -573,6 +603,7 @@ main(void)
 	test_ttl(loop, &d);
 	test_answers(loop, &d);
 	test_shared(loop, &d);
+	test_abandoned(loop, &d);
 	test_bounded(loop, &d);
 	test_timeout(loop, &d);
 	test_refused(loop);
