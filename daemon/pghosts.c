@@ -98,8 +98,11 @@ pghosts_names(const struct pghosts *h, const char **names)
 		return 0;
 	for (int i = 0; i < h->n; i++)
 		named += h->kind[i] == PGHOST_NAME;
-	/* Numeric hosts too, beside a name: their "lookup" costs nothing. */
-	for (int i = 0; named > 0 && i < h->n; i++)
+	/*
+	 * Numeric hosts too, beside a name or another host: their "lookup"
+	 * costs nothing, and a list is then handed over in turn.
+	 */
+	for (int i = 0; (named > 0 || h->n > 1) && i < h->n; i++)
 		if (h->kind[i] != PGHOST_UNIX)
 			names[n++] = h->host[i];
 	return n;
@@ -125,19 +128,21 @@ append(char **list, const char *s)
 
 int
 pghosts_params(const struct pghosts *h, const char *const *addrs, int naddrs,
-    char **host, char **hostaddr, char **port)
+    unsigned start, char **host, char **hostaddr, char **port)
 {
-	int name = 0, kept = 0, ok = 1, ports = 0;
+	int name = 0, kept = 0, ok = 1, ports = 0, at[PGHOSTS_MAX];
 
 	*host = *hostaddr = *port = NULL;
-	if (h->fixed || naddrs == 0)
+	if (h->fixed || naddrs == 0 || h->n == 0)
 		return 0;
-	for (int i = 0; ok && i < h->n; i++) {
+	for (int i = 0; i < h->n; i++)	/* host i's entry in ADDRS, or -1 */
+		at[i] = h->kind[i] != PGHOST_UNIX ? name++ : -1;
+	for (int k = 0; ok && k < h->n; k++) {
+		int i = (int)((start + (unsigned)k) % (unsigned)h->n);
 		const char *addr = "";
 
-		if (h->kind[i] != PGHOST_UNIX) {
-			addr = name < naddrs ? addrs[name] : NULL;
-			name++;
+		if (at[i] >= 0) {
+			addr = at[i] < naddrs ? addrs[at[i]] : NULL;
 			if (addr == NULL)
 				continue;	/* no address: left out */
 		}

@@ -25,18 +25,22 @@ int pghosts_parse(const char *conninfo, struct pghosts *h, char *err,
     size_t len);
 void pghosts_clear(struct pghosts *h);
 /*
- * The hosts to resolve, in order (NAMES[i] lives with H): none when no
- * host is a name, else every one that is not a socket directory.
+ * The hosts to resolve, in order (NAMES[i] lives with H): none when the
+ * only host is a number or a socket directory, else every one that is not
+ * a socket directory.
  */
 int pghosts_names(const struct pghosts *h, const char **names);
 /*
  * What libpq is given beside the conninfo: HOST, HOSTADDR and PORT lists
  * (malloc'ed; free them) holding every host that has an address. ADDRS
- * follows pghosts_names: ADDRS[i] an address of its host i, or NULL. 0 when
+ * follows pghosts_names: ADDRS[i] an address of its host i, or NULL. The
+ * list begins at host START (modulo their number), so that a host that
+ * swallows packets until the connect timeout does not come first at every
+ * try and hide the others. 0 when
  * there is nothing to override, -1 when no host has an address or out
  * of memory.
  */
 int pghosts_params(const struct pghosts *h, const char *const *addrs,
-    int naddrs, char **host, char **hostaddr, char **port);
+    int naddrs, unsigned start, char **host, char **hostaddr, char **port);
 
 #endif

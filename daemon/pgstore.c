@@ -671,7 +671,7 @@ open_conn(void *arg, const char *const *addrs, int n, char *why, size_t len)
 	 * kept (TLS checks the name against it), so libpq looks nothing up.
 	 */
 	if (ps->res != NULL && (rv = pghosts_params(&c->hosts, addrs, n,
-	    &host, &hostaddr, &port)) != 0) {
+	    c->link.tries - 1, &host, &hostaddr, &port)) != 0) {
 		if (rv == -1) {
 			if (why[0] == '\0')
 				snprintf(why, len, "no address for any host");

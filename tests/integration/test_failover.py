@@ -187,3 +187,26 @@ def test_pg_host_list_with_the_standby_first(tw, taskworkerd, pg_standby):
                                   "AND id = ANY(%s)", (ids,)).fetchone()[0] == len(ids),
                30, "every task completed on the primary", daemon=d)
     db.close()
+
+
+def test_pg_host_list_past_a_host_that_never_answers(tw, servers, taskworkerd):
+    """The first host of the list takes the connection and never answers
+    (a machine gone, its packets swallowed): the connect timeout ends that
+    try, and the next try begins the list at the other host."""
+    import re
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)       # never accepted: connects hang in the backlog
+    try:
+        info = servers.pg.conninfo
+        port = re.search(r"port=(\d+)", info).group(1)
+        info = re.sub(r"host=\S+", "host=127.0.0.1,127.0.0.1", info)
+        info = re.sub(r"port=\d+", f"port={silent.getsockname()[1]},{port}", info)
+        d = taskworkerd(postgres={"conninfo": info, "connect_timeout_ms": 1000},
+                        wait_ready=False)
+        ids = tw.insert(5)
+        tw.push(ids)
+        tw.wait_completed(ids, 30, daemon=d)
+    finally:
+        silent.close()

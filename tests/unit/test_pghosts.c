@@ -15,7 +15,22 @@ same(const char *a, const char *b)
 }
 
 static void
+check_from(unsigned start, const char *conninfo, const char *const *addrs,
+    int naddrs, int want_rv, const char *want_host, const char *want_hostaddr,
+    const char *want_port, int want_names);
+
+static void
 check(const char *conninfo, const char *const *addrs, int naddrs, int want_rv,
+    const char *want_host, const char *want_hostaddr, const char *want_port,
+    int want_names)
+{
+	check_from(0, conninfo, addrs, naddrs, want_rv, want_host,
+	    want_hostaddr, want_port, want_names);
+}
+
+static void
+check_from(unsigned start, const char *conninfo, const char *const *addrs,
+    int naddrs, int want_rv,
     const char *want_host, const char *want_hostaddr, const char *want_port,
     int want_names)
 {
@@ -32,7 +47,8 @@ check(const char *conninfo, const char *const *addrs, int naddrs, int want_rv,
 	n = pghosts_names(&h, names);
 	ok(n == want_names, "%s: %d name(s) to resolve (%d)", conninfo,
 	    want_names, n);
-	rv = pghosts_params(&h, addrs, naddrs, &host, &hostaddr, &port);
+	rv = pghosts_params(&h, addrs, naddrs, start, &host, &hostaddr,
+	    &port);
 	ok(rv == want_rv && same(host, want_host) &&
 	    same(hostaddr, want_hostaddr) && same(port, want_port),
 	    "%s: %d host=%s hostaddr=%s port=%s", conninfo, rv,
@@ -56,6 +72,17 @@ main(void)
 
 	check("dbname=x", NULL, 0, 0, NULL, NULL, NULL, 0);
 	check("host=127.0.0.1 port=5433", NULL, 0, 0, NULL, NULL, NULL, 0);
+	{
+		const char *both[] = { "192.0.2.1", "192.0.2.2" };
+
+		/* A list begins at another host at every try. */
+		check_from(1, "host=192.0.2.1,192.0.2.2 port=5432,5433", both,
+		    2, 1, "192.0.2.2,192.0.2.1", "192.0.2.2,192.0.2.1",
+		    "5433,5432", 2);
+		check_from(2, "host=192.0.2.1,192.0.2.2 port=5432,5433", both,
+		    2, 1, "192.0.2.1,192.0.2.2", "192.0.2.1,192.0.2.2",
+		    "5432,5433", 2);
+	}
 	check("host=db.test dbname=x", one, 1, 1, "db.test", "10.0.0.5",
 	    NULL, 1);
 	check("host=db.test port=6000", one, 1, 1, "db.test", "10.0.0.5",
