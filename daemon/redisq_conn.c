@@ -340,29 +340,14 @@ open_conn(void *arg, const char *const *addrs, int n, char *why, size_t len)
 
 	if (n > 0 && addrs[0] == NULL)
 		return -1;	/* WHY says why the name had no address */
-	if (n == 0)
-		ac = redisAsyncConnectUnix(cfg->redis.unix_socket);
-	else
-		ac = redisAsyncConnect(addrs[0], c->port);
 	c->pending = 0;
 	c->blocked = 0;
 	c->unblock_sent = 0;
-	if (ac == NULL) {
-		snprintf(why, len, "out of memory");
+	ac = rconnect(c->q->loop, n == 0 ? cfg->redis.unix_socket : addrs[0],
+	    n == 0 ? 0 : c->port, c, connect_cb, disconnect_cb, why, len);
+	if (ac == NULL)
 		return -1;
-	}
-	if (ac->err) {
-		snprintf(why, len, "%s", ac->errstr);
-		redisAsyncFree(ac);
-		return -1;
-	}
 	c->ac = ac;
-	ac->data = c;
-	if (n > 0)
-		redisEnableKeepAlive(&ac->c);
-	redisLibevAttach(c->q->loop, ac);
-	redisAsyncSetConnectCallback(ac, connect_cb);
-	redisAsyncSetDisconnectCallback(ac, disconnect_cb);
 	if (handshake(c) == -1) {
 		c->ac = NULL;	/* its callbacks see a context torn down */
 		redisAsyncFree(ac);

@@ -11,23 +11,17 @@
 #include <ev.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libev.h>
 
 #include "backoff.h"
 #include "log.h"
 #include "qkeys.h"
+#include "rconnect.h"
 #include "link.h"
 #include "redisq.h"
 #include "resolve.h"
 #include "rhello.h"
 #include "sentinel.h"
 
-/* hiredis 1.0 alone took the connect callback's context without const. */
-#if HIREDIS_MAJOR == 1 && HIREDIS_MINOR == 0
-#define CONNECT_CB_CONST
-#else
-#define CONNECT_CB_CONST const
-#endif
 
 #define FETCH_BATCH	128
 #define BLOCK_SECONDS	5	/* a BLMOVE returns at least this often */

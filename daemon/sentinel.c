@@ -6,17 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/adapters/libev.h>
-
 #include "log.h"
 #include "sentinel_int.h"
-
-/* hiredis 1.0 alone took the connect callback's context without const. */
-#if HIREDIS_MAJOR == 1 && HIREDIS_MINOR == 0
-#define CONNECT_CB_CONST
-#else
-#define CONNECT_CB_CONST const
-#endif
 
 /* ---- connections ---- */
 
@@ -145,22 +136,11 @@ sc_open(struct sconn *c, const char *const *addrs, int n, int argc,
 
 	if (n < 1 || addrs[0] == NULL)
 		return -1;	/* WHY says why the name had no address */
-	ac = redisAsyncConnect(addrs[0], s->addrs[c->idx].port);
-	if (ac == NULL) {
-		snprintf(why, len, "out of memory");
+	ac = rconnect(s->loop, addrs[0], s->addrs[c->idx].port, c, connect_cb,
+	    disconnect_cb, why, len);
+	if (ac == NULL)
 		return -1;
-	}
-	if (ac->err) {
-		snprintf(why, len, "%s", ac->errstr);
-		redisAsyncFree(ac);
-		return -1;
-	}
 	c->ac = ac;
-	ac->data = c;
-	redisEnableKeepAlive(&ac->c);
-	redisLibevAttach(s->loop, ac);
-	redisAsyncSetConnectCallback(ac, connect_cb);
-	redisAsyncSetDisconnectCallback(ac, disconnect_cb);
 	if (cfg->redis.sentinel_password[0] != '\0') {
 		if (cfg->redis.sentinel_username[0] != '\0')
 			auth[nauth++] = cfg->redis.sentinel_username;

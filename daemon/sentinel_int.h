@@ -14,6 +14,7 @@
 
 #include "link.h"
 #include "netaddr.h"
+#include "rconnect.h"
 #include "sentinel.h"
 
 #define NAMELEN		(NETADDR_HOSTLEN + 10)	/* "[host]:port" */
