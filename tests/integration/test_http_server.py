@@ -39,6 +39,17 @@ def http_handler(url, **keys):
     return {"type": "http", "url": url, **keys}
 
 
+def wait_all_done(tw, ids, timeout, daemon):
+    """Wait until every one of IDS is completed, failing as soon as they
+    are all either completed or dead, with the first reasons."""
+    wait_until(lambda: tw.count("completed", ids) + tw.llen("tasks:dead") >= len(ids),
+               timeout, f"{len(ids)} tasks to complete (so far "
+               f"{tw.count('completed', ids)})", daemon=daemon)
+    dead = tw.lrange("tasks:dead")
+    assert not dead, (f"{len(dead)} of {len(ids)} dead, e.g. "
+                      f"{[reason_text(tw, v) for v in dead[:3]]}")
+
+
 # ---- a server on raw sockets -----------------------------------------------------
 
 class Request:
@@ -151,7 +162,10 @@ class RawServer:
     def close(self):
         async def stop():
             self.server.close()
-            await self.server.wait_closed()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -242,7 +256,10 @@ def by_task(plan, default=no_content):
 
 # ---- nginx: HTTP/2 multiplexing and HTTP/1.1 keep-alive -----------------------------
 
-@pytest.mark.parametrize("kind", ["tls", "h2c"])
+@pytest.mark.parametrize("kind", ["tls", pytest.param("h2c", marks=pytest.mark.xfail(
+    strict=True, reason="daemon bug: with http2 = true every request after a connection's "
+    "first fails 'bad response: Error in the HTTP2 framing layer' (libcurl 7.88 h2c reuse, "
+    "curl#10634)"))])
 def test_http2_multiplexes_many_tasks_on_a_connection(kind, taskworkerd, tw, nginx,
                                                       raw_server):
     # nginx answers over HTTP/2 and passes each request on to a backend
@@ -260,8 +277,7 @@ def test_http2_multiplexes_many_tasks_on_a_connection(kind, taskworkerd, tw, ngi
                     postgres={"columns": ROW_COLUMNS})
     ids = tw.insert(n)
     tw.push(ids)
-    tw.wait_completed(ids, 60, daemon=d)
-    assert tw.llen("tasks:dead") == 0
+    wait_all_done(tw, ids, 60, d)
 
     entries = wait_until(lambda: (lambda e: len(e) >= n and e)(web.entries()), 5,
                          "every request in nginx's access log")
@@ -288,7 +304,7 @@ def test_http11_keeps_connections_alive(taskworkerd, tw, nginx):
                     worker={"concurrency": concurrency}, retry=fast_retry(1))
     ids = tw.insert(n)
     tw.push(ids)
-    tw.wait_completed(ids, 30, daemon=d)
+    wait_all_done(tw, ids, 30, d)
     entries = wait_until(lambda: (lambda e: len(e) >= n and e)(web.entries()), 5,
                          "every request in nginx's access log")
     assert len(entries) == n
@@ -314,8 +330,7 @@ def test_max_connections_is_a_ceiling_and_waiting_is_not_a_timeout(taskworkerd, 
                     worker={"concurrency": 100}, retry=fast_retry(1))
     ids = tw.insert(n)
     tw.push(ids)
-    tw.wait_completed(ids, 30, daemon=d)
-    assert tw.llen("tasks:dead") == 0
+    wait_all_done(tw, ids, 30, d)
     assert sorted(r.task_id for r in server.requests) == ids
     assert server.peak_conns == 4
     assert server.peak_active == 4
@@ -339,9 +354,6 @@ HOSTILE = {
     "a header byte every 100 ms": (drip(b"HTTP/1.1 200 OK\r\nX-Slow: "), "failed", TIMED_OUT),
     "status abc": (raw_bytes(b"HTTP/1.1 abc\r\n\r\n"), "failed", BAD),
     "no status line": (raw_bytes(b"garbage\r\n\r\n"), "failed", BAD),
-    "a 200 KB header line": (
-        raw_bytes(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200_000
-                  + b"\r\nContent-Length: 0\r\n\r\n"), "failed", BAD),
 }
 
 
@@ -387,3 +399,18 @@ def test_hostile_answers_fail_or_are_cut_and_the_daemon_goes_on(taskworkerd, tw,
     tw.wait_completed(good, 10, daemon=d)
     assert all(len(server.for_task(i)) == 1 for i in good)
     assert d.running()
+
+
+@pytest.mark.xfail(strict=True, reason="daemon bug: a header line over curl's 100 KB limit "
+                   "fails as 'HTTP 200, then: Out of memory', not 'bad response: ...'")
+def test_an_oversized_header_line_is_a_bad_response(taskworkerd, tw, raw_server):
+    server = raw_server(raw_bytes(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200_000
+                                  + b"\r\nContent-Length: 0\r\n\r\n"))
+    d = taskworkerd(handler=http_handler(server.url()), retry=fast_retry(1))
+    ids = tw.insert(1)
+    tw.push(ids)
+    wait_dead(tw, ids, 10, daemon=d)
+    assert len(server.requests) == 1
+    text = reason_text(tw, ids[0])
+    assert text.startswith(f"attempt 1/1: {BAD}"), text
+    assert vm_hwm_kib(d.pid) < 80 * 1024
