@@ -68,8 +68,10 @@ def test_bearer_token_from_the_http_token_credential(clean):
         box.wait_completed(ids)
         sent = box.out(f"cat {RECORD}").splitlines()
         assert sent == [f"Bearer {token}"] * 5, sent
-        # Not in the journal, whatever unit wrote it, nor in the config.
+        # Not in the journal, whatever unit wrote it (the daemon's debug
+        # lines are there), nor in the config.
         journal = box.out(f"journalctl --after-cursor={shlex.quote(c)} -o cat --no-pager")
+        assert f"task {ids[0]}: handler done" in journal, journal
         assert token not in journal
         assert "t0ken" not in journal
         assert "t0ken" not in box.out(f"cat {CONF}")
