@@ -1,5 +1,5 @@
 """The http handler's bearer token from the systemd credential `http-token`,
-handed over by a drop-in's LoadCredential=: it reaches the server as
+which the shipped unit loads from /etc/credstore: it reaches the server as
 `Authorization: Bearer <token>`, and the journal never shows it."""
 
 import shlex
@@ -9,7 +9,7 @@ from .conftest import CONF, UNIT, config_text
 PORT = 8089
 RECORD = "/run/twhttp-sink.auth"
 SINK = "twhttp-sink.service"
-TOKEN_FILE = "/etc/taskworkerd/http.token"
+TOKEN_FILE = "/etc/credstore/taskworkerd.http-token"
 
 # A server for the handler, run inside the box: 204 to every POST, and
 # one line a request in RECORD with its Authorization header as it came.
@@ -37,11 +37,6 @@ class Sink(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Sink).serve_forever()
 """
 
-# The drop-in: the credential http-token from a file where it is. The
-# empty line first clears what the unit itself may load under that name.
-DROPIN = f"[Service]\nLoadCredential=\nLoadCredential=http-token:{TOKEN_FILE}\n"
-
-
 def start_sink(box):
     box.write("/opt/twhttp/sink.py", SERVER)
     box.run(f"rm -f {RECORD} && systemd-run --unit={SINK} --collect "
@@ -55,8 +50,10 @@ def start_sink(box):
 def test_bearer_token_from_the_http_token_credential(clean):
     box = clean
     token = "tw-h77p t0ken/5ecret"
+    # Where the unit's LoadCredential=http-token:taskworkerd.http-token
+    # finds it; no drop-in.
+    box.run("install -d -m 700 /etc/credstore")
     box.write(TOKEN_FILE, token + "\n", mode="600")
-    box.write(f"/etc/systemd/system/{UNIT}.d/http-token.conf", DROPIN)
     box.write(CONF, config_text(handler={"type": "http",
                                          "url": f"http://127.0.0.1:{PORT}/tasks"})
               + 'log: {\n\tlevel = "debug";\n};\n')
