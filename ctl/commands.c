@@ -316,7 +316,7 @@ json_strn(const char *name, const char *s, size_t len)
 	if (s == NULL)
 		fputs("null", stdout);
 	else
-		out_json_str(stdout, s, len);
+		escape_json(stdout, s, len);
 }
 
 static void
@@ -765,7 +765,7 @@ print_status_text(const struct qstatus *s, long long now)
 	char when[64], ago[32];
 
 	printf("queue ");
-	out_text(stdout, s->queue, strlen(s->queue));
+	escape_text(stdout, s->queue, strlen(s->queue));
 	if (s->paused) {
 		long long at = 0;
 		int has_at;
@@ -781,7 +781,7 @@ print_status_text(const struct qstatus *s, long long now)
 		}
 		if (by) {
 			printf(" by ");
-			out_text(stdout, by, bylen);
+			escape_text(stdout, by, bylen);
 		}
 	} else
 		printf(": taking ids");
@@ -800,12 +800,12 @@ print_status_text(const struct qstatus *s, long long now)
 
 		parse_beat(w->beat, &b);
 		printf("  worker ");
-		out_text(stdout, w->id, strlen(w->id));
+		escape_text(stdout, w->id, strlen(w->id));
 		printf(": ");
 		print_size("processing", w->n, 1);
 		if (b.host) {
 			printf(", host ");
-			out_text(stdout, b.host, b.hostlen);
+			escape_text(stdout, b.host, b.hostlen);
 		}
 		if (b.has_pid)
 			printf(", pid %lld", b.pid);
@@ -1024,12 +1024,12 @@ cmd_dead_list(struct ctl *c)
 				    NULL, is_str(w) ? w->len - text : 0);
 				putchar('}');
 			} else {
-				out_text(stdout, id->str, id->len);
+				escape_text(stdout, id->str, id->len);
 				if (timed)
 					out_localtime(when, sizeof(when), ms);
 				printf("  %s  ", timed ? when : "-");
 				if (is_str(w))
-					out_text(stdout, w->str + text,
+					escape_text(stdout, w->str + text,
 					    w->len - text);
 				else
 					printf("(no reason recorded)");
@@ -1112,7 +1112,7 @@ due_list(struct ctl *c, const char *key, const char *attempts_key,
 				}
 				putchar('}');
 			} else {
-				out_text(stdout, id->str, id->len);
+				escape_text(stdout, id->str, id->len);
 				if (timed) {
 					out_localtime(when, sizeof(when), due);
 					out_due(rel, sizeof(rel), due, now);
@@ -1120,7 +1120,7 @@ due_list(struct ctl *c, const char *key, const char *attempts_key,
 				} else {
 					printf("  %s (score ", d > (double)MAX_MS ?
 					    "never" : "invalid due time");
-					out_text(stdout, sc->str, sc->len);
+					escape_text(stdout, sc->str, sc->len);
 					putchar(')');
 				}
 				if (counted)
@@ -1128,7 +1128,7 @@ due_list(struct ctl *c, const char *key, const char *attempts_key,
 					    n == 1 ? "" : "s");
 				else if (is_str(a)) {
 					printf("  (failed attempts: ");
-					out_text(stdout, a->str, a->len);
+					escape_text(stdout, a->str, a->len);
 					putchar(')');
 				}
 				putchar('\n');
@@ -1258,7 +1258,7 @@ report_move(struct ctl *c, const char *key, const char *verb,
 		for (int i = 0, n = 0; found && i < c->nids; i++)
 			if (!found[i]) {
 				printf("%s", n++ ? "," : "");
-				out_json_str(stdout, c->ids[i],
+				escape_json(stdout, c->ids[i],
 				    strlen(c->ids[i]));
 			}
 		printf("]}\n");
@@ -1271,7 +1271,7 @@ report_move(struct ctl *c, const char *key, const char *verb,
 		if (!found[i]) {
 			fflush(stdout);
 			fputs("taskworkerctl: ", stderr);
-			out_text(stderr, c->ids[i], strlen(c->ids[i]));
+			escape_text(stderr, c->ids[i], strlen(c->ids[i]));
 			fprintf(stderr, ": not in %s\n", from);
 		}
 	return missing ? EXIT_FAIL : 0;
@@ -1606,7 +1606,7 @@ print_pause(struct ctl *c, const char *value, const char *text)
 		return;
 	}
 	fputs(text, stdout);
-	out_text(stdout, c->queue, strlen(c->queue));
+	escape_text(stdout, c->queue, strlen(c->queue));
 	if (has_at && (now = ctl_now_ms(c)) >= 0) {
 		out_localtime(when, sizeof(when), at);
 		out_duration(ago, sizeof(ago), now - at);
@@ -1615,7 +1615,7 @@ print_pause(struct ctl *c, const char *value, const char *text)
 		printf(" (paused");
 	if (by) {
 		printf(", by ");
-		out_text(stdout, by, bylen);
+		escape_text(stdout, by, bylen);
 	}
 	printf(")\n");
 }
@@ -1685,7 +1685,7 @@ cmd_resume(struct ctl *c)
 			print_pause(c, v, "resumed ");
 		else {
 			printf("not paused: ");
-			out_text(stdout, c->queue, strlen(c->queue));
+			escape_text(stdout, c->queue, strlen(c->queue));
 			putchar('\n');
 		}
 	}

@@ -11,6 +11,7 @@
 #include <hiredis/hiredis.h>
 
 #include "config.h"
+#include "escape.h"
 #include "log.h"
 #include "qkeys.h"
 
@@ -69,16 +70,6 @@ int ctl_sentinel_master(const struct config *cfg, char *host, size_t size,
     int *port);
 
 /* out.c */
-/*
- * S as a JSON string, quoted; bytes that are not UTF-8, and the C1
- * controls, become \u00XX.
- */
-void out_json_str(FILE *f, const char *s, size_t len);
-/*
- * S for a terminal: control bytes (C0, DEL and the C1 U+0080..U+009F),
- * backslashes and bytes that are not UTF-8 escaped as \xNN.
- */
-void out_text(FILE *f, const char *s, size_t len);
 /* MS since the epoch as local "YYYY-MM-DD HH:MM:SS". */
 void out_localtime(char *buf, size_t size, long long ms);
 /* A duration for people: "3s", "2m05s", "4h10m", "2d03h". */

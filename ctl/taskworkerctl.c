@@ -285,7 +285,7 @@ run_json(struct ctl *c, const struct command *cmd, char **queues,
 		fwrite(buf, 1, len, stdout);
 	else {
 		fputs("{\"error\":", stdout);
-		out_json_str(stdout, ctl_last_error(),
+		escape_json(stdout, ctl_last_error(),
 		    strlen(ctl_last_error()));
 		fputs("}\n", stdout);
 		if (rv == 0)

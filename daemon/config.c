@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "credentials.h"
+#include "httpreq.h"
 #include "netaddr.h"
 #include "qkeys.h"
 
@@ -35,6 +36,7 @@ enum kind {
 	K_LEVEL,
 	K_FACILITY,
 	K_HANDLER,
+	K_BOOL,
 };
 
 /* String checks, for a string key or for every entry of a list. */
@@ -98,6 +100,7 @@ static const struct name_value handler_names[] = {
 	{ "none", HANDLER_NONE },
 	{ "exec", HANDLER_EXEC },
 	{ "sql", HANDLER_SQL },
+	{ "http", HANDLER_HTTP },
 	{ NULL, 0 }
 };
 
@@ -121,6 +124,9 @@ static const char *const default_empty[] = { NULL };
 	  .off = AT(field),						\
 	  .count_off = AT(nfield), .def_list = def, .min = lo,		\
 	  .max = hi, .maxlen = len, .flags = fl, .check = fn }
+#define BOOL(sec, key, field, def)					\
+	{ .section = sec, .name = key, .kind = K_BOOL, .off = AT(field),	\
+	  .def_int = def }
 #define NAMED(sec, key, k, field, def, table)				\
 	{ .section = sec, .name = key, .kind = k, .off = AT(field),	\
 	  .def_str = def, .names = table }
@@ -206,6 +212,20 @@ static const struct key keys[] = {
 	    3600000),
 	INT("handler", "max_processes", handler.max_processes, 32, 1, 100000),
 	STR("handler", "statement", handler.statement, "", 0, 0, NULL),
+	STR("handler", "url", handler.url, "", 8192, 0, http_check_url),
+	STR("handler", "method", handler.method, "POST", 0, F_NONEMPTY,
+	    http_check_method),
+	LISTC("handler", "headers", handler.headers, handler.nheaders,
+	    default_empty, 0, 256, 8192, F_NONEMPTY, http_check_header),
+	INT("handler", "connect_timeout_ms", handler.connect_timeout_ms, 10000,
+	    1, 600000),
+	INT("handler", "max_connections", handler.max_connections, 64, 1,
+	    100000),
+	STR("handler", "ca_file", handler.ca_file, "", 0, 0, NULL),
+	INT("handler", "max_response_bytes", handler.max_response_bytes, 65536,
+	    0, 1073741824),
+	STR("handler", "token_file", handler.token_file, "", 0, 0, NULL),
+	BOOL("handler", "http2", handler.http2, 0),
 
 	INT("retry", "attempts", retry.attempts, 5, 1, 1000),
 	INT("retry", "min_ms", retry.min_ms, 1000, 1, 86400000),
@@ -367,6 +387,7 @@ set_defaults(struct config *cfg)
 		k = &keys[i];
 		switch (k->kind) {
 		case K_INT:
+		case K_BOOL:
 			*(int *)field(cfg, k->off) = (int)k->def_int;
 			break;
 		case K_STRING:
@@ -600,6 +621,14 @@ set_key(struct loader *ld, const char *section, const config_setting_t *s)
 	switch (k->kind) {
 	case K_INT:
 		set_int(ld, k, s, line);
+		break;
+	case K_BOOL:
+		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+			report(ld, line, "%s.%s: expected true or false",
+			    k->section, k->name);
+		else
+			*(int *)field(ld->cfg, k->off) =
+			    config_setting_get_bool(s) != 0;
 		break;
 	case K_STRING:
 		set_string(ld, k, s, line);
@@ -1037,19 +1066,19 @@ key_bad(const struct loader *ld, const char *section, const char *name)
 }
 
 /*
- * Reads the first line of redis.FILE_KEY into *PW (the password it names
- * is not in the file itself).
+ * Reads the first line of SECTION.FILE_KEY into *PW (the secret it names
+ * is not in the config file itself).
  */
 static void
-load_password_file(struct loader *ld, const char *file_key, const char *file,
-    char **pw)
+load_password_file(struct loader *ld, const char *section,
+    const char *file_key, const char *file, char **pw)
 {
 	const char *slash;
-	unsigned int line = line_of_key(ld, "redis", file_key);
+	unsigned int line = line_of_key(ld, section, file_key);
 	char *path, *secret, what[64], msg[MSG_MAX];
 	int dirlen;
 
-	snprintf(what, sizeof(what), "redis.%s", file_key);
+	snprintf(what, sizeof(what), "%s.%s", section, file_key);
 	/* A relative path is relative to the config file's directory. */
 	slash = strrchr(ld->path, '/');
 	if (file[0] != '/' && slash != NULL) {
@@ -1087,7 +1116,7 @@ load_secret(struct loader *ld, const char *pw_key, char **pw,
 			    "redis.%s: cannot be used together with redis.%s",
 			    file_key, pw_key);
 		else
-			load_password_file(ld, file_key, file, pw);
+			load_password_file(ld, "redis", file_key, file, pw);
 	} else if ((*pw)[0] == '\0' &&
 	    credentials_password(cred, pw, msg, sizeof(msg)) == -1)
 		report(ld, 0, "%s", msg);
@@ -1167,6 +1196,48 @@ env_entry_ok(const char *s)
 	return *p == '=';
 }
 
+/*
+ * An http handler needs a URL; its timeout defaults to 30 s rather than
+ * a program's 30 min; its bearer token comes from handler.token_file or
+ * the http-token credential, never from the file itself.
+ */
+static void
+check_http(struct loader *ld)
+{
+	struct config *cfg = ld->cfg;
+	char msg[MSG_MAX];
+	struct stat st;
+	unsigned int line;
+
+	if (cfg->handler.url[0] == '\0' && !key_bad(ld, "handler", "url")) {
+		line = line_of_key(ld, "handler", "url");
+		report(ld, line ? line : line_of_key(ld, "handler", "type"),
+		    "handler.url: required when handler.type is \"http\"");
+	}
+	if (line_of_key(ld, "handler", "timeout_ms") == 0)
+		cfg->handler.timeout_ms = HTTP_DEFAULT_TIMEOUT_MS;
+	if (cfg->handler.ca_file[0] != '\0' &&
+	    (stat(cfg->handler.ca_file, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    access(cfg->handler.ca_file, R_OK) == -1))
+		report(ld, line_of_key(ld, "handler", "ca_file"),
+		    "handler.ca_file: %s is not a readable file",
+		    cfg->handler.ca_file);
+	if (cfg->handler.token_file[0] != '\0')
+		load_password_file(ld, "handler", "token_file",
+		    cfg->handler.token_file, &cfg->handler.token);
+	else if (credentials_password(CRED_HTTP_TOKEN, &cfg->handler.token,
+	    msg, sizeof(msg)) == -1)
+		report(ld, 0, "%s", msg);
+	if (cfg->handler.token != NULL)
+		for (int i = 0; i < cfg->handler.nheaders; i++)
+			if (strncasecmp(cfg->handler.headers[i],
+			    "Authorization:", 14) == 0)
+				report(ld, line_of_key(ld, "handler",
+				    "headers"), "handler.headers[%d]: an "
+				    "Authorization header cannot go with a "
+				    "bearer token", i);
+}
+
 /* What the chosen handler needs; -t finds a command that cannot run. */
 static void
 check_handler(struct loader *ld)
@@ -1214,6 +1285,9 @@ check_handler(struct loader *ld)
 			    "type"), "handler.statement: required when "
 			    "handler.type is \"sql\"");
 		}
+		break;
+	case HANDLER_HTTP:
+		check_http(ld);
 		break;
 	case HANDLER_NONE:
 		break;
@@ -1463,6 +1537,9 @@ config_free(struct config *cfg)
 		} else if (k->kind == K_LIST)
 			free_list(*(char ***)field(cfg, k->off));
 	}
+	if (cfg->handler.token != NULL)
+		explicit_bzero(cfg->handler.token, strlen(cfg->handler.token));
+	free(cfg->handler.token);
 	free(cfg->path);
 	free(cfg);
 }
@@ -1622,6 +1699,10 @@ config_foreach_default(void (*fn)(void *arg, const char *section,
 		switch (k->kind) {
 		case K_INT:
 			snprintf(buf, sizeof(buf), "%lld", k->def_int);
+			break;
+		case K_BOOL:
+			snprintf(buf, sizeof(buf), "%s", k->def_int ? "true" :
+			    "false");
 			break;
 		case K_STRING:
 		case K_LEVEL:

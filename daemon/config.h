@@ -11,6 +11,7 @@ enum handler_type {
 	HANDLER_NONE = 0,
 	HANDLER_EXEC,
 	HANDLER_SQL,
+	HANDLER_HTTP,
 };
 
 struct config {
@@ -82,6 +83,18 @@ struct config {
 		int kill_grace_ms;
 		int max_processes;
 		char *statement;	/* sql: $1 is the id */
+		char *url;		/* http: where each task is sent */
+		char *method;		/* http: POST, PUT or PATCH */
+		char **headers;		/* http: "Name: value" */
+		int nheaders;
+		int connect_timeout_ms;
+		int max_connections;	/* http: in all; more requests wait */
+		char *ca_file;		/* http: "" for the system's CAs */
+		int max_response_bytes;	/* http: read of a body; more is cut */
+		char *token_file;
+		int http2;		/* http: h2c by prior knowledge */
+		char *token;		/* http: from token_file or the
+					   http-token credential; NULL: none */
 	} handler;
 
 	struct {

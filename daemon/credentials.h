@@ -10,6 +10,7 @@
 #define CRED_REDIS_PASSWORD	"redis-password"
 #define CRED_REDIS_SENTINEL_PASSWORD	"redis-sentinel-password"
 #define CRED_PGPASS		"pgpass"
+#define CRED_HTTP_TOKEN		"http-token"
 
 /*
  * Reads the first line of the file PATH (at most 64 KiB, without its "\n"

@@ -540,7 +540,7 @@ finish(struct exec_run *r, enum exec_result res, const char *why)
  * memory, 1 with WHY set when a variable is too big for the kernel.
  */
 static int
-run_prepare(struct exec_run *r, const struct exec_task *t)
+run_prepare(struct exec_run *r, const struct run_task *t)
 {
 	struct exec_conf *c = r->conf;
 	const char *queue = t->queue ? t->queue : "";
@@ -1044,7 +1044,7 @@ exec_pool_waiting(const struct exec_pool *p)
 
 struct exec_run *
 exec_start(struct exec_pool *p, struct exec_conf *conf,
-    const struct exec_task *t, exec_done_fn *fn, void *arg)
+    const struct run_task *t, exec_done_fn *fn, void *arg)
 {
 	struct exec_run *r;
 	int rc;

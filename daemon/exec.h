@@ -9,19 +9,11 @@
 #include <stdint.h>
 #include <ev.h>
 
+#include "runtask.h"
+
 struct exec_conf;	/* settings of one config generation, refcounted */
 struct exec_pool;	/* every child of the daemon, and the max_processes bound */
 struct exec_run;
-
-/* What a run needs of its task; exec_start copies all of it. */
-struct exec_task {
-	int64_t id;
-	const char *queue;
-	int attempt;			/* 1-based */
-	int ncols;
-	const char *const *names;	/* column names, as the row was loaded */
-	const char *const *values;	/* NULL: SQL NULL, variable left unset */
-};
 
 enum exec_result {
 	EXEC_DONE,	/* exit status 0 */
@@ -51,7 +43,7 @@ int exec_pool_waiting(const struct exec_pool *p);	/* runs waiting for a slot */
 
 /* Starts (or queues, past max_processes) a run; holds a ref on CONF until it ends. NULL: out of memory. */
 struct exec_run *exec_start(struct exec_pool *p, struct exec_conf *conf,
-    const struct exec_task *t, exec_done_fn *fn, void *arg);
+    const struct run_task *t, exec_done_fn *fn, void *arg);
 /*
  * Asks a run to end: a waiting run ends at once (FN with EXEC_STOPPED on the next
  * loop turn); a running child's group gets SIGTERM, then SIGKILL after kill_grace_ms;

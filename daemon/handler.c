@@ -1,12 +1,14 @@
 /*
  * handler: starts the configured handler for a task and turns its outcome
  * into one answer: "none" on the next loop turn, "exec" when the child is
- * reaped, "sql" when its transaction has committed or failed.
+ * reaped, "sql" when its transaction has committed or failed, "http" when
+ * the answer (or its failure) is in.
  */
 #include <stdlib.h>
 
 #include "exec.h"
 #include "handler.h"
+#include "httpc.h"
 #include "log.h"
 #include "pgstore.h"
 
@@ -16,6 +18,8 @@ struct handler {
 	struct pgstore *ps;
 	struct exec_pool *pool;
 	struct exec_conf *conf;	/* exec settings for runs started now */
+	struct http_pool *http;	/* made when an http handler is first set */
+	struct http_conf *hconf;	/* http settings for runs started now */
 	struct hrun *soon_head, *soon_tail;	/* answers for the next turn */
 	ev_timer soon;
 };
@@ -27,6 +31,7 @@ struct hrun {
 	void *arg;
 	struct exec_run *er;
 	struct pgreq *req;
+	struct http_run *hr;
 	enum handler_result res;	/* a deferred answer */
 	int stopping;			/* handler_stop was called */
 	struct hrun *next;		/* in the deferred FIFO */
@@ -64,7 +69,7 @@ soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	for (; r != NULL; r = next) {
 		next = r->next;
 		if (r->fn)
-			r->fn(r->arg, r->res, NULL);
+			r->fn(r->arg, r->res, NULL, -1);
 		free(r);
 	}
 }
@@ -76,7 +81,24 @@ exec_cb(void *arg, enum exec_result res, const char *reason)
 
 	r->er = NULL;
 	r->fn(r->arg, res == EXEC_DONE ? HR_DONE : res == EXEC_FAILED ?
-	    HR_FAILED : HR_STOPPED, reason);
+	    HR_FAILED : HR_STOPPED, reason, -1);
+	free(r);
+}
+
+static void
+http_cb(void *arg, enum http_result res, const char *reason,
+    long long after_ms)
+{
+	struct hrun *r = arg;
+	static const enum handler_result as[] = {
+		[HTTPR_DONE] = HR_DONE,
+		[HTTPR_FAILED] = HR_FAILED,
+		[HTTPR_REFUSED] = HR_REFUSED,
+		[HTTPR_STOPPED] = HR_STOPPED,
+	};
+
+	r->hr = NULL;
+	r->fn(r->arg, as[res], reason, after_ms);
 	free(r);
 }
 
@@ -89,30 +111,34 @@ sql_cb(void *arg, enum pgstore_result res, struct pgrow *row, const char *msg)
 	r->req = NULL;
 	switch (res) {
 	case PGSTORE_OK:
-		r->fn(r->arg, HR_COMPLETED, NULL);
+		r->fn(r->arg, HR_COMPLETED, NULL, -1);
 		break;
 	case PGSTORE_NOTFOUND:
 	case PGSTORE_UNCHANGED:
-		r->fn(r->arg, HR_UNCHANGED, NULL);
+		r->fn(r->arg, HR_UNCHANGED, NULL, -1);
 		break;
 	case PGSTORE_TRANSIENT:
-		r->fn(r->arg, HR_TRANSIENT, msg);
+		r->fn(r->arg, HR_TRANSIENT, msg, -1);
 		break;
 	case PGSTORE_FAILED:
-		r->fn(r->arg, HR_FAILED, msg);
+		r->fn(r->arg, HR_FAILED, msg, -1);
 		break;
 	case PGSTORE_ERROR:
-		r->fn(r->arg, HR_RETRY, msg ? msg : "postgres error");
+		r->fn(r->arg, HR_RETRY, msg ? msg : "postgres error", -1);
 		break;
 	}
 	free(r);
 }
 
-/* The exec settings of CFG, or NULL when it runs no program. */
+/*
+ * The exec or http settings of CFG for runs started from now on; runs
+ * under way keep theirs.
+ */
 static int
-exec_conf_for(struct handler *h, const struct config *cfg)
+conf_for(struct handler *h, const struct config *cfg)
 {
 	struct exec_conf *conf = NULL;
+	struct http_conf *hconf = NULL;
 
 	if (cfg->handler.type == HANDLER_EXEC) {
 		conf = exec_conf_new(cfg->handler.command,
@@ -120,10 +146,19 @@ exec_conf_for(struct handler *h, const struct config *cfg)
 		    cfg->handler.timeout_ms, cfg->handler.kill_grace_ms);
 		if (conf == NULL)
 			return -1;
+	} else if (cfg->handler.type == HANDLER_HTTP) {
+		if (h->http == NULL && (h->http = http_pool_new(h->loop,
+		    cfg->handler.max_connections)) == NULL)
+			return -1;
+		if ((hconf = http_conf_new(cfg)) == NULL)
+			return -1;
+		http_pool_set_max(h->http, cfg->handler.max_connections);
 	}
 	if (h->conf)
 		exec_conf_unref(h->conf);
 	h->conf = conf;
+	http_conf_unref(h->hconf);
+	h->hconf = hconf;
 	return 0;
 }
 
@@ -140,7 +175,7 @@ handler_new(struct ev_loop *loop, const struct config *cfg, struct pgstore *ps)
 	ev_init(&h->soon, soon_cb);
 	h->soon.data = h;
 	h->pool = exec_pool_new(loop, cfg->handler.max_processes);
-	if (h->pool == NULL || exec_conf_for(h, cfg) == -1) {
+	if (h->pool == NULL || conf_for(h, cfg) == -1) {
 		handler_free(h);
 		return NULL;
 	}
@@ -152,7 +187,7 @@ handler_reconfigure(struct handler *h, const struct config *cfg)
 {
 	h->cfg = cfg;
 	exec_pool_set_max(h->pool, cfg->handler.max_processes);
-	if (exec_conf_for(h, cfg) == -1) {
+	if (conf_for(h, cfg) == -1) {
 		log_errorx("reload: out of memory for the handler's settings");
 		return -1;
 	}
@@ -172,8 +207,10 @@ handler_free(struct handler *h)
 		free(r);
 	}
 	exec_pool_free(h->pool);
+	http_pool_free(h->http);
 	if (h->conf)
 		exec_conf_unref(h->conf);
+	http_conf_unref(h->hconf);
 	free(h);
 }
 
@@ -183,6 +220,15 @@ handler_start(struct handler *h, const struct handler_task *t,
 {
 	const struct config *cfg = h->cfg;
 	struct hrun *r = calloc(1, sizeof(*r));
+	/* The names the row was loaded with, whatever a reload changed. */
+	struct run_task rt = {
+		.id = t->id,
+		.queue = t->queue,
+		.attempt = t->attempt,
+		.ncols = t->row->ncols,
+		.names = (const char *const *)t->row->names,
+		.values = (const char *const *)t->row->cols,
+	};
 
 	if (r == NULL)
 		return NULL;
@@ -198,24 +244,16 @@ handler_start(struct handler *h, const struct handler_task *t,
 		r->req = pgstore_run_sql(h->ps, t->row->table, t->id, sql_cb,
 		    r);
 		break;
-	case HANDLER_EXEC: {
-		if (h->conf == NULL)
-			break;		/* a reload ran out of memory */
-		/* The names the row was loaded with, whatever a reload changed. */
-		struct exec_task et = {
-			.id = t->id,
-			.queue = t->queue,
-			.attempt = t->attempt,
-			.ncols = t->row->ncols,
-			.names = (const char *const *)t->row->names,
-			.values = (const char *const *)t->row->cols,
-		};
-
-		r->er = exec_start(h->pool, h->conf, &et, exec_cb, r);
+	case HANDLER_EXEC:
+		if (h->conf != NULL)	/* NULL: a reload ran out of memory */
+			r->er = exec_start(h->pool, h->conf, &rt, exec_cb, r);
+		break;
+	case HANDLER_HTTP:
+		if (h->hconf != NULL)
+			r->hr = http_start(h->http, h->hconf, &rt, http_cb, r);
 		break;
 	}
-	}
-	if (r->req == NULL && r->er == NULL) {
+	if (r->req == NULL && r->er == NULL && r->hr == NULL) {
 		free(r);
 		return NULL;
 	}
@@ -230,6 +268,9 @@ handler_stop(struct hrun *r)
 	switch (r->type) {
 	case HANDLER_EXEC:
 		exec_stop(r->er);
+		break;
+	case HANDLER_HTTP:
+		http_stop(r->hr);
 		break;
 	case HANDLER_SQL:
 		/* A statement sent cannot be called back; its answer is ignored. */
@@ -251,6 +292,10 @@ handler_cancel(struct hrun *r)
 		exec_cancel(r->er);
 		free(r);
 		break;
+	case HANDLER_HTTP:
+		http_cancel(r->hr);
+		free(r);
+		break;
 	case HANDLER_SQL:
 		if (r->req) {
 			pgstore_cancel(r->req);
@@ -267,11 +312,22 @@ handler_cancel(struct hrun *r)
 int
 handler_running(const struct handler *h)
 {
-	return exec_pool_running(h->pool);
+	return exec_pool_running(h->pool) +
+	    (h->http ? http_pool_running(h->http) : 0);
 }
 
 int
 handler_waiting(const struct handler *h)
 {
-	return exec_pool_waiting(h->pool);
+	return exec_pool_waiting(h->pool) +
+	    (h->http ? http_pool_waiting(h->http) : 0);
+}
+
+int
+handler_full(const struct handler *h)
+{
+	if (exec_pool_waiting(h->pool) >= h->cfg->handler.max_processes)
+		return 1;
+	return h->http != NULL &&
+	    http_pool_waiting(h->http) >= http_pool_room(h->http);
 }

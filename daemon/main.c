@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <ev.h>
 
 #include "config.h"
@@ -248,6 +250,22 @@ signal_watch(struct daemon *d, ev_signal *w, int signum)
 	ev_signal_start(d->loop, w);
 }
 
+/*
+ * Open files up to the hard limit: each request of an http handler holds
+ * a socket, and systemd's soft limit of 1024 would cap max_connections.
+ */
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_warn("cannot raise the open files limit");
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -304,6 +322,11 @@ main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 
+	/* Before any thread: libcurl's resolver runs in threads of its own. */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "taskworkerd: libcurl cannot start\n");
+		return EXIT_SOFTWARE;
+	}
 	d.cfg = config_load(d.path, print_error, NULL);
 	if (d.cfg == NULL)
 		return EXIT_CONFIG;
@@ -326,6 +349,7 @@ main(int argc, char **argv)
 	log_open(d.cfg->log.ident, d.cfg->log.facility,
 	    d.verbose ? LOG_DEBUG : d.cfg->log.level, d.verbose);
 	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
 	notify_init();
 
 	d.loop = ev_default_loop(EVFLAG_AUTO);

@@ -119,6 +119,8 @@ static void task_complete(struct task *t);
 static void task_ack(struct task *t);
 static void task_mark(struct task *t);
 static void task_fail(struct task *t, const char *reason);
+static void task_fail_after(struct task *t, const char *reason,
+    long long after_ms, int refused);
 static void task_dead(struct task *t, enum dead_reason dead,
     const char *reason);
 static void task_verify(struct task *t);
@@ -214,10 +216,10 @@ room(void *arg)
 
 	/*
 	 * While PostgreSQL is away nothing new is taken; nor while as many
-	 * tasks wait for a handler process as may run at once.
+	 * tasks wait for a handler process or connection as may run at once.
 	 */
 	if (w->stopping || pgstore_nready(w->ps) == 0 ||
-	    handler_waiting(w->h) >= w->cfg->handler.max_processes)
+	    handler_full(w->h))
 		return 0;
 	n = w->cfg->worker.concurrency - w->ntasks;
 	bytes = byte_room(w);
@@ -529,6 +531,18 @@ task_mark(struct task *t)
 static void
 task_fail(struct task *t, const char *reason)
 {
+	task_fail_after(t, reason, -1, 0);
+}
+
+/*
+ * The attempt failed for REASON. The next one waits the backoff, or
+ * AFTER_MS when the work asked for longer (Retry-After); there is none
+ * when the attempts are spent or the work said none can help (REFUSED).
+ */
+static void
+task_fail_after(struct task *t, const char *reason, long long after_ms,
+    int refused)
+{
 	struct worker *w = t->w;
 	const struct config *cfg = w->cfg;
 	char *why;
@@ -542,10 +556,12 @@ task_fail(struct task *t, const char *reason)
 	free(t->why);
 	t->why = why;
 	task_drop_row(t);
-	t->final = t->attempt >= cfg->retry.attempts;
+	t->final = refused || t->attempt >= cfg->retry.attempts;
 	if (!t->final) {
 		t->retry_ms = backoff_retry_delay(t->attempt,
 		    cfg->retry.min_ms, cfg->retry.max_ms, &w->rng);
+		if (after_ms > t->retry_ms)
+			t->retry_ms = (int)after_ms;
 		log_notice("task %lld: %s; next attempt in %d ms",
 		    (long long)t->id, why, t->retry_ms);
 	}
@@ -662,7 +678,8 @@ task_verify(struct task *t)
 }
 
 static void
-run_cb(void *arg, enum handler_result res, const char *reason)
+run_cb(void *arg, enum handler_result res, const char *reason,
+    long long after_ms)
 {
 	struct task *t = arg;
 	struct worker *w = t->w;
@@ -692,7 +709,9 @@ run_cb(void *arg, enum handler_result res, const char *reason)
 		task_ack(t);
 		break;
 	case HR_FAILED:
-		task_fail(t, reason ? reason : "the handler failed");
+	case HR_REFUSED:
+		task_fail_after(t, reason ? reason : "the handler failed",
+		    after_ms, res == HR_REFUSED);
 		break;
 	case HR_RETRY:
 	case HR_STOPPED:

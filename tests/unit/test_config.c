@@ -206,7 +206,7 @@ test_shipped(void)
 	else
 		d.text = text;
 	config_foreach_key(check_documented, &d);
-	ok(d.nkeys == 54, "config_foreach_key walks 54 keys (%d)", d.nkeys);
+	ok(d.nkeys == 63, "config_foreach_key walks 63 keys (%d)", d.nkeys);
 	ok(text != NULL && d.missing == 0, "every key is set in the example "
 	    "(%d missing)", d.missing);
 	ok(text != NULL && d.uncommented == 0, "every key in the example has "
@@ -485,7 +485,7 @@ test_ranges(void)
 	expect_error("a handler that does not exist",
 	    "handler: { type = \"shell\"; };\n", 1,
 	    "handler.type: unknown value \"shell\"",
-	    "(valid: none, exec, sql)");
+	    "(valid: none, exec, sql, http)");
 	expect_error("exec without a command",
 	    "handler: {\n type = \"exec\";\n};\n", 2,
 	    "handler.command: required when handler.type is \"exec\"", NULL);
@@ -1081,6 +1081,90 @@ test_redact(void)
 	}
 }
 
+/* handler.type = "http": its keys, checks, defaults and bearer token. */
+static void
+test_http(void)
+{
+	struct config *c;
+	const char *tok = write_temp("tw-test-token", "s3cret\n", 7);
+	char text[1024];
+
+	expect_error("http without a url",
+	    "handler: {\n type = \"http\";\n};\n", 2,
+	    "handler.url: required when handler.type is \"http\"", NULL);
+	expect_error("an ftp url",
+	    "handler: { type = \"http\"; url = \"ftp://h/x\"; };\n", 1,
+	    "handler.url: \"ftp://h/x\": only http:// and https://", NULL);
+	expect_error("a password in the url",
+	    "handler: { type = \"http\"; url = \"http://u:p@h/x\"; };\n", 1,
+	    "handler.url: a user or password in the URL", NULL);
+	expect_error("not a url",
+	    "handler: { type = \"http\"; url = \"http://\"; };\n", 1,
+	    "handler.url: \"http://\" is not a URL", NULL);
+	expect_error("a GET", "handler: { type = \"http\"; url = \"http://h/\"; "
+	    "method = \"GET\"; };\n", 1, "handler.method: must be POST, PUT or "
+	    "PATCH", NULL);
+	expect_error("a header without a colon", "handler: { type = \"http\"; "
+	    "url = \"http://h/\"; headers = [\"X-A: 1\", \"junk\"]; };\n", 1,
+	    "handler.headers[1]: expected \"Name: value\", not \"junk\"",
+	    NULL);
+	expect_error("a header set by the daemon", "handler: {\n type = "
+	    "\"http\"; url = \"http://h/\";\n headers = [\"content-length: "
+	    "3\"]; };\n", 3, "handler.headers[0]: Content-Length is set by "
+	    "taskworkerd itself", NULL);
+	expect_error("a header value with a newline", "handler: { type = "
+	    "\"http\"; url = \"http://h/\"; headers = [\"X-A: 1\\r\\nX-B: 2\"]; "
+	    "};\n", 1, "control characters in the value", NULL);
+	expect_error("a missing ca_file", "handler: { type = \"http\"; url = "
+	    "\"https://h/\"; ca_file = \"/nonexistent/ca.pem\"; };\n", 1,
+	    "handler.ca_file: /nonexistent/ca.pem is not a readable file",
+	    NULL);
+	expect_error("http2 not a boolean", "handler: { type = \"http\"; url = "
+	    "\"http://h/\"; http2 = 1; };\n", 1, "handler.http2: expected "
+	    "true or false", NULL);
+	snprintf(text, sizeof(text), "handler: { type = \"http\"; url = "
+	    "\"http://h/\"; token_file = \"%s\";\n headers = [\"Authorization: "
+	    "Basic x\"]; };\n", tok);
+	expect_error("a token and an Authorization header", text, 2,
+	    "handler.headers[0]: an Authorization header cannot go with a "
+	    "bearer token", NULL);
+	expect_error("a token file that does not exist", "handler: { type = "
+	    "\"http\"; url = \"http://h/\"; token_file = \"/nonexistent/t\"; "
+	    "};\n", 1, "handler.token_file", NULL);
+
+	c = load_ok("an http handler with defaults", write_conf("handler: { "
+	    "type = \"http\"; url = \"http://127.0.0.1:8080/tasks\"; };\n"));
+	if (c != NULL) {
+		ok(c->handler.type == HANDLER_HTTP && c->handler.timeout_ms ==
+		    30000 && c->handler.connect_timeout_ms == 10000 &&
+		    c->handler.max_connections == 64 &&
+		    c->handler.max_response_bytes == 65536 &&
+		    streq(c->handler.method, "POST") && !c->handler.http2 &&
+		    c->handler.token == NULL, "http defaults (timeout %d)",
+		    c->handler.timeout_ms);
+		config_free(c);
+	}
+	snprintf(text, sizeof(text), "handler: { type = \"http\"; url = "
+	    "\"https://h:8443/t?a=1\"; method = \"PUT\"; timeout_ms = 0; "
+	    "http2 = true; token_file = \"%s\"; headers = [\"X-Team: a b\"]; "
+	    "max_connections = 10000; };\n", tok);
+	c = load_ok("an http handler with every key", write_conf(text));
+	if (c != NULL) {
+		ok(c->handler.timeout_ms == 0 && c->handler.http2 &&
+		    streq(c->handler.token, "s3cret") &&
+		    streq(c->handler.method, "PUT") && c->handler.nheaders == 1 &&
+		    c->handler.max_connections == 10000, "http keys as set");
+		config_free(c);
+	}
+	c = load_ok("an exec handler keeps its 30 min timeout", write_conf(
+	    "handler: { type = \"exec\"; command = [\"/bin/true\"]; };\n"));
+	if (c != NULL) {
+		ok(c->handler.timeout_ms == 1800000 && c->handler.token == NULL,
+		    "exec timeout %d, no token read", c->handler.timeout_ms);
+		config_free(c);
+	}
+}
+
 int
 main(void)
 {
@@ -1095,6 +1179,7 @@ main(void)
 	test_redact();
 	test_queue_keys();
 	test_sections();
+	test_http();
 	remove_temps();
 	return done_testing();
 }

@@ -78,11 +78,11 @@ spin(double s)
 }
 
 static struct exec_run *
-start(struct exec_pool *p, struct exec_conf *c, const struct exec_task *t,
+start(struct exec_pool *p, struct exec_conf *c, const struct run_task *t,
     struct result *res)
 {
 	struct exec_run *r;
-	static const struct exec_task plain = { 1, "q", 1, 0, NULL, NULL };
+	static const struct run_task plain = { 1, "q", 1, 0, NULL, NULL };
 
 	memset(res, 0, sizeof(*res));
 	in_api = 1;
@@ -110,7 +110,7 @@ sh(const char *script, char *const *env, const char *workdir, int timeout_ms,
 
 /* Runs SCRIPT once to the end; its result in RES. */
 static void
-run_sh(const char *script, char *const *env, const struct exec_task *t,
+run_sh(const char *script, char *const *env, const struct run_task *t,
     struct result *res)
 {
 	struct exec_conf *c = sh(script, env, NULL, 0, 0);
@@ -205,7 +205,7 @@ test_results(void)
 {
 	char *missing[] = { "/nonexistent/handler", NULL };
 	char noexec_path[256], *noexec[] = { noexec_path, NULL };
-	struct exec_task t = { 42, "q", 1, 0, NULL, NULL };
+	struct run_task t = { 42, "q", 1, 0, NULL, NULL };
 	struct exec_conf *c;
 	struct exec_run *r;
 	struct result res;
@@ -253,7 +253,7 @@ test_env(void)
 	    "weird \xc3\xa9", "empty" };
 	const char *values[] = { "a\nb", NULL, "999", "first", "second",
 	    "\"q'\xff $x", "" };
-	struct exec_task t = { 7, "jobs", 2, 7, names, values };
+	struct run_task t = { 7, "jobs", 2, 7, names, values };
 	struct result res;
 
 	setenv("TASK_LEAK", "daemon", 1);
@@ -321,7 +321,7 @@ static void
 test_big_env(void)
 {
 	const char *names[80], *values[80];
-	struct exec_task t = { 9, "q", 1, 1, names, values };
+	struct run_task t = { 9, "q", 1, 1, names, values };
 	size_t fit = 131071 - strlen("TASK_BIG=");
 	char *big = malloc(fit + 2), *chunk = malloc(100001);
 	const char *preload = getenv("LD_PRELOAD");
@@ -462,7 +462,7 @@ capture_end(void)
 static char *
 capture(const char *script, int64_t id, struct result *res)
 {
-	struct exec_task t = { id, "q", 1, 0, NULL, NULL };
+	struct run_task t = { id, "q", 1, 0, NULL, NULL };
 
 	capture_begin();
 	run_sh(script, NULL, &t, res);
@@ -531,7 +531,7 @@ static struct exec_run *
 ended_with_backlog(struct exec_pool *p, struct exec_conf *c, int64_t id,
     struct result *res)
 {
-	struct exec_task t = { id, "q", 1, 0, NULL, NULL };
+	struct run_task t = { id, "q", 1, 0, NULL, NULL };
 	struct exec_run *r = start(p, c, &t, res);
 
 	usleep(300000);
@@ -787,7 +787,7 @@ chain_cb(void *arg, enum exec_result res, const char *reason)
 	(void)reason;
 	exec_stop(self);
 	exec_cancel(self);
-	exec_start(pool, chain_conf, &(struct exec_task){ 5, "q", 2, 0, NULL,
+	exec_start(pool, chain_conf, &(struct run_task){ 5, "q", 2, 0, NULL,
 	    NULL }, done_cb, &chained);
 }
 
@@ -806,7 +806,7 @@ free_cb(void *arg, enum exec_result res, const char *reason)
 static void
 test_reentry(void)
 {
-	struct exec_task t = { 4, "q", 1, 0, NULL, NULL };
+	struct run_task t = { 4, "q", 1, 0, NULL, NULL };
 	struct exec_conf *quick, *slow;
 	struct exec_pool *p;
 	struct result res, wres;

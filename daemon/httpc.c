@@ -1,0 +1,764 @@
+/*
+ * httpc: one request per task through libcurl's multi interface. libcurl
+ * names the sockets to watch (CURLMOPT_SOCKETFUNCTION) and when to call
+ * it back (CURLMOPT_TIMERFUNCTION); ev_io and ev_timer watchers do the
+ * waiting, so the loop never blocks. At most max_connections requests
+ * (times the streams of a multiplexed connection, once the server speaks
+ * HTTP/2) are handed to libcurl; the rest wait here, in order, so no
+ * request's timeout runs while it waits for a connection.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "httpc.h"
+#include "httpreq.h"
+#include "log.h"
+
+#define HTTP_STREAMS		100	/* per multiplexed connection */
+#define HTTP_RECV_BUFFER	8192	/* libcurl's read buffer per request */
+#define HTTP_PHRASE_MAX		100
+
+struct http_conf {
+	int refs;
+	char *url;
+	char *method;			/* NULL for POST */
+	char *host;			/* of the URL, for reasons */
+	long port;
+	long version;			/* CURLOPT_HTTP_VERSION */
+	struct curl_slist *headers;	/* shared by every request */
+	char *ca_file;			/* NULL: the system's */
+	long timeout_ms;
+	long connect_timeout_ms;
+	long max_response_bytes;
+};
+
+/* Requests in one state, in order. */
+struct rlist {
+	struct http_run *head, *tail;
+	int n;
+};
+
+struct http_pool {
+	struct ev_loop *loop;
+	CURLM *multi;
+	ev_timer timer;			/* libcurl's timeout */
+	ev_timer kick;			/* stopped answers, and room */
+	int max_connections;
+	int mux;			/* the last answer came over HTTP/2 */
+	struct rlist waiting;		/* for room, in order */
+	struct rlist running;		/* handed to libcurl */
+	struct rlist soon;		/* stopped: answered next turn */
+};
+
+/* One socket libcurl asked to watch. */
+struct http_sock {
+	ev_io io;
+	struct http_pool *p;
+};
+
+enum run_state { R_WAITING, R_RUNNING, R_STOPPED };
+
+struct http_run {
+	struct http_pool *p;
+	struct http_conf *conf;
+	enum run_state state;
+	http_done_fn *fn;		/* NULL once cancelled */
+	void *arg;
+	struct http_run *prev, *next;	/* in the list of its state */
+	char *body;
+	size_t bodylen;
+	struct curl_slist key;		/* Idempotency-Key, then the conf's */
+	CURL *easy;
+	size_t got;			/* bytes of the answer's body */
+	int cut;			/* longer than max_response_bytes */
+	size_t headlen;
+	char head[HTTP_BODY_IN_REASON];	/* the body's first bytes */
+	char phrase[HTTP_PHRASE_MAX + 1];
+	char retry_after[64];
+	const char *why;		/* of a stopped request */
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+static void admit(struct http_pool *p);
+
+/* ---- settings ----------------------------------------------------------- */
+
+void
+http_conf_unref(struct http_conf *c)
+{
+	if (c == NULL || --c->refs > 0)
+		return;
+	if (c->headers) {
+		/* The token is in here: wiped before it is freed. */
+		for (struct curl_slist *h = c->headers; h; h = h->next)
+			explicit_bzero(h->data, strlen(h->data));
+		curl_slist_free_all(c->headers);
+	}
+	free(c->url);
+	free(c->method);
+	free(c->host);
+	free(c->ca_file);
+	free(c);
+}
+
+/* Host and port of C's URL, for the reasons of failed connects. */
+static int
+conf_where(struct http_conf *c)
+{
+	CURLU *u = curl_url();
+	char *host = NULL, *port = NULL;
+	int rc = -1;
+
+	if (u == NULL)
+		return -1;
+	if (curl_url_set(u, CURLUPART_URL, c->url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
+	    CURLUE_OK && (c->host = strdup(host)) != NULL) {
+		c->port = strtol(port, NULL, 10);
+		rc = 0;
+	}
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+static int
+conf_header(struct http_conf *c, const char *fmt, const char *value)
+{
+	struct curl_slist *h;
+	char *line;
+
+	if (asprintf(&line, fmt, value) == -1)
+		return -1;
+	h = curl_slist_append(c->headers, line);
+	explicit_bzero(line, strlen(line));
+	free(line);
+	if (h == NULL)
+		return -1;
+	c->headers = h;
+	return 0;
+}
+
+struct http_conf *
+http_conf_new(const struct config *cfg)
+{
+	const char *url = cfg->handler.url;
+	struct http_conf *c = calloc(1, sizeof(*c));
+	int ok;
+
+	if (c == NULL)
+		return NULL;
+	c->refs = 1;
+	c->timeout_ms = cfg->handler.timeout_ms;
+	c->connect_timeout_ms = cfg->handler.connect_timeout_ms;
+	c->max_response_bytes = cfg->handler.max_response_bytes;
+	if (strncasecmp(url, "https:", 6) == 0)
+		c->version = CURL_HTTP_VERSION_2TLS;
+	else if (cfg->handler.http2)
+		c->version = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+	else
+		c->version = CURL_HTTP_VERSION_1_1;
+	ok = (c->url = strdup(url)) != NULL && conf_where(c) == 0 &&
+	    (strcmp(cfg->handler.method, "POST") == 0 ||
+	    (c->method = strdup(cfg->handler.method)) != NULL) &&
+	    (cfg->handler.ca_file[0] == '\0' ||
+	    (c->ca_file = strdup(cfg->handler.ca_file)) != NULL) &&
+	    conf_header(c, "%s", "Content-Type: application/json") == 0 &&
+	    /* No "Expect: 100-continue" before a large body. */
+	    conf_header(c, "%s", "Expect:") == 0 &&
+	    (cfg->handler.token == NULL ||
+	    conf_header(c, "Authorization: Bearer %s", cfg->handler.token) ==
+	    0);
+	for (int i = 0; ok && i < cfg->handler.nheaders; i++)
+		ok = conf_header(c, "%s", cfg->handler.headers[i]) == 0;
+	if (!ok) {
+		http_conf_unref(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* ---- lists -------------------------------------------------------------- */
+
+static void
+list_add(struct rlist *l, struct http_run *r)
+{
+	r->next = NULL;
+	r->prev = l->tail;
+	if (l->tail)
+		l->tail->next = r;
+	else
+		l->head = r;
+	l->tail = r;
+	l->n++;
+}
+
+static void
+list_del(struct rlist *l, struct http_run *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		l->head = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	else
+		l->tail = r->prev;
+	r->prev = r->next = NULL;
+	l->n--;
+}
+
+/* The list R is on. */
+static struct rlist *
+list_of(struct http_run *r)
+{
+	struct http_pool *p = r->p;
+
+	return r->state == R_WAITING ? &p->waiting : r->state == R_RUNNING ?
+	    &p->running : &p->soon;
+}
+
+/* R leaves the list of its state for the one of STATE. */
+static void
+move(struct http_run *r, enum run_state state)
+{
+	list_del(list_of(r), r);
+	r->state = state;
+	list_add(list_of(r), r);
+}
+
+/* ---- the loop and libcurl ----------------------------------------------- */
+
+/* Hands every finished transfer to finish(). */
+static void finish_all(struct http_pool *p);
+
+static void
+io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct http_sock *k = w->data;
+	struct http_pool *p = k->p;
+	int flags = 0, still;
+
+	(void)loop;
+	if (revents & EV_READ)
+		flags |= CURL_CSELECT_IN;
+	if (revents & EV_WRITE)
+		flags |= CURL_CSELECT_OUT;
+	curl_multi_socket_action(p->multi, w->fd, flags, &still);
+	finish_all(p);
+}
+
+static void
+timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct http_pool *p = w->data;
+	int still;
+
+	(void)loop;
+	(void)revents;
+	curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &still);
+	finish_all(p);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch S as WHAT says. */
+static int
+sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct http_pool *p = userp;
+	struct http_sock *k = socketp;
+	int events = 0;
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (k != NULL) {
+			ev_io_stop(p->loop, &k->io);
+			free(k);
+			curl_multi_assign(p->multi, s, NULL);
+		}
+		return 0;
+	}
+	if (k == NULL) {
+		if ((k = calloc(1, sizeof(*k))) == NULL)
+			return -1;	/* libcurl fails the transfer */
+		k->p = p;
+		ev_init(&k->io, io_cb);
+		k->io.data = k;
+		curl_multi_assign(p->multi, s, k);
+	}
+	if (what & CURL_POLL_IN)
+		events |= EV_READ;
+	if (what & CURL_POLL_OUT)
+		events |= EV_WRITE;
+	/* A socket may be new under an old number: always start afresh. */
+	ev_io_stop(p->loop, &k->io);
+	ev_io_set(&k->io, s, events);
+	ev_io_start(p->loop, &k->io);
+	return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: call libcurl back in TIMEOUT_MS (-1: never). */
+static int
+multi_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct http_pool *p = userp;
+
+	(void)multi;
+	ev_timer_stop(p->loop, &p->timer);
+	if (timeout_ms >= 0) {
+		/* Never from inside this call: libcurl forbids it. */
+		ev_timer_set(&p->timer, timeout_ms / 1000.0, 0.);
+		ev_timer_start(p->loop, &p->timer);
+	}
+	return 0;
+}
+
+/* ---- one request --------------------------------------------------------- */
+
+/* CURLOPT_HEADERFUNCTION: the status line's phrase, and Retry-After. */
+static size_t
+header_cb(char *buf, size_t size, size_t n, void *arg)
+{
+	struct http_run *r = arg;
+	size_t len = size * n, i, end;
+
+	if (len > 5 && strncmp(buf, "HTTP/", 5) == 0) {
+		/* A new answer (after a 1xx): "HTTP/1.1 503 Service ..." */
+		r->phrase[0] = r->retry_after[0] = '\0';
+		for (i = 5; i < len && buf[i] != ' '; i++)
+			;
+		for (i++; i < len && buf[i] != ' '; i++)
+			;
+		i++;
+		for (end = len; end > i && (buf[end - 1] == '\r' ||
+		    buf[end - 1] == '\n' || buf[end - 1] == ' '); end--)
+			;
+		if (i < end) {
+			if (end - i > HTTP_PHRASE_MAX)
+				end = i + HTTP_PHRASE_MAX;
+			memcpy(r->phrase, buf + i, end - i);
+			r->phrase[end - i] = '\0';
+		}
+	} else if (len > 12 && strncasecmp(buf, "Retry-After:", 12) == 0) {
+		for (i = 12; i < len && (buf[i] == ' ' || buf[i] == '\t'); i++)
+			;
+		end = len - i < sizeof(r->retry_after) - 1 ? len - i :
+		    sizeof(r->retry_after) - 1;
+		memcpy(r->retry_after, buf + i, end);
+		r->retry_after[end] = '\0';
+	}
+	return len;
+}
+
+/* CURLOPT_WRITEFUNCTION: the first bytes are kept; past the limit, cut. */
+static size_t
+write_cb(char *buf, size_t size, size_t n, void *arg)
+{
+	struct http_run *r = arg;
+	size_t len = size * n, keep;
+
+	if (r->headlen < sizeof(r->head)) {
+		keep = sizeof(r->head) - r->headlen;
+		if (keep > len)
+			keep = len;
+		memcpy(r->head + r->headlen, buf, keep);
+		r->headlen += keep;
+	}
+	r->got += len;
+	if (r->got > (size_t)r->conf->max_response_bytes) {
+		r->cut = 1;
+		return len == 0 ? 1 : 0;	/* aborts the transfer */
+	}
+	return len;
+}
+
+static void
+run_free(struct http_run *r)
+{
+	if (r->easy)
+		curl_easy_cleanup(r->easy);
+	free(r->key.data);
+	free(r->body);
+	http_conf_unref(r->conf);
+	free(r);
+}
+
+/* The easy handle of R, set up to send it. -1 when out of memory. */
+static int
+run_prepare(struct http_run *r)
+{
+	struct http_conf *c = r->conf;
+	CURL *e = curl_easy_init();
+
+	if (e == NULL)
+		return -1;
+	r->easy = e;
+	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_URL, c->url);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, c->version);
+	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "taskworkerd/"
+	    TASKWORKERD_VERSION);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, &r->key);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+	    (curl_off_t)r->bodylen);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
+	if (c->method)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
+	if (c->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)HTTP_RECV_BUFFER);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+	return 0;
+}
+
+/* Why R's transfer, ended by RC with STATUS (0: no answer), failed. */
+static void
+run_reason(struct http_run *r, CURLcode rc, long status, char *out,
+    size_t size)
+{
+	struct http_conf *c = r->conf;
+	const char *msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
+	char *ip = NULL;
+	long port = 0, oserr = 0;
+	curl_off_t connected = 0;
+
+	curl_easy_getinfo(r->easy, CURLINFO_PRIMARY_IP, &ip);
+	curl_easy_getinfo(r->easy, CURLINFO_PRIMARY_PORT, &port);
+	curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &oserr);
+	curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connected);
+	if (ip == NULL || ip[0] == '\0')
+		ip = c->host;
+	if (port <= 0)
+		port = c->port;
+	switch (rc) {
+	case CURLE_OPERATION_TIMEDOUT:
+		if (connected == 0 && status == 0 && (c->timeout_ms == 0 ||
+		    c->connect_timeout_ms < c->timeout_ms))
+			snprintf(out, size, "connect to %s%s%s:%ld: timed out "
+			    "after %ld ms", strchr(ip, ':') ? "[" : "", ip,
+			    strchr(ip, ':') ? "]" : "", port,
+			    c->connect_timeout_ms);
+		else
+			snprintf(out, size, "timed out after %ld ms",
+			    c->timeout_ms);
+		return;
+	case CURLE_COULDNT_CONNECT:
+		snprintf(out, size, "connect to %s%s%s:%ld: %s",
+		    strchr(ip, ':') ? "[" : "", ip, strchr(ip, ':') ? "]" : "",
+		    port, oserr ? strerror((int)oserr) : msg);
+		return;
+	case CURLE_COULDNT_RESOLVE_HOST:
+		snprintf(out, size, "resolve %s: %s", c->host, msg);
+		return;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_ENGINE_INITFAILED:
+	case CURLE_SSL_ENGINE_NOTFOUND:
+	case CURLE_SSL_ENGINE_SETFAILED:
+	case CURLE_SSL_SHUTDOWN_FAILED:
+	case CURLE_USE_SSL_FAILED:
+		snprintf(out, size, "TLS: %s", msg);
+		return;
+	default:
+		break;
+	}
+	if (status > 0)
+		snprintf(out, size, "HTTP %ld, then: %s", status, msg);
+	else
+		snprintf(out, size, "bad response: %s", msg);
+}
+
+/* R's transfer ended with RC: its answer, given to the owner. */
+static void
+finish(struct http_run *r, CURLcode rc)
+{
+	struct http_pool *p = r->p;
+	char reason[1024];
+	long status = 0, version = 0;
+	long long after = -1;
+	enum http_result res;
+
+	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &version);
+	if (version != 0)
+		p->mux = version >= CURL_HTTP_VERSION_2_0;
+	curl_multi_remove_handle(p->multi, r->easy);
+	list_del(&p->running, r);
+	if ((rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && r->cut)) &&
+	    status >= 100) {
+		switch (http_classify(status)) {
+		case HTTP_DONE:
+			res = HTTPR_DONE;
+			break;
+		case HTTP_REFUSED:
+			res = HTTPR_REFUSED;
+			break;
+		default:
+			res = HTTPR_FAILED;
+			if (r->retry_after[0] != '\0')
+				after = http_retry_after_ms(r->retry_after,
+				    time(NULL));
+			break;
+		}
+		http_status_reason(reason, sizeof(reason), status, r->phrase,
+		    r->head, r->headlen);
+	} else {
+		res = HTTPR_FAILED;
+		run_reason(r, rc, status, reason, sizeof(reason));
+	}
+	r->fn(r->arg, res, res == HTTPR_DONE ? NULL : reason, after);
+	run_free(r);
+}
+
+static void
+finish_all(struct http_pool *p)
+{
+	CURLMsg *m;
+	struct http_run *r;
+	int left;
+
+	while ((m = curl_multi_info_read(p->multi, &left)) != NULL) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		r = NULL;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+		if (r != NULL)
+			finish(r, m->data.result);
+	}
+	admit(p);
+}
+
+/* ---- waiting, and answers for the next turn ---------------------------- */
+
+int
+http_pool_room(const struct http_pool *p)
+{
+	return p->max_connections * (p->mux ? HTTP_STREAMS : 1);
+}
+
+static void defer_stopped(struct http_run *r, const char *why);
+
+/* Hands R to libcurl; when it cannot be, R ends on the next turn. */
+static void
+send_run(struct http_run *r)
+{
+	struct http_pool *p = r->p;
+
+	if (run_prepare(r) == 0 &&
+	    curl_multi_add_handle(p->multi, r->easy) == CURLM_OK) {
+		move(r, R_RUNNING);
+		return;
+	}
+	/* Not an attempt: the task tries again. */
+	defer_stopped(r, "the request could not be set up (out of memory)");
+}
+
+/* Sends waiting requests while there is room. */
+static void
+admit(struct http_pool *p)
+{
+	struct http_run *r;
+
+	while ((r = p->waiting.head) != NULL &&
+	    p->running.n < http_pool_room(p))
+		send_run(r);
+}
+
+/* R ends with HTTPR_STOPPED (and WHY) on the next turn. */
+static void
+defer_stopped(struct http_run *r, const char *why)
+{
+	struct http_pool *p = r->p;
+
+	r->why = why;
+	move(r, R_STOPPED);
+	if (!ev_is_active(&p->kick)) {
+		ev_timer_set(&p->kick, 0., 0.);
+		ev_timer_start(p->loop, &p->kick);
+	}
+}
+
+static void
+kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct http_pool *p = w->data;
+	struct rlist now = p->soon;
+	struct http_run *r;
+
+	(void)loop;
+	(void)revents;
+	/* Requests stopped by these answers wait for the next turn. */
+	memset(&p->soon, 0, sizeof(p->soon));
+	while ((r = now.head) != NULL) {
+		list_del(&now, r);
+		if (r->fn)
+			r->fn(r->arg, HTTPR_STOPPED, r->why, -1);
+		run_free(r);
+	}
+	admit(p);
+}
+
+/* ---- the pool ------------------------------------------------------------ */
+
+struct http_pool *
+http_pool_new(struct ev_loop *loop, int max_connections)
+{
+	struct http_pool *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	p->loop = loop;
+	ev_init(&p->timer, timer_cb);
+	p->timer.data = p;
+	ev_init(&p->kick, kick_cb);
+	p->kick.data = p;
+	if ((p->multi = curl_multi_init()) == NULL) {
+		free(p);
+		return NULL;
+	}
+	curl_multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+	curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
+	curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
+	curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
+	curl_multi_setopt(p->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(p->multi, CURLMOPT_MAX_CONCURRENT_STREAMS,
+	    (long)HTTP_STREAMS);
+	http_pool_set_max(p, max_connections);
+	return p;
+}
+
+void
+http_pool_set_max(struct http_pool *p, int max_connections)
+{
+	p->max_connections = max_connections;
+	curl_multi_setopt(p->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+	    (long)max_connections);
+	curl_multi_setopt(p->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+	    (long)max_connections);
+	/* Idle connections kept for reuse. */
+	curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS,
+	    (long)max_connections);
+	if (!ev_is_active(&p->kick)) {
+		/* More room: the waiting go on the next turn. */
+		ev_timer_set(&p->kick, 0., 0.);
+		ev_timer_start(p->loop, &p->kick);
+	}
+}
+
+/* Frees R, a request of the pool in any state, without an answer. */
+static void
+drop(struct http_run *r)
+{
+	if (r->state == R_RUNNING)
+		curl_multi_remove_handle(r->p->multi, r->easy);
+	list_del(list_of(r), r);
+	run_free(r);
+}
+
+void
+http_pool_free(struct http_pool *p)
+{
+	if (p == NULL)
+		return;
+	ev_timer_stop(p->loop, &p->timer);
+	ev_timer_stop(p->loop, &p->kick);
+	while (p->waiting.head)
+		drop(p->waiting.head);
+	while (p->running.head)
+		drop(p->running.head);
+	while (p->soon.head)
+		drop(p->soon.head);
+	/* Closes the connections; their sockets are let go through sock_cb. */
+	curl_multi_cleanup(p->multi);
+	free(p);
+}
+
+int
+http_pool_running(const struct http_pool *p)
+{
+	return p->running.n;
+}
+
+int
+http_pool_waiting(const struct http_pool *p)
+{
+	return p->waiting.n;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+struct http_run *
+http_start(struct http_pool *p, struct http_conf *conf,
+    const struct run_task *t, http_done_fn *fn, void *arg)
+{
+	struct http_run *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return NULL;
+	r->p = p;
+	r->fn = fn;
+	r->arg = arg;
+	r->body = http_body(t->id, t->queue, t->attempt, t->ncols, t->names,
+	    t->values, &r->bodylen);
+	if (r->body == NULL || asprintf(&r->key.data,
+	    "Idempotency-Key: %s:%lld", t->queue, (long long)t->id) == -1) {
+		r->key.data = NULL;
+		free(r->body);
+		free(r);
+		return NULL;
+	}
+	/* The shared headers follow this request's own. */
+	r->key.next = conf->headers;
+	conf->refs++;
+	r->conf = conf;
+	r->state = R_WAITING;
+	list_add(&p->waiting, r);
+	if (r == p->waiting.head && p->running.n < http_pool_room(p))
+		send_run(r);
+	return r;
+}
+
+void
+http_stop(struct http_run *r)
+{
+	struct http_pool *p = r->p;
+
+	if (r->state == R_STOPPED)
+		return;			/* ends on the next turn already */
+	if (r->state == R_RUNNING)
+		curl_multi_remove_handle(p->multi, r->easy);
+	defer_stopped(r, "the request was stopped");
+}
+
+void
+http_cancel(struct http_run *r)
+{
+	if (r->state == R_STOPPED)
+		r->fn = NULL;		/* freed when its answer would run */
+	else
+		drop(r);
+}
