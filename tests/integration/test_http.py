@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import (BIN, EX_CONFIG, EX_OK, fast_retry, merge_config, reason_text,
+from conftest import (BIN, EX_CONFIG, EX_OK, fast_retry, line_number, merge_config, reason_text,
                       redis_now_ms, render_config, scaled, wait_dead, wait_until, zset)
 from httpserv import Blackhole, Reply
 
@@ -153,6 +153,23 @@ def test_http_request_body_and_headers(tw, task_columns, http_server, taskworker
     assert "s3cret-Token" not in d.log(), "the bearer token is in the log"
     assert tw.lrange(tw.dead()) == [] and tw.lrange(tw.dead("mail")) == []
     assert_clean(tw, d)
+
+
+def test_http_token_from_credential(tw, http_server, taskworkerd, tmp_path, monkeypatch):
+    """token_file unset: the bearer token is the first line of the systemd
+    credential $CREDENTIALS_DIRECTORY/http-token."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "http-token").write_text("cred-token-7\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    srv = http_server()
+    d = taskworkerd(handler=http_handler(srv.url()), retry=fast_retry(1))
+    ids = tw.insert(1)
+    tw.push(ids)
+    tw.wait_completed(ids, 10, daemon=d)
+    (req,) = srv.requests
+    assert req.header("Authorization") == "Bearer cred-token-7"
+    assert "cred-token-7" not in d.log()
 
 
 def test_http_body_escapes_bytes_not_utf8(tw, http_server, taskworkerd):
@@ -320,7 +337,7 @@ def test_http_retry_after_seconds_and_date(tw, http_server, taskworkerd):
     got = {i: [r for r in srv.requests if r.json()["id"] == str(i)] for i in (secs, dated)}
     assert [len(got[secs]), len(got[dated])] == [2, 2]
     gap = got[secs][1].t - got[secs][0].t
-    assert 1.0 <= gap < 1.0 + scaled(1.0), f"Retry-After: 1, the next attempt came after {gap:.3f}s"
+    assert 0.998 <= gap < 1.0 + scaled(1.0), f"Retry-After: 1, the next attempt came after {gap:.3f}s"
     late = got[dated][1].wall - target
     assert -0.005 <= late < scaled(1.0), \
         f"Retry-After: {date}, the next attempt came {late:+.3f}s from it"
@@ -404,6 +421,22 @@ def test_http_garbage_answer(tw, http_server, taskworkerd):
     assert_clean(tw, d)
 
 
+def test_http2_prior_knowledge(tw, http_server, taskworkerd):
+    """http2 = true on an http:// URL opens with the HTTP/2 preface (h2c
+    prior knowledge, no Upgrade); a server that answers in HTTP/1.1 is a
+    bad response."""
+    srv = http_server()
+    d = taskworkerd(handler=http_handler(srv.url(), http2=True), retry=fast_retry(1))
+    (i,) = tw.insert(1)
+    tw.push([i])
+    wait_dead(tw, [i], 10, daemon=d)
+    first = srv.requests[0]
+    assert (first.method, first.path, first.version) == ("PRI", "*", "HTTP/2.0")
+    text = reason_text(tw, i)
+    assert re.fullmatch(r"attempt 1/1: bad response: \S.*", text), text
+    assert_clean(tw, d)
+
+
 # ---- TLS ----------------------------------------------------------------------------
 
 def test_https_with_test_ca(tw, http_server, taskworkerd):
@@ -466,6 +499,7 @@ def test_http_max_response_bytes(tw, http_server, taskworkerd):
     wait_dead(tw, [busy], 10, daemon=d)
     assert reason_text(tw, busy) == "attempt 1/1: HTTP 503 Service Unavailable: " + "x" * 200
     srv.wait_settled(5)
+    assert len(srv.requests) == 2
     for r in srv.requests:
         assert r.cut and r.sent < big, f"task {r.json()['id']}: sent {r.sent} of {big} bytes"
     tw.push([after])
@@ -489,6 +523,7 @@ def test_http_sigterm_waits_for_requests(tw, http_server, taskworkerd):
     t0 = time.monotonic()
     assert d.terminate(signal.SIGTERM, timeout=10) == EX_OK
     assert time.monotonic() - t0 >= 0.7, "exited before the answers came"
+    assert len(srv.requests) == 3
     assert tw.statuses(ids) == {i: "completed" for i in ids}
     assert all(r.answered and r.cut is None for r in srv.requests)
     assert tw.lrange("tasks") == [] and tw.lrange(tw.processing()) == []
@@ -519,6 +554,28 @@ def test_http_sigterm_aborts_after_shutdown_timeout(tw, http_server, taskworkerd
     assert tw.lrange(tw.processing()) == [] and tw.lrange(tw.dead()) == []
     assert zset(tw, "tasks:retry") == {}
     assert tw.r.hgetall("tasks:attempts") == {}, "an aborted request counted as an attempt"
+    assert tw.statuses(ids) == {i: "pending" for i in ids}
+
+
+def test_http_sigterm_with_requests_waiting_for_a_connection(tw, http_server, taskworkerd):
+    """max_connections = 1, five tasks: one request is sent, four wait in
+    the daemon for the connection. SIGTERM with shutdown_timeout_ms = 300
+    and a server that takes 10 s: the one sent is aborted, and all five
+    ids go back to `tasks` in the order pushed; only one request was sent."""
+    srv = http_server()
+    srv.script(lambda req: Reply(200, delay=10))
+    ids = tw.insert(5)
+    order = ids[3:] + ids[:3]
+    tw.push(order)
+    d = taskworkerd(handler=http_handler(srv.url(), max_connections=1), retry=fast_retry(3),
+                    worker={"shutdown_timeout_ms": 300})
+    srv.wait_requests(1, 10, daemon=d)
+    wait_until(lambda: len(tw.lrange(tw.processing())) == 5, 5, "five ids taken", daemon=d)
+    assert d.terminate(signal.SIGTERM, timeout=10) == EX_OK
+    assert len(srv.requests) == 1
+    assert tw.ids_in("tasks") == order
+    assert tw.lrange(tw.processing()) == [] and tw.lrange(tw.dead()) == []
+    assert tw.r.hgetall("tasks:attempts") == {}
     assert tw.statuses(ids) == {i: "pending" for i in ids}
 
 
@@ -569,17 +626,18 @@ GOOD_HTTP = {"type": "http", "url": "https://hooks.example:8443/v1/tasks", "meth
              "headers": ["X-Team: billing"], "timeout_ms": 5000, "connect_timeout_ms": 1000,
              "max_connections": 8, "max_response_bytes": 4096, "token_file": "token"}
 
+# (id, the change to GOOD_HTTP, the key the error names: on its line when it is there)
 BAD_HTTP = [
-    ("no-url", {"url": None}, "url"),
-    ("ftp-url", {"url": "ftp://127.0.0.1/tasks"}, "url"),
-    ("userinfo-in-url", {"url": "http://user:pw@127.0.0.1/tasks"}, "url"),
-    ("method-get", {"method": "GET"}, "method"),
-    ("header-without-colon", {"headers": ["X-Team billing"]}, "headers"),
-    ("content-length-header", {"headers": ["Content-Length: 10"]}, "headers"),
-    ("transfer-encoding-header", {"headers": ["transfer-encoding: chunked"]}, "headers"),
-    ("connection-header", {"headers": ["Connection: close"]}, "headers"),
-    ("idempotency-key-header", {"headers": ["Idempotency-Key: mine"]}, "headers"),
-    ("authorization-with-token", {"headers": ["Authorization: Basic eDp5"]}, "headers"),
+    ("no-url", {"url": None}, "handler.url"),
+    ("ftp-url", {"url": "ftp://127.0.0.1/tasks"}, "handler.url"),
+    ("userinfo-in-url", {"url": "http://user:pw@127.0.0.1/tasks"}, "handler.url"),
+    ("method-get", {"method": "GET"}, "handler.method"),
+    ("header-without-colon", {"headers": ["X-Team billing"]}, "handler.headers"),
+    ("content-length-header", {"headers": ["Content-Length: 10"]}, "handler.headers"),
+    ("transfer-encoding-header", {"headers": ["transfer-encoding: chunked"]}, "handler.headers"),
+    ("connection-header", {"headers": ["Connection: close"]}, "handler.headers"),
+    ("idempotency-key-header", {"headers": ["Idempotency-Key: mine"]}, "handler.headers"),
+    ("authorization-with-token", {"headers": ["Authorization: Basic eDp5"]}, "handler.headers"),
 ]
 
 
@@ -596,8 +654,12 @@ def test_check_good_http_config(run_bin, tmp_path):
 def test_check_refuses_bad_http_config(run_bin, tmp_path, change, key):
     (tmp_path / "token").write_text("t\n")
     path = tmp_path / "bad.conf"
-    path.write_text(render_config(check_config(dict(GOOD_HTTP, **change))))
+    text = render_config(check_config(dict(GOOD_HTTP, **change)))
+    path.write_text(text)
     res = run_bin("-t", "-c", str(path))
     assert res.returncode == EX_CONFIG, (res.returncode, res.stdout, res.stderr)
     assert "configuration OK" not in res.stdout
-    assert str(path) in res.stderr and key in res.stderr, res.stderr
+    assert key in res.stderr, res.stderr
+    subkey = key.split(".")[1]
+    where = f"{path}:{line_number(text, subkey + ' =')}" if subkey + " =" in text else str(path)
+    assert where in res.stderr, f"expected {where} in stderr:\n{res.stderr}"
