@@ -17,6 +17,7 @@ import pytest
 from conftest import (BIN, EX_CONFIG, EX_OK, fast_retry, line_number, merge_config, reason_text,
                       redis_now_ms, render_config, scaled, wait_dead, wait_until, zset)
 from httpserv import Blackhole, Reply
+from test_metrics import start_with_metrics, wait_metrics
 
 
 def http_handler(url, **keys):
@@ -378,6 +379,26 @@ def test_http_timeout(tw, http_server, taskworkerd):
     assert_clean(tw, d)
 
 
+@pytest.mark.xfail(strict=True, reason="daemon bug: httpc.c run_reason takes CONNECT_TIME_T 0 of "
+                   "a reused connection for a connect timeout")
+def test_http_timeout_on_reused_connection(tw, http_server, taskworkerd):
+    """A kept-alive connection whose next answer never comes: the reason is
+    the request's timeout (500 ms), not a connect timeout (200 ms), since
+    the connection was up all along."""
+    srv = http_server()
+    srv.script(Reply(200), Reply(200, delay=5))
+    d = taskworkerd(handler=http_handler(srv.url(), timeout_ms=500, connect_timeout_ms=200),
+                    retry=fast_retry(1))
+    first, second = tw.insert(2)
+    tw.push([first])
+    tw.wait_completed([first], 10, daemon=d)
+    tw.push([second])
+    wait_dead(tw, [second], 10, daemon=d)
+    assert [r.conn for r in srv.requests] == [1, 1], "the connection was not reused"
+    assert reason_text(tw, second) == "attempt 1/1: timed out after 500 ms"
+    assert_clean(tw, d)
+
+
 def test_http_connection_refused(tw, taskworkerd):
     port = free_port()
     d = taskworkerd(handler=http_handler(f"http://127.0.0.1:{port}/tasks"),
@@ -577,6 +598,24 @@ def test_http_sigterm_with_requests_waiting_for_a_connection(tw, http_server, ta
     assert tw.lrange(tw.processing()) == [] and tw.lrange(tw.dead()) == []
     assert tw.r.hgetall("tasks:attempts") == {}
     assert tw.statuses(ids) == {i: "pending" for i in ids}
+
+
+@pytest.mark.xfail(strict=True, reason="daemon bug: requests waiting for a connection slot "
+                   "(http_pool_waiting) are in no gauge")
+def test_http_gauges_count_waiting_requests(tw, http_server, taskworkerd):
+    """max_connections = 1 and three requests the server holds: /metrics
+    shows the one sent as running and the two that wait for the connection
+    as waiting (for a handler slot), so that every task in flight shows."""
+    srv = http_server()
+    srv.script(lambda req: Reply(200, delay=10))
+    d = start_with_metrics(taskworkerd, handler=http_handler(srv.url(), max_connections=1),
+                           retry=fast_retry(1), worker={"shutdown_timeout_ms": 300})
+    tw.push(tw.insert(3))
+    srv.wait_requests(1, 10, daemon=d)
+    e = wait_metrics(d.port, lambda e: e.get("taskworkerd_tasks_in_flight") == 3, 5,
+                     "three tasks in flight", daemon=d)
+    running, waiting = e.get("taskworkerd_tasks_running"), e.get("taskworkerd_tasks_waiting")
+    assert (running, waiting) == (1, 2), f"running {running}, waiting {waiting}, in flight 3"
 
 
 def test_http_reload_running_request_keeps_old_settings(tw, http_server, taskworkerd, tmp_path):
