@@ -150,9 +150,10 @@ conf_for(struct handler *h, const struct config *cfg)
 		if (h->http == NULL && (h->http = http_pool_new(h->loop,
 		    cfg->handler.max_connections)) == NULL)
 			return -1;
-		if ((hconf = http_conf_new(cfg)) == NULL)
+		if (http_pool_set_max(h->http,
+		    cfg->handler.max_connections) == -1 ||
+		    (hconf = http_conf_new(cfg)) == NULL)
 			return -1;
-		http_pool_set_max(h->http, cfg->handler.max_connections);
 	}
 	if (h->conf)
 		exec_conf_unref(h->conf);

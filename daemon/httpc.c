@@ -6,6 +6,11 @@
  * (times the streams of a multiplexed connection, once the server speaks
  * HTTP/2) are handed to libcurl; the rest wait here, in order, so no
  * request's timeout runs while it waits for a connection.
+ *
+ * libcurl 7.88 walks every connection of a multi handle when a transfer
+ * is removed, and every connection to the host when one starts. So that
+ * this cost does not grow with the requests in flight, the connections
+ * are split among shards of HTTP_SHARD_CONNS, each a multi handle.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,8 +25,9 @@
 #include "log.h"
 
 #define HTTP_STREAMS		100	/* per multiplexed connection */
-#define HTTP_RECV_BUFFER	8192	/* libcurl's read buffer per request */
+#define HTTP_RECV_BUFFER	1024	/* libcurl's read buffer per request */
 #define HTTP_PHRASE_MAX		100
+#define HTTP_SHARD_CONNS	256	/* connections per multi handle */
 
 struct http_conf {
 	int refs;
@@ -43,13 +49,27 @@ struct rlist {
 	int n;
 };
 
-struct http_pool {
-	struct ev_loop *loop;
+/* A multi handle and its share of the connections. */
+struct http_shard {
+	struct http_pool *p;
 	CURLM *multi;
 	ev_timer timer;			/* libcurl's timeout */
+	int max;			/* its connections; 0 after a reload
+					   lowered max_connections */
+	int running;
+	int roomy;			/* on the pool's list of shards with room */
+	struct http_shard *prev, *next;
+};
+
+struct http_pool {
+	struct ev_loop *loop;
 	ev_timer kick;			/* stopped answers, and room */
 	int max_connections;
 	int mux;			/* the last answer came over HTTP/2 */
+	struct http_shard **shards;	/* as many as max_connections ever
+					   needed */
+	int nshards;
+	struct http_shard *roomy;	/* shards that may take a request */
 	struct rlist waiting;		/* for room, in order */
 	struct rlist running;		/* handed to libcurl */
 	struct rlist soon;		/* stopped: answered next turn */
@@ -58,13 +78,14 @@ struct http_pool {
 /* One socket libcurl asked to watch. */
 struct http_sock {
 	ev_io io;
-	struct http_pool *p;
+	struct http_shard *sh;
 };
 
 enum run_state { R_WAITING, R_RUNNING, R_STOPPED };
 
 struct http_run {
 	struct http_pool *p;
+	struct http_shard *sh;		/* while running */
 	struct http_conf *conf;
 	enum run_state state;
 	http_done_fn *fn;		/* NULL once cancelled */
@@ -236,14 +257,14 @@ move(struct http_run *r, enum run_state state)
 
 /* ---- the loop and libcurl ----------------------------------------------- */
 
-/* Hands every finished transfer to finish(). */
-static void finish_all(struct http_pool *p);
+/* Hands every finished transfer of SH to finish(). */
+static void finish_all(struct http_shard *sh);
 
 static void
 io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct http_sock *k = w->data;
-	struct http_pool *p = k->p;
+	struct http_shard *sh = k->sh;
 	int flags = 0, still;
 
 	(void)loop;
@@ -251,55 +272,56 @@ io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		flags |= CURL_CSELECT_IN;
 	if (revents & EV_WRITE)
 		flags |= CURL_CSELECT_OUT;
-	curl_multi_socket_action(p->multi, w->fd, flags, &still);
-	finish_all(p);
+	curl_multi_socket_action(sh->multi, w->fd, flags, &still);
+	finish_all(sh);
 }
 
 static void
 timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct http_pool *p = w->data;
+	struct http_shard *sh = w->data;
 	int still;
 
 	(void)loop;
 	(void)revents;
-	curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &still);
-	finish_all(p);
+	curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &still);
+	finish_all(sh);
 }
 
 /* CURLMOPT_SOCKETFUNCTION: watch S as WHAT says. */
 static int
 sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-	struct http_pool *p = userp;
+	struct http_shard *sh = userp;
+	struct ev_loop *loop = sh->p->loop;
 	struct http_sock *k = socketp;
 	int events = 0;
 
 	(void)easy;
 	if (what == CURL_POLL_REMOVE) {
 		if (k != NULL) {
-			ev_io_stop(p->loop, &k->io);
+			ev_io_stop(loop, &k->io);
 			free(k);
-			curl_multi_assign(p->multi, s, NULL);
+			curl_multi_assign(sh->multi, s, NULL);
 		}
 		return 0;
 	}
 	if (k == NULL) {
 		if ((k = calloc(1, sizeof(*k))) == NULL)
 			return -1;	/* libcurl fails the transfer */
-		k->p = p;
+		k->sh = sh;
 		ev_init(&k->io, io_cb);
 		k->io.data = k;
-		curl_multi_assign(p->multi, s, k);
+		curl_multi_assign(sh->multi, s, k);
 	}
 	if (what & CURL_POLL_IN)
 		events |= EV_READ;
 	if (what & CURL_POLL_OUT)
 		events |= EV_WRITE;
 	/* A socket may be new under an old number: always start afresh. */
-	ev_io_stop(p->loop, &k->io);
+	ev_io_stop(loop, &k->io);
 	ev_io_set(&k->io, s, events);
-	ev_io_start(p->loop, &k->io);
+	ev_io_start(loop, &k->io);
 	return 0;
 }
 
@@ -307,14 +329,15 @@ sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 static int
 multi_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-	struct http_pool *p = userp;
+	struct http_shard *sh = userp;
+	struct ev_loop *loop = sh->p->loop;
 
 	(void)multi;
-	ev_timer_stop(p->loop, &p->timer);
+	ev_timer_stop(loop, &sh->timer);
 	if (timeout_ms >= 0) {
 		/* Never from inside this call: libcurl forbids it. */
-		ev_timer_set(&p->timer, timeout_ms / 1000.0, 0.);
-		ev_timer_start(p->loop, &p->timer);
+		ev_timer_set(&sh->timer, timeout_ms / 1000.0, 0.);
+		ev_timer_start(loop, &sh->timer);
 	}
 	return 0;
 }
@@ -486,10 +509,106 @@ run_reason(struct http_run *r, CURLcode rc, long status, char *out,
 	default:
 		break;
 	}
-	if (status > 0)
-		snprintf(out, size, "HTTP %ld, then: %s", status, msg);
-	else
-		snprintf(out, size, "bad response: %s", msg);
+	/* A status may have come before the rest went wrong: not an answer. */
+	snprintf(out, size, "bad response: %s", msg);
+}
+
+/* ---- shards ------------------------------------------------------------- */
+
+/* Requests SH may hold at once. */
+static int
+shard_room(const struct http_shard *sh)
+{
+	return sh->max * (sh->p->mux ? HTTP_STREAMS : 1);
+}
+
+/* SH goes on or off the list of shards with room, as it now has. */
+static void
+shard_update(struct http_shard *sh)
+{
+	struct http_pool *p = sh->p;
+	int roomy = sh->running < shard_room(sh);
+
+	if (roomy == sh->roomy)
+		return;
+	if (roomy) {
+		sh->prev = NULL;
+		sh->next = p->roomy;
+		if (p->roomy)
+			p->roomy->prev = sh;
+		p->roomy = sh;
+	} else {
+		if (sh->prev)
+			sh->prev->next = sh->next;
+		else
+			p->roomy = sh->next;
+		if (sh->next)
+			sh->next->prev = sh->prev;
+		sh->prev = sh->next = NULL;
+	}
+	sh->roomy = roomy;
+}
+
+/* Whether answers come over HTTP/2 changes the room of every shard. */
+static void
+set_mux(struct http_pool *p, int mux)
+{
+	if (p->mux == mux)
+		return;
+	p->mux = mux;
+	for (int i = 0; i < p->nshards; i++)
+		shard_update(p->shards[i]);
+}
+
+static struct http_shard *
+shard_new(struct http_pool *p)
+{
+	struct http_shard *sh = calloc(1, sizeof(*sh));
+
+	if (sh == NULL)
+		return NULL;
+	sh->p = p;
+	ev_init(&sh->timer, timer_cb);
+	sh->timer.data = sh;
+	if ((sh->multi = curl_multi_init()) == NULL) {
+		free(sh);
+		return NULL;
+	}
+	curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+	curl_multi_setopt(sh->multi, CURLMOPT_SOCKETDATA, sh);
+	curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
+	curl_multi_setopt(sh->multi, CURLMOPT_TIMERDATA, sh);
+	curl_multi_setopt(sh->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(sh->multi, CURLMOPT_MAX_CONCURRENT_STREAMS,
+	    (long)HTTP_STREAMS);
+	return sh;
+}
+
+static void
+shard_set_max(struct http_shard *sh, int max)
+{
+	long conns = max > 0 ? max : 1;
+
+	sh->max = max;
+	curl_multi_setopt(sh->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns);
+	curl_multi_setopt(sh->multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
+	/* Idle connections kept for reuse. */
+	curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, conns);
+	shard_update(sh);
+}
+
+/* ---- answers --------------------------------------------------------------- */
+
+/* Takes R's transfer back from libcurl. */
+static void
+unsend(struct http_run *r)
+{
+	struct http_shard *sh = r->sh;
+
+	curl_multi_remove_handle(sh->multi, r->easy);
+	r->sh = NULL;
+	sh->running--;
+	shard_update(sh);
 }
 
 /* R's transfer ended with RC: its answer, given to the owner. */
@@ -504,10 +623,10 @@ finish(struct http_run *r, CURLcode rc)
 
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &version);
-	if (version != 0)
-		p->mux = version >= CURL_HTTP_VERSION_2_0;
-	curl_multi_remove_handle(p->multi, r->easy);
+	unsend(r);
 	list_del(&p->running, r);
+	if (version != 0)
+		set_mux(p, version >= CURL_HTTP_VERSION_2_0);
 	if ((rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && r->cut)) &&
 	    status >= 100) {
 		switch (http_classify(status)) {
@@ -535,13 +654,14 @@ finish(struct http_run *r, CURLcode rc)
 }
 
 static void
-finish_all(struct http_pool *p)
+finish_all(struct http_shard *sh)
 {
+	struct http_pool *p = sh->p;
 	CURLMsg *m;
 	struct http_run *r;
 	int left;
 
-	while ((m = curl_multi_info_read(p->multi, &left)) != NULL) {
+	while ((m = curl_multi_info_read(sh->multi, &left)) != NULL) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		r = NULL;
@@ -562,14 +682,15 @@ http_pool_room(const struct http_pool *p)
 
 static void defer_stopped(struct http_run *r, const char *why);
 
-/* Hands R to libcurl; when it cannot be, R ends on the next turn. */
+/* Hands R to libcurl through shard SH; if it cannot be, R ends next turn. */
 static void
-send_run(struct http_run *r)
+send_run(struct http_run *r, struct http_shard *sh)
 {
-	struct http_pool *p = r->p;
-
 	if (run_prepare(r) == 0 &&
-	    curl_multi_add_handle(p->multi, r->easy) == CURLM_OK) {
+	    curl_multi_add_handle(sh->multi, r->easy) == CURLM_OK) {
+		r->sh = sh;
+		sh->running++;
+		shard_update(sh);
 		move(r, R_RUNNING);
 		return;
 	}
@@ -577,15 +698,14 @@ send_run(struct http_run *r)
 	defer_stopped(r, "the request could not be set up (out of memory)");
 }
 
-/* Sends waiting requests while there is room. */
+/* Sends waiting requests while a shard has room. */
 static void
 admit(struct http_pool *p)
 {
 	struct http_run *r;
 
-	while ((r = p->waiting.head) != NULL &&
-	    p->running.n < http_pool_room(p))
-		send_run(r);
+	while ((r = p->waiting.head) != NULL && p->roomy != NULL)
+		send_run(r, p->roomy);
 }
 
 /* R ends with HTTPR_STOPPED (and WHY) on the next turn. */
@@ -632,41 +752,45 @@ http_pool_new(struct ev_loop *loop, int max_connections)
 	if (p == NULL)
 		return NULL;
 	p->loop = loop;
-	ev_init(&p->timer, timer_cb);
-	p->timer.data = p;
 	ev_init(&p->kick, kick_cb);
 	p->kick.data = p;
-	if ((p->multi = curl_multi_init()) == NULL) {
-		free(p);
+	if (http_pool_set_max(p, max_connections) == -1) {
+		http_pool_free(p);
 		return NULL;
 	}
-	curl_multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-	curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
-	curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
-	curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
-	curl_multi_setopt(p->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-	curl_multi_setopt(p->multi, CURLMOPT_MAX_CONCURRENT_STREAMS,
-	    (long)HTTP_STREAMS);
-	http_pool_set_max(p, max_connections);
 	return p;
 }
 
-void
+int
 http_pool_set_max(struct http_pool *p, int max_connections)
 {
+	int want = (max_connections + HTTP_SHARD_CONNS - 1) / HTTP_SHARD_CONNS;
+	struct http_shard **shards, *sh;
+
+	if (want > p->nshards) {
+		shards = realloc(p->shards, sizeof(*shards) * (size_t)want);
+		if (shards == NULL)
+			return -1;
+		p->shards = shards;
+		for (; p->nshards < want; p->nshards++)
+			if ((shards[p->nshards] = shard_new(p)) == NULL)
+				return -1;
+	}
 	p->max_connections = max_connections;
-	curl_multi_setopt(p->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-	    (long)max_connections);
-	curl_multi_setopt(p->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-	    (long)max_connections);
-	/* Idle connections kept for reuse. */
-	curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS,
-	    (long)max_connections);
+	/* Shards past the new bound take nothing more. */
+	for (int i = 0; i < p->nshards; i++) {
+		sh = p->shards[i];
+		int left = max_connections - i * HTTP_SHARD_CONNS;
+
+		shard_set_max(sh, left < 0 ? 0 : left > HTTP_SHARD_CONNS ?
+		    HTTP_SHARD_CONNS : left);
+	}
 	if (!ev_is_active(&p->kick)) {
 		/* More room: the waiting go on the next turn. */
 		ev_timer_set(&p->kick, 0., 0.);
 		ev_timer_start(p->loop, &p->kick);
 	}
+	return 0;
 }
 
 /* Frees R, a request of the pool in any state, without an answer. */
@@ -674,7 +798,7 @@ static void
 drop(struct http_run *r)
 {
 	if (r->state == R_RUNNING)
-		curl_multi_remove_handle(r->p->multi, r->easy);
+		unsend(r);
 	list_del(list_of(r), r);
 	run_free(r);
 }
@@ -682,9 +806,10 @@ drop(struct http_run *r)
 void
 http_pool_free(struct http_pool *p)
 {
+	struct http_shard *sh;
+
 	if (p == NULL)
 		return;
-	ev_timer_stop(p->loop, &p->timer);
 	ev_timer_stop(p->loop, &p->kick);
 	while (p->waiting.head)
 		drop(p->waiting.head);
@@ -692,8 +817,14 @@ http_pool_free(struct http_pool *p)
 		drop(p->running.head);
 	while (p->soon.head)
 		drop(p->soon.head);
-	/* Closes the connections; their sockets are let go through sock_cb. */
-	curl_multi_cleanup(p->multi);
+	for (int i = 0; i < p->nshards; i++) {
+		sh = p->shards[i];
+		ev_timer_stop(p->loop, &sh->timer);
+		/* Closes its connections, letting their sockets go. */
+		curl_multi_cleanup(sh->multi);
+		free(sh);
+	}
+	free(p->shards);
 	free(p);
 }
 
@@ -737,20 +868,18 @@ http_start(struct http_pool *p, struct http_conf *conf,
 	r->conf = conf;
 	r->state = R_WAITING;
 	list_add(&p->waiting, r);
-	if (r == p->waiting.head && p->running.n < http_pool_room(p))
-		send_run(r);
+	if (r == p->waiting.head && p->roomy != NULL)
+		send_run(r, p->roomy);
 	return r;
 }
 
 void
 http_stop(struct http_run *r)
 {
-	struct http_pool *p = r->p;
-
 	if (r->state == R_STOPPED)
 		return;			/* ends on the next turn already */
 	if (r->state == R_RUNNING)
-		curl_multi_remove_handle(p->multi, r->easy);
+		unsend(r);
 	defer_stopped(r, "the request was stopped");
 }
 

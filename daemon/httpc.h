@@ -36,7 +36,8 @@ void http_conf_unref(struct http_conf *c);
 
 /* NULL when libcurl or memory fails. */
 struct http_pool *http_pool_new(struct ev_loop *loop, int max_connections);
-void http_pool_set_max(struct http_pool *p, int max_connections);
+/* -1 when out of memory: the bound stays as it was. */
+int http_pool_set_max(struct http_pool *p, int max_connections);
 /* Aborts every request and frees everything; no callback runs. */
 void http_pool_free(struct http_pool *p);
 int http_pool_running(const struct http_pool *p);	/* requests sent */

@@ -13,6 +13,7 @@
 
 #include "cfgtest.h"
 #include "config.h"
+#include "httpreq.h"
 #include "qkeys.h"
 
 static char *
@@ -1146,14 +1147,24 @@ test_http(void)
 	}
 	snprintf(text, sizeof(text), "handler: { type = \"http\"; url = "
 	    "\"https://h:8443/t?a=1\"; method = \"PUT\"; timeout_ms = 0; "
-	    "http2 = true; token_file = \"%s\"; headers = [\"X-Team: a b\"]; "
+	    "http2 = false; token_file = \"%s\"; headers = [\"X-Team: a b\"]; "
 	    "max_connections = 10000; };\n", tok);
 	c = load_ok("an http handler with every key", write_conf(text));
 	if (c != NULL) {
-		ok(c->handler.timeout_ms == 0 && c->handler.http2 &&
+		ok(c->handler.timeout_ms == 0 && !c->handler.http2 &&
 		    streq(c->handler.token, "s3cret") &&
 		    streq(c->handler.method, "PUT") && c->handler.nheaders == 1 &&
 		    c->handler.max_connections == 10000, "http keys as set");
+		config_free(c);
+	}
+	if (http_check_h2c(text, sizeof(text)) != NULL)
+		expect_error("h2c where libcurl cannot reuse it", "handler: { "
+		    "type = \"http\"; url = \"http://h/\";\n http2 = true; "
+		    "};\n", 2, "handler.http2: libcurl", NULL);
+	else {
+		c = load_ok("h2c", write_conf("handler: { type = \"http\"; "
+		    "url = \"http://h/\"; http2 = true; };\n"));
+		ok(c != NULL && c->handler.http2, "http2 = true");
 		config_free(c);
 	}
 	c = load_ok("an exec handler keeps its 30 min timeout", write_conf(
