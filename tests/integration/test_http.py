@@ -339,8 +339,10 @@ def test_http_retry_after_seconds_and_date(tw, http_server, taskworkerd):
     assert [len(got[secs]), len(got[dated])] == [2, 2]
     gap = got[secs][1].t - got[secs][0].t
     assert 0.998 <= gap < 1.0 + scaled(1.0), f"Retry-After: 1, the next attempt came after {gap:.3f}s"
+    # A date names a whole second, and the daemon's clock is read in whole
+    # seconds: up to 1 s late is the date's own resolution.
     late = got[dated][1].wall - target
-    assert -0.005 <= late < scaled(1.0), \
+    assert -0.005 <= late < 1.0 + scaled(1.0), \
         f"Retry-After: {date}, the next attempt came {late:+.3f}s from it"
     assert tw.lrange(tw.dead()) == []
     assert_clean(tw, d)
@@ -442,10 +444,20 @@ def test_http_garbage_answer(tw, http_server, taskworkerd):
     assert_clean(tw, d)
 
 
-def test_http2_prior_knowledge(tw, http_server, taskworkerd):
+def test_http2_prior_knowledge(tw, http_server, taskworkerd, run_bin, tmp_path):
     """http2 = true on an http:// URL opens with the HTTP/2 preface (h2c
     prior knowledge, no Upgrade); a server that answers in HTTP/1.1 is a
-    bad response."""
+    bad response. A libcurl that cannot reuse such a connection (7.88,
+    curl issue 10634) makes -t refuse the key on its line instead."""
+    text = render_config(check_config(dict(GOOD_HTTP, http2=True, token_file=None)))
+    path = tmp_path / "h2c.conf"
+    path.write_text(text)
+    res = run_bin("-t", "-c", str(path))
+    if res.returncode == EX_CONFIG:
+        assert f"{path}:{line_number(text, 'http2 =')}: handler.http2: " in res.stderr, \
+            res.stderr
+        pytest.skip(f"h2c refused on this libcurl: {res.stderr.strip()}")
+    assert res.returncode == EX_OK, res.stdout + res.stderr
     srv = http_server()
     d = taskworkerd(handler=http_handler(srv.url(), http2=True), retry=fast_retry(1))
     (i,) = tw.insert(1)
