@@ -36,6 +36,7 @@ import twservers  # noqa: E402
 from ha import fake_dns, pg_standby, pg_tls, sentinel_cluster  # noqa: E402,F401
 # An nginx of the test's own for the http handler (tests/integration/nginxfix.py).
 from nginxfix import nginx  # noqa: E402,F401
+from httpserv import http_certs, http_server  # noqa: E402,F401  (tests/integration/httpserv.py)
 
 BIN = os.environ.get("TASKWORKERD_BIN") or str(REPO / "build" / "daemon" / "taskworkerd")
 WRAPPER = shlex.split(os.environ.get("TASKWORKERD_WRAPPER", ""))
