@@ -460,24 +460,25 @@ run_reason(struct http_run *r, CURLcode rc, long status, char *out,
 	const char *msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
 	char *ip = NULL;
 	long port = 0, oserr = 0;
-	curl_off_t connected = 0;
+	curl_off_t sent = 0;
 
 	curl_easy_getinfo(r->easy, CURLINFO_PRIMARY_IP, &ip);
 	curl_easy_getinfo(r->easy, CURLINFO_PRIMARY_PORT, &port);
 	curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &oserr);
-	curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connected);
+	/* Zero until a connection, new or reused, is ready for the request. */
+	curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME_T, &sent);
 	if (ip == NULL || ip[0] == '\0')
 		ip = c->host;
 	if (port <= 0)
 		port = c->port;
 	switch (rc) {
 	case CURLE_OPERATION_TIMEDOUT:
-		if (connected == 0 && status == 0 && (c->timeout_ms == 0 ||
-		    c->connect_timeout_ms < c->timeout_ms))
+		if (sent == 0 && status == 0)
 			snprintf(out, size, "connect to %s%s%s:%ld: timed out "
 			    "after %ld ms", strchr(ip, ':') ? "[" : "", ip,
-			    strchr(ip, ':') ? "]" : "", port,
-			    c->connect_timeout_ms);
+			    strchr(ip, ':') ? "]" : "", port, c->timeout_ms > 0 &&
+			    c->timeout_ms < c->connect_timeout_ms ?
+			    c->timeout_ms : c->connect_timeout_ms);
 		else
 			snprintf(out, size, "timed out after %ld ms",
 			    c->timeout_ms);

@@ -298,6 +298,12 @@ render(const struct metrics *m, size_t *len)
 	family(f, "taskworkerd_tasks_running", "gauge",
 	    "Tasks whose handler runs now.");
 	fprintf(f, "taskworkerd_tasks_running %d\n", g.running);
+	family(f, "taskworkerd_tasks_handler_waiting", "gauge",
+	    "Tasks whose handler waits to start: for a process "
+	    "(handler.max_processes) or a connection "
+	    "(handler.max_connections).");
+	fprintf(f, "taskworkerd_tasks_handler_waiting %d\n",
+	    g.handler_waiting);
 
 	family(f, "taskworkerd_handler_duration_seconds", "histogram",
 	    "Time from the handler's start to its answer.");

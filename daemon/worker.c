@@ -1236,6 +1236,7 @@ worker_gauges(const struct worker *w, struct worker_gauges *g)
 	g->in_flight = w->ntasks;
 	g->waiting = w->nstate[T_WAITING];
 	g->running = handler_running(w->h);
+	g->handler_waiting = handler_waiting(w->h);
 	g->redis_up = redisq_ready(w->q);
 	g->postgres_up = pgstore_nready(w->ps) > 0;
 }

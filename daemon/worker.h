@@ -32,6 +32,7 @@ struct worker_gauges {
 	int in_flight;		/* every task held */
 	int waiting;		/* taken, waiting for a slot */
 	int running;		/* a handler runs */
+	int handler_waiting;	/* for a handler process or connection */
 	int redis_up;
 	int postgres_up;
 };

@@ -381,8 +381,6 @@ def test_http_timeout(tw, http_server, taskworkerd):
     assert_clean(tw, d)
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: httpc.c run_reason takes CONNECT_TIME_T 0 of "
-                   "a reused connection for a connect timeout")
 def test_http_timeout_on_reused_connection(tw, http_server, taskworkerd):
     """A kept-alive connection whose next answer never comes: the reason is
     the request's timeout (500 ms), not a connect timeout (200 ms), since
@@ -615,8 +613,9 @@ def test_http_sigterm_with_requests_waiting_for_a_connection(tw, http_server, ta
 def test_http_gauges_with_requests_waiting(tw, http_server, taskworkerd):
     """max_connections = 1 and three requests the server holds: as the
     README and taskworkerd(8) say, tasks_running counts the one request
-    sent, and the two waiting for the connection count in tasks_in_flight
-    only (not in tasks_waiting, which is worker.concurrency's)."""
+    sent, and the two waiting for the connection count in
+    tasks_handler_waiting (not in tasks_waiting, which is
+    worker.concurrency's)."""
     srv = http_server()
     srv.script(lambda req: Reply(200, delay=10))
     d = start_with_metrics(taskworkerd, handler=http_handler(srv.url(), max_connections=1),
@@ -627,6 +626,7 @@ def test_http_gauges_with_requests_waiting(tw, http_server, taskworkerd):
                      "three tasks in flight", daemon=d)
     running, waiting = e.get("taskworkerd_tasks_running"), e.get("taskworkerd_tasks_waiting")
     assert (running, waiting) == (1, 0), f"running {running}, waiting {waiting}, in flight 3"
+    assert e.get("taskworkerd_tasks_handler_waiting") == 2, e
     assert len(srv.requests) == 1
 
 

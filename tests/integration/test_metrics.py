@@ -39,6 +39,7 @@ FAMILIES = {
     "taskworkerd_tasks_in_flight": "gauge",
     "taskworkerd_tasks_waiting": "gauge",
     "taskworkerd_tasks_running": "gauge",
+    "taskworkerd_tasks_handler_waiting": "gauge",
     "taskworkerd_handler_duration_seconds": "histogram",
     "taskworkerd_task_duration_seconds": "histogram",
     "taskworkerd_queue_length": "gauge",
