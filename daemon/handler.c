@@ -154,6 +154,8 @@ conf_for(struct handler *h, const struct config *cfg)
 		    cfg->handler.max_connections) == -1 ||
 		    (hconf = http_conf_new(cfg)) == NULL)
 			return -1;
+		/* The URL may have changed: HTTP/2 is learnt again. */
+		http_pool_forget_mux(h->http);
 	}
 	if (h->conf)
 		exec_conf_unref(h->conf);

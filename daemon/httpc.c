@@ -20,6 +20,7 @@
 
 #include <curl/curl.h>
 
+#include "escape.h"
 #include "httpc.h"
 #include "httpreq.h"
 #include "log.h"
@@ -424,6 +425,10 @@ run_prepare(struct http_run *r)
 	r->easy = e;
 	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	/* Ending a request does not wait for its resolver thread. */
+	curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+	/* No proxy from the environment: it would see the bearer token. */
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
 	curl_easy_setopt(e, CURLOPT_URL, c->url);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
@@ -451,17 +456,35 @@ run_prepare(struct http_run *r)
 	return 0;
 }
 
+/* S escaped as text into OUT of SIZE, cut to fit. */
+static void
+escape_into(char *out, size_t size, const char *s)
+{
+	FILE *f = fmemopen(out, size, "w");
+
+	out[0] = '\0';
+	if (f == NULL)
+		return;
+	setvbuf(f, NULL, _IONBF, 0);
+	escape_text(f, s, strlen(s));
+	fclose(f);
+	out[size - 1] = '\0';
+}
+
 /* Why R's transfer, ended by RC with STATUS (0: no answer), failed. */
 static void
 run_reason(struct http_run *r, CURLcode rc, long status, char *out,
     size_t size)
 {
 	struct http_conf *c = r->conf;
-	const char *msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
+	char msg[CURL_ERROR_SIZE * 4];
 	char *ip = NULL;
 	long port = 0, oserr = 0;
 	curl_off_t sent = 0;
 
+	/* libcurl's words may hold the server's (a certificate's name). */
+	escape_into(msg, sizeof(msg), r->errbuf[0] ? r->errbuf :
+	    curl_easy_strerror(rc));
 	curl_easy_getinfo(r->easy, CURLINFO_PRIMARY_IP, &ip);
 	curl_easy_getinfo(r->easy, CURLINFO_PRIMARY_PORT, &port);
 	curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &oserr);
@@ -674,6 +697,12 @@ finish_all(struct http_shard *sh)
 }
 
 /* ---- waiting, and answers for the next turn ---------------------------- */
+
+void
+http_pool_forget_mux(struct http_pool *p)
+{
+	set_mux(p, 0);
+}
 
 int
 http_pool_room(const struct http_pool *p)

@@ -42,6 +42,11 @@ int http_pool_set_max(struct http_pool *p, int max_connections);
 void http_pool_free(struct http_pool *p);
 int http_pool_running(const struct http_pool *p);	/* requests sent */
 int http_pool_waiting(const struct http_pool *p);	/* waiting for room */
+/*
+ * A new URL may not speak HTTP/2: until an answer says it does, one
+ * request per connection.
+ */
+void http_pool_forget_mux(struct http_pool *p);
 /* Requests that may be sent at once: more wait in the daemon. */
 int http_pool_room(const struct http_pool *p);
 

@@ -76,7 +76,7 @@ tchar(unsigned char c)
 const char *
 http_check_header(const char *header, char *buf, size_t size)
 {
-	static const char *const ours[] = { "Content-Length",
+	static const char *const ours[] = { "Content-Length", "Content-Type",
 	    "Transfer-Encoding", "Connection", "Idempotency-Key", "Expect",
 	    "Upgrade", "TE", "Keep-Alive", "Proxy-Connection" };
 	const unsigned char *p = (const unsigned char *)header;

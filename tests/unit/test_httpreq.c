@@ -136,7 +136,9 @@ test_checks(void)
 	    http_check_header("X-A: b\nX-B: c", buf, sizeof(buf)) != NULL &&
 	    http_check_header("transfer-encoding: chunked", buf,
 	    sizeof(buf)) != NULL &&
-	    http_check_header("Idempotency-Key: x", buf, sizeof(buf)) != NULL,
+	    http_check_header("Idempotency-Key: x", buf, sizeof(buf)) != NULL &&
+	    http_check_header("content-type: text/plain", buf,
+	    sizeof(buf)) != NULL,
 	    "headers refused");
 }
 
