@@ -1232,13 +1232,13 @@ check_http(struct loader *ld)
 	else if (credentials_password(CRED_HTTP_TOKEN, &cfg->handler.token,
 	    msg, sizeof(msg)) == -1)
 		report(ld, 0, "%s", msg);
-	/* A token goes into a header line: no blank or control byte. */
+	/* A token goes into a header line: no control byte. */
 	for (const unsigned char *p = (const unsigned char *)
 	    cfg->handler.token; p != NULL && *p != '\0'; p++)
-		if (*p <= 0x20 || *p == 0x7f) {
+		if (*p < 0x20 || *p == 0x7f) {
 			report(ld, line_of_key(ld, "handler", "token_file"),
-			    "handler: the bearer token holds a blank or "
-			    "control byte (at byte %d)",
+			    "handler: the bearer token holds a control byte "
+			    "(at byte %d)",
 			    (int)(p - (const unsigned char *)cfg->handler.token));
 			break;
 		}

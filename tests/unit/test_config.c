@@ -1133,8 +1133,8 @@ test_http(void)
 	    "\"http://h/\";\n token_file = \"%s\"; };\n",
 	    write_temp("tw-test-token", "ab\rcd\n", 6));
 	expect_error("a token with a control byte", text, 2,
-	    "handler: the bearer token holds a blank or control byte (at "
-	    "byte 2)", NULL);
+	    "handler: the bearer token holds a control byte (at byte 2)",
+	    NULL);
 	expect_error("a token file that does not exist", "handler: { type = "
 	    "\"http\"; url = \"http://h/\"; token_file = \"/nonexistent/t\"; "
 	    "};\n", 1, "handler.token_file", NULL);
