@@ -147,12 +147,14 @@ conf_for(struct handler *h, const struct config *cfg)
 		if (conf == NULL)
 			return -1;
 	} else if (cfg->handler.type == HANDLER_HTTP) {
-		if (h->http == NULL && (h->http = http_pool_new(h->loop,
-		    cfg->handler.max_connections)) == NULL)
+		int max = cfg->handler.max_connections;
+
+		if (h->http == NULL) {
+			if ((h->http = http_pool_new(h->loop, max)) == NULL)
+				return -1;
+		} else if (http_pool_set_max(h->http, max) == -1)
 			return -1;
-		if (http_pool_set_max(h->http,
-		    cfg->handler.max_connections) == -1 ||
-		    (hconf = http_conf_new(cfg)) == NULL)
+		if ((hconf = http_conf_new(cfg)) == NULL)
 			return -1;
 		/* The URL may have changed: HTTP/2 is learnt again. */
 		http_pool_forget_mux(h->http);
