@@ -11,6 +11,12 @@
  * is removed, and every connection to the host when one starts. So that
  * this cost does not grow with the requests in flight, the connections
  * are split among shards of HTTP_SHARD_CONNS, each a multi handle.
+ *
+ * A plain http:// URL (no TLS, no HTTP/2) is sent by h1conn instead: the
+ * whole request is one buffer written at once, the answer read in one
+ * recv() as a rule, where libcurl 7.88 makes four system calls and some
+ * 40 us of work of each request. The waiting, the answers and the bound
+ * are the same for both.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +27,7 @@
 #include <curl/curl.h>
 
 #include "escape.h"
+#include "h1conn.h"
 #include "httpc.h"
 #include "httpreq.h"
 #include "log.h"
@@ -42,6 +49,11 @@ struct http_conf {
 	long timeout_ms;
 	long connect_timeout_ms;
 	long max_response_bytes;
+	/* Plain HTTP/1.1 through h1conn: */
+	int own;
+	char *h1host;			/* the host, without brackets */
+	char *h1head;			/* the request up to its own headers */
+	size_t h1headlen;
 };
 
 /* Requests in one state, in order. */
@@ -74,6 +86,7 @@ struct http_pool {
 	struct rlist waiting;		/* for room, in order */
 	struct rlist running;		/* handed to libcurl */
 	struct rlist soon;		/* stopped: answered next turn */
+	struct h1_pool *h1;		/* plain http:// connections */
 };
 
 /* One socket libcurl asked to watch. */
@@ -96,6 +109,9 @@ struct http_run {
 	size_t bodylen;
 	struct curl_slist key;		/* Idempotency-Key, then the conf's */
 	CURL *easy;
+	char *req;			/* own: the whole request; BODY in it */
+	size_t reqlen;
+	struct h1_req *h1;		/* own, while running */
 	size_t got;			/* bytes of the answer's body */
 	int cut;			/* longer than max_response_bytes */
 	size_t headlen;
@@ -121,6 +137,10 @@ http_conf_unref(struct http_conf *c)
 			explicit_bzero(h->data, strlen(h->data));
 		curl_slist_free_all(c->headers);
 	}
+	if (c->h1head)
+		explicit_bzero(c->h1head, c->h1headlen);
+	free(c->h1head);
+	free(c->h1host);
 	free(c->url);
 	free(c->method);
 	free(c->host);
@@ -128,25 +148,78 @@ http_conf_unref(struct http_conf *c)
 	free(c);
 }
 
-/* Host and port of C's URL, for the reasons of failed connects. */
+/* Whether one of HEADERS is NAME. */
 static int
-conf_where(struct http_conf *c)
+has_header(const struct curl_slist *headers, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const struct curl_slist *h = headers; h; h = h->next)
+		if (strncasecmp(h->data, name, n) == 0 && h->data[n] == ':')
+			return 1;
+	return 0;
+}
+
+/*
+ * Host and port of C's URL, for the reasons of failed connects; for a
+ * plain http:// one, also the start of every request: its line, Host and
+ * the headers of every request, which end with the shared ones (HEADERS).
+ */
+static int
+conf_where(struct http_conf *c, const char *method)
 {
 	CURLU *u = curl_url();
-	char *host = NULL, *port = NULL;
+	char *host = NULL, *port = NULL, *path = NULL, *query = NULL;
+	size_t hl;
+	FILE *f;
 	int rc = -1;
 
 	if (u == NULL)
 		return -1;
-	if (curl_url_set(u, CURLUPART_URL, c->url, 0) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
-	    CURLUE_OK && (c->host = strdup(host)) != NULL) {
-		c->port = strtol(port, NULL, 10);
+	if (curl_url_set(u, CURLUPART_URL, c->url, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
+	    CURLUE_OK || (c->host = strdup(host)) == NULL)
+		goto out;
+	c->port = strtol(port, NULL, 10);
+	if (!c->own) {
 		rc = 0;
+		goto out;
 	}
+	if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+		goto out;
+	if (curl_url_get(u, CURLUPART_QUERY, &query, 0) != CURLUE_OK)
+		query = NULL;
+	hl = strlen(host);
+	if (hl >= 2 && host[0] == '[')	/* [::1] */
+		c->h1host = strndup(host + 1, hl - 2);
+	else
+		c->h1host = strdup(host);
+	if (c->h1host == NULL ||
+	    (f = open_memstream(&c->h1head, &c->h1headlen)) == NULL)
+		goto out;
+	fprintf(f, "%s %s%s%s HTTP/1.1\r\n", method, path[0] ? path : "/",
+	    query ? "?" : "", query ? query : "");
+	/* As libcurl does, a header of the config replaces ours. */
+	if (!has_header(c->headers, "Host")) {
+		fprintf(f, "Host: %s", host);
+		if (c->port != 80)
+			fprintf(f, ":%ld", c->port);
+		fputs("\r\n", f);
+	}
+	if (!has_header(c->headers, "User-Agent"))
+		fputs("User-Agent: taskworkerd/" TASKWORKERD_VERSION "\r\n", f);
+	if (!has_header(c->headers, "Accept"))
+		fputs("Accept: */*\r\n", f);
+	for (struct curl_slist *h = c->headers; h; h = h->next)
+		if (strchr(h->data, ':')[1] != '\0')	/* not "Expect:" */
+			fprintf(f, "%s\r\n", h->data);
+	rc = fclose(f) == 0 && c->h1head != NULL ? 0 : -1;
+out:
 	curl_free(host);
 	curl_free(port);
+	curl_free(path);
+	curl_free(query);
 	curl_url_cleanup(u);
 	return rc;
 }
@@ -186,8 +259,8 @@ http_conf_new(const struct config *cfg)
 	else if (cfg->handler.http2)
 		c->version = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
 	else
-		c->version = CURL_HTTP_VERSION_1_1;
-	ok = (c->url = strdup(url)) != NULL && conf_where(c) == 0 &&
+		c->own = 1;		/* HTTP/1.1 by h1conn */
+	ok = (c->url = strdup(url)) != NULL &&
 	    (strcmp(cfg->handler.method, "POST") == 0 ||
 	    (c->method = strdup(cfg->handler.method)) != NULL) &&
 	    (cfg->handler.ca_file[0] == '\0' ||
@@ -200,6 +273,7 @@ http_conf_new(const struct config *cfg)
 	    0);
 	for (int i = 0; ok && i < cfg->handler.nheaders; i++)
 		ok = conf_header(c, "%s", cfg->handler.headers[i]) == 0;
+	ok = ok && conf_where(c, cfg->handler.method) == 0;
 	if (!ok) {
 		http_conf_unref(c);
 		return NULL;
@@ -408,7 +482,7 @@ run_free(struct http_run *r)
 	if (r->easy)
 		curl_easy_cleanup(r->easy);
 	free(r->key.data);
-	free(r->body);
+	free(r->req);
 	http_conf_unref(r->conf);
 	free(r);
 }
@@ -623,16 +697,54 @@ shard_set_max(struct http_shard *sh, int max)
 
 /* ---- answers --------------------------------------------------------------- */
 
-/* Takes R's transfer back from libcurl. */
+/* Takes R's transfer back from libcurl (or h1conn). */
 static void
 unsend(struct http_run *r)
 {
 	struct http_shard *sh = r->sh;
 
+	if (r->conf->own) {
+		h1_abort(r->h1);
+		r->h1 = NULL;
+		return;
+	}
 	curl_multi_remove_handle(sh->multi, r->easy);
 	r->sh = NULL;
 	sh->running--;
 	shard_update(sh);
+}
+
+/*
+ * R, off the running list, ended: with the answer A, or with FAILED (no
+ * answer, or not one to read); its owner hears what that means.
+ */
+static void
+conclude(struct http_run *r, const struct h1_answer *a, const char *failed)
+{
+	char reason[1024];
+	long long after = -1;
+	enum http_result res = HTTPR_FAILED;
+
+	if (a != NULL) {
+		switch (http_classify(a->status)) {
+		case HTTP_DONE:
+			res = HTTPR_DONE;
+			break;
+		case HTTP_REFUSED:
+			res = HTTPR_REFUSED;
+			break;
+		default:
+			if (a->retry_after[0] != '\0')
+				after = http_retry_after_ms(a->retry_after,
+				    time(NULL));
+			break;
+		}
+		http_status_reason(reason, sizeof(reason), a->status,
+		    a->phrase, a->head, a->headlen);
+		failed = reason;
+	}
+	r->fn(r->arg, res, res == HTTPR_DONE ? NULL : failed, after);
+	run_free(r);
 }
 
 /* R's transfer ended with RC: its answer, given to the owner. */
@@ -642,8 +754,10 @@ finish(struct http_run *r, CURLcode rc)
 	struct http_pool *p = r->p;
 	char reason[1024];
 	long status = 0, version = 0;
-	long long after = -1;
-	enum http_result res;
+	struct h1_answer a = {
+		.phrase = r->phrase, .retry_after = r->retry_after,
+		.head = r->head, .headlen = r->headlen,
+	};
 
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &version);
@@ -653,28 +767,25 @@ finish(struct http_run *r, CURLcode rc)
 		set_mux(p, version >= CURL_HTTP_VERSION_2_0);
 	if ((rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && r->cut)) &&
 	    status >= 100) {
-		switch (http_classify(status)) {
-		case HTTP_DONE:
-			res = HTTPR_DONE;
-			break;
-		case HTTP_REFUSED:
-			res = HTTPR_REFUSED;
-			break;
-		default:
-			res = HTTPR_FAILED;
-			if (r->retry_after[0] != '\0')
-				after = http_retry_after_ms(r->retry_after,
-				    time(NULL));
-			break;
-		}
-		http_status_reason(reason, sizeof(reason), status, r->phrase,
-		    r->head, r->headlen);
-	} else {
-		res = HTTPR_FAILED;
-		run_reason(r, rc, status, reason, sizeof(reason));
+		a.status = (int)status;
+		conclude(r, &a, NULL);
+		return;
 	}
-	r->fn(r->arg, res, res == HTTPR_DONE ? NULL : reason, after);
-	run_free(r);
+	run_reason(r, rc, status, reason, sizeof(reason));
+	conclude(r, NULL, reason);
+}
+
+/* h1conn's end of R's request. */
+static void
+h1_done(void *arg, const struct h1_answer *a, const char *reason)
+{
+	struct http_run *r = arg;
+	struct http_pool *p = r->p;
+
+	r->h1 = NULL;
+	list_del(&p->running, r);
+	conclude(r, a, reason);
+	admit(p);
 }
 
 static void
@@ -712,11 +823,38 @@ http_pool_room(const struct http_pool *p)
 
 static void defer_stopped(struct http_run *r, const char *why);
 
-/* Hands R to libcurl through shard SH; if it cannot be, R ends next turn. */
-static void
-send_run(struct http_run *r, struct http_shard *sh)
+/* Whether the first of the waiting, R, may be sent now. */
+static int
+has_room(struct http_pool *p, const struct http_run *r)
 {
-	if (run_prepare(r) == 0 &&
+	return r->conf->own ? h1_pool_room(p->h1, p->max_connections) :
+	    p->roomy != NULL;
+}
+
+/*
+ * Hands R to h1conn, or to libcurl through the first shard with room; if
+ * it cannot be, R ends next turn.
+ */
+static void
+send_run(struct http_run *r)
+{
+	struct http_conf *c = r->conf;
+	struct http_shard *sh = r->p->roomy;
+
+	if (c->own) {
+		struct h1_target t = {
+			.host = c->h1host, .port = (int)c->port,
+			.timeout_ms = c->timeout_ms,
+			.connect_timeout_ms = c->connect_timeout_ms,
+			.max_response_bytes = (size_t)c->max_response_bytes,
+		};
+
+		if ((r->h1 = h1_send(r->p->h1, &t, r->req, r->reqlen, h1_done,
+		    r)) != NULL) {
+			move(r, R_RUNNING);
+			return;
+		}
+	} else if (run_prepare(r) == 0 &&
 	    curl_multi_add_handle(sh->multi, r->easy) == CURLM_OK) {
 		r->sh = sh;
 		sh->running++;
@@ -728,14 +866,14 @@ send_run(struct http_run *r, struct http_shard *sh)
 	defer_stopped(r, "the request could not be set up (out of memory)");
 }
 
-/* Sends waiting requests while a shard has room. */
+/* Sends waiting requests while there is room. */
 static void
 admit(struct http_pool *p)
 {
 	struct http_run *r;
 
-	while ((r = p->waiting.head) != NULL && p->roomy != NULL)
-		send_run(r, p->roomy);
+	while ((r = p->waiting.head) != NULL && has_room(p, r))
+		send_run(r);
 }
 
 /* R ends with HTTPR_STOPPED (and WHY) on the next turn. */
@@ -784,7 +922,8 @@ http_pool_new(struct ev_loop *loop, int max_connections)
 	p->loop = loop;
 	ev_init(&p->kick, kick_cb);
 	p->kick.data = p;
-	if (http_pool_set_max(p, max_connections) == -1) {
+	if ((p->h1 = h1_pool_new(loop)) == NULL ||
+	    http_pool_set_max(p, max_connections) == -1) {
 		http_pool_free(p);
 		return NULL;
 	}
@@ -847,6 +986,7 @@ http_pool_free(struct http_pool *p)
 		drop(p->running.head);
 	while (p->soon.head)
 		drop(p->soon.head);
+	h1_pool_free(p->h1);
 	for (int i = 0; i < p->nshards; i++) {
 		sh = p->shards[i];
 		ev_timer_stop(p->loop, &sh->timer);
@@ -872,6 +1012,32 @@ http_pool_waiting(const struct http_pool *p)
 
 /* ---- requests ------------------------------------------------------------ */
 
+/*
+ * R's whole request for h1conn: the conf's start, its Idempotency-Key,
+ * Content-Length, and the body, in one buffer that replaces the body.
+ */
+static int
+request_text(struct http_run *r, const struct http_conf *c)
+{
+	size_t keylen = strlen(r->key.data), len;
+	char clen[48], *req, *at;
+	int cl = snprintf(clen, sizeof(clen), "\r\nContent-Length: %zu"
+	    "\r\n\r\n", r->bodylen);
+
+	len = c->h1headlen + keylen + (size_t)cl + r->bodylen;
+	if ((req = malloc(len)) == NULL)
+		return -1;
+	at = mempcpy(req, c->h1head, c->h1headlen);
+	at = mempcpy(at, r->key.data, keylen);
+	at = mempcpy(at, clen, (size_t)cl);
+	memcpy(at, r->body, r->bodylen);
+	free(r->body);
+	r->req = req;
+	r->body = at;
+	r->reqlen = len;
+	return 0;
+}
+
 struct http_run *
 http_start(struct http_pool *p, struct http_conf *conf,
     const struct run_task *t, http_done_fn *fn, void *arg)
@@ -892,14 +1058,21 @@ http_start(struct http_pool *p, struct http_conf *conf,
 		free(r);
 		return NULL;
 	}
+	r->req = r->body;
+	if (conf->own && request_text(r, conf) == -1) {
+		free(r->key.data);
+		free(r->req);
+		free(r);
+		return NULL;
+	}
 	/* The shared headers follow this request's own. */
 	r->key.next = conf->headers;
 	conf->refs++;
 	r->conf = conf;
 	r->state = R_WAITING;
 	list_add(&p->waiting, r);
-	if (r == p->waiting.head && p->roomy != NULL)
-		send_run(r, p->roomy);
+	if (r == p->waiting.head && has_room(p, r))
+		send_run(r);
 	return r;
 }
 

@@ -1,0 +1,652 @@
+/*
+ * h1conn: plain HTTP/1.1 over keep-alive connections. A connection is
+ * idle (on the pool's idle list, watched for the server closing it),
+ * connecting (for the one request that opened it) or busy with one
+ * request. A request has one ev_timer, armed for whichever of its
+ * deadlines (the whole request, the connect) comes first. Reads land in
+ * one buffer of the pool and go through h1resp; only what the reason
+ * needs is kept. Idle connections are reused newest first, and the oldest
+ * is closed after H1_IDLE_MAX seconds unused, so a quiet pool shrinks.
+ */
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "h1conn.h"
+#include "h1resp.h"
+#include "resolve.h"
+
+#define H1_READ_BUFFER	(64 * 1024)	/* one for the pool */
+#define H1_IDLE_MAX	60.		/* seconds a connection idles at most */
+#define H1_RESOLVE_MS	5000		/* without a connect timeout */
+
+struct h1_conn {
+	struct h1_pool *p;
+	ev_io io;
+	int fd;				/* -1 while resolving */
+	int connected;
+	int reused;			/* an answer came over it already */
+	int ai;				/* index of the address tried */
+	int port;
+	char *host;			/* its origin: name or address, and PORT */
+	struct h1_req *q;		/* the request it carries, if any */
+	struct resolve_req *lookup;
+	struct resolve_answer addrs;
+	ev_tstamp idle_since;
+	struct h1_conn *prev, *next;	/* on the idle list */
+};
+
+struct h1_req {
+	struct h1_pool *p;
+	struct h1_conn *c;
+	const char *buf;
+	size_t len, off;
+	long timeout_ms, connect_timeout_ms;
+	size_t max_body;
+	ev_tstamp deadline;		/* of the request; 0: none */
+	ev_tstamp cdeadline;		/* of the connect under way; 0: none */
+	ev_timer timer;
+	int again;			/* sent once more on a new connection */
+	const char *later;		/* a failure told on the next turn */
+	char why[160];
+	struct h1_resp resp;
+	h1_done_fn *fn;
+	void *arg;
+};
+
+struct h1_pool {
+	struct ev_loop *loop;
+	struct resolver *resolver;	/* made at the first name */
+	char *host;			/* the origin new requests go to */
+	int port;
+	int open;
+	int nidle;
+	struct h1_conn *idle, *oldest;	/* newest first */
+	ev_timer age;			/* closes the oldest idle */
+	char rbuf[H1_READ_BUFFER];
+};
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void start_connect(struct h1_req *q);
+
+/* ---- connections ----------------------------------------------------------- */
+
+/* C watches EVENTS on its socket (always restarted: the socket may be new). */
+static void
+watch(struct h1_conn *c, int events)
+{
+	ev_io_stop(c->p->loop, &c->io);
+	ev_io_set(&c->io, c->fd, events);
+	ev_io_start(c->p->loop, &c->io);
+}
+
+static void
+idle_del(struct h1_pool *p, struct h1_conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		p->idle = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		p->oldest = c->prev;
+	c->prev = c->next = NULL;
+	p->nidle--;
+}
+
+static void
+conn_close(struct h1_conn *c)
+{
+	struct h1_pool *p = c->p;
+
+	if (c->q == NULL && (c->prev || p->idle == c))
+		idle_del(p, c);
+	resolve_cancel(c->lookup);
+	ev_io_stop(p->loop, &c->io);
+	if (c->fd != -1)
+		close(c->fd);
+	free(c->host);
+	free(c);
+	p->open--;
+}
+
+static void
+age_arm(struct h1_pool *p)
+{
+	if (p->oldest == NULL || ev_is_active(&p->age))
+		return;
+	ev_timer_set(&p->age, p->oldest->idle_since + H1_IDLE_MAX -
+	    ev_now(p->loop), 0.);
+	ev_timer_start(p->loop, &p->age);
+}
+
+static void
+age_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct h1_pool *p = w->data;
+
+	(void)revents;
+	while (p->oldest && p->oldest->idle_since + H1_IDLE_MAX <=
+	    ev_now(loop) + 0.001)
+		conn_close(p->oldest);
+	age_arm(p);
+}
+
+/* C, its request answered, waits for the next (newest first). */
+static void
+conn_idle(struct h1_conn *c)
+{
+	struct h1_pool *p = c->p;
+
+	c->q = NULL;
+	c->reused = 1;
+	c->idle_since = ev_now(p->loop);
+	c->prev = NULL;
+	c->next = p->idle;
+	if (p->idle)
+		p->idle->prev = c;
+	else
+		p->oldest = c;
+	p->idle = c;
+	p->nidle++;
+	/* Still watched for reading: the server closing it is seen. */
+	age_arm(p);
+}
+
+/* ---- the end of a request ---------------------------------------------------- */
+
+static void
+req_free(struct h1_req *q)
+{
+	ev_timer_stop(q->p->loop, &q->timer);
+	h1_resp_clear(&q->resp);
+	free(q);
+}
+
+/* Q failed: its connection closes, FN hears WHY. */
+static void
+req_fail(struct h1_req *q, const char *why)
+{
+	h1_done_fn *fn = q->fn;
+	void *arg = q->arg;
+	char reason[sizeof(q->why)];
+
+	snprintf(reason, sizeof(reason), "%s", why);
+	if (q->c) {
+		q->c->q = NULL;
+		conn_close(q->c);
+	}
+	req_free(q);
+	fn(arg, NULL, reason);
+}
+
+/* Q's answer came whole; EXTRA: bytes after it (the connection is bad). */
+static void
+req_done(struct h1_req *q, int extra)
+{
+	struct h1_pool *p = q->p;
+	struct h1_conn *c = q->c;
+	struct h1_resp *r = &q->resp;
+	struct h1_answer a = {
+		.status = r->status, .phrase = r->phrase,
+		.retry_after = r->retry_after, .head = r->head,
+		.headlen = r->headlen,
+	};
+	h1_done_fn *fn = q->fn;
+	void *arg = q->arg;
+
+	c->q = NULL;
+	if (r->close || extra || strcmp(c->host, p->host) != 0 ||
+	    c->port != p->port)
+		conn_close(c);
+	else
+		conn_idle(c);
+	ev_timer_stop(p->loop, &q->timer);
+	fn(arg, &a, NULL);
+	/* The answer's bytes were read by FN: freed only now. */
+	h1_resp_clear(&q->resp);
+	free(q);
+}
+
+/* Fails Q on the next turn (from inside h1_send, or for a later step). */
+static void
+req_fail_later(struct h1_req *q, const char *why)
+{
+	snprintf(q->why, sizeof(q->why), "%s", why);
+	q->later = q->why;
+	ev_timer_stop(q->p->loop, &q->timer);
+	ev_timer_set(&q->timer, 0., 0.);
+	ev_timer_start(q->p->loop, &q->timer);
+}
+
+/* "127.0.0.1:8080", "[::1]:8080" */
+static void
+where(const struct h1_conn *c, char *out, size_t size)
+{
+	const char *a = c->addrs.n > 0 ? c->addrs.addr[c->ai] : c->host;
+
+	snprintf(out, size, strchr(a, ':') ? "[%s]:%d" : "%s:%d", a, c->port);
+}
+
+/*
+ * The request is sent again on a new connection when the reused one
+ * turned out closed before any of the answer came: the server closed it
+ * as it was being reused, and did not take the request.
+ */
+static int
+try_again(struct h1_req *q)
+{
+	struct h1_conn *c = q->c;
+
+	if (!c->reused || q->again || q->resp.started)
+		return 0;
+	q->again = 1;
+	q->off = 0;
+	c->q = NULL;
+	q->c = NULL;
+	conn_close(c);
+	start_connect(q);
+	return 1;
+}
+
+/* ---- timers ------------------------------------------------------------------ */
+
+static void
+req_arm(struct h1_req *q)
+{
+	ev_tstamp at = q->deadline;
+
+	if (q->cdeadline && (at == 0 || q->cdeadline < at))
+		at = q->cdeadline;
+	ev_timer_stop(q->p->loop, &q->timer);
+	if (at == 0)
+		return;
+	ev_timer_set(&q->timer, at > ev_now(q->p->loop) ? at -
+	    ev_now(q->p->loop) : 0., 0.);
+	ev_timer_start(q->p->loop, &q->timer);
+}
+
+static void
+req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct h1_req *q = w->data;
+	struct h1_conn *c = q->c;
+	char why[sizeof(q->why)], at[RESOLVE_ADDRLEN + 16];
+	long ms;
+
+	(void)loop;
+	(void)revents;
+	if (q->later) {
+		snprintf(why, sizeof(why), "%s", q->later);
+		req_fail(q, why);
+		return;
+	}
+	if (c && !c->connected) {
+		ms = q->timeout_ms > 0 && (q->connect_timeout_ms == 0 ||
+		    q->timeout_ms < q->connect_timeout_ms) ? q->timeout_ms :
+		    q->connect_timeout_ms;
+		where(c, at, sizeof(at));
+		snprintf(why, sizeof(why), "connect to %s: timed out after "
+		    "%ld ms", at, ms);
+	} else {
+		snprintf(why, sizeof(why), "timed out after %ld ms",
+		    q->timeout_ms);
+	}
+	req_fail(q, why);
+}
+
+/* ---- sending and reading ---------------------------------------------------- */
+
+static void
+send_more(struct h1_req *q)
+{
+	struct h1_conn *c = q->c;
+	char why[sizeof(q->why)];
+	ssize_t n;
+
+	n = send(c->fd, q->buf + q->off, q->len - q->off, MSG_NOSIGNAL);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		watch(c, EV_WRITE);
+		return;
+	}
+	if (n < 0) {
+		if (try_again(q))
+			return;
+		snprintf(why, sizeof(why), "bad response: send failure: %s",
+		    strerror(errno));
+		req_fail(q, why);
+		return;
+	}
+	q->off += (size_t)n;
+	if (q->off < q->len) {
+		watch(c, EV_WRITE);
+		return;
+	}
+	watch(c, EV_READ);
+}
+
+static void
+read_answer(struct h1_req *q)
+{
+	struct h1_conn *c = q->c;
+	struct h1_pool *p = q->p;
+	char why[sizeof(q->why)];
+	enum h1_step step;
+	size_t used = 0;
+	ssize_t n;
+
+	n = recv(c->fd, p->rbuf, sizeof(p->rbuf), 0);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n < 0) {
+		if (try_again(q))
+			return;
+		snprintf(why, sizeof(why), "bad response: recv failure: %s",
+		    strerror(errno));
+		req_fail(q, why);
+		return;
+	}
+	if (n == 0) {
+		if (!q->resp.started && try_again(q))
+			return;
+		step = h1_resp_eof(&q->resp);
+	} else {
+		step = h1_resp_feed(&q->resp, p->rbuf, (size_t)n, q->max_body,
+		    &used);
+	}
+	if (step == H1_MORE)
+		return;
+	if (step == H1_ERROR) {
+		snprintf(why, sizeof(why), "bad response: %s", q->resp.err);
+		req_fail(q, why);
+		return;
+	}
+	req_done(q, n > 0 && used < (size_t)n);
+}
+
+/* The connect of C ended (well or not). */
+static void
+connected(struct h1_conn *c)
+{
+	struct h1_req *q = c->q;
+	char why[sizeof(q->why)], at[RESOLVE_ADDRLEN + 16];
+	int err = 0, one = 1;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err != 0) {
+		where(c, at, sizeof(at));
+		snprintf(why, sizeof(why), "connect to %s: %s", at,
+		    strerror(err));
+		if (c->ai + 1 < c->addrs.n) {
+			/* The next address of the name. */
+			ev_io_stop(c->p->loop, &c->io);
+			close(c->fd);
+			c->fd = -1;
+			c->ai++;
+			start_connect(q);
+			return;
+		}
+		req_fail(q, why);
+		return;
+	}
+	c->connected = 1;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	q->cdeadline = 0;
+	req_arm(q);
+	send_more(q);
+}
+
+static void
+conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct h1_conn *c = w->data;
+	struct h1_req *q = c->q;
+	char b[1];
+
+	(void)loop;
+	if (q == NULL) {
+		/* Idle: whatever comes (a close, stray bytes) ends it. */
+		if (recv(c->fd, b, sizeof(b), MSG_PEEK) < 0 &&
+		    (errno == EAGAIN || errno == EINTR))
+			return;
+		conn_close(c);
+		return;
+	}
+	if (!c->connected) {
+		connected(c);
+		return;
+	}
+	if (revents & EV_WRITE)
+		send_more(q);
+	else
+		read_answer(q);
+}
+
+/* ---- connecting ------------------------------------------------------------- */
+
+/* C's socket to its address of index ai; the outcome comes by EV_WRITE. */
+static void
+dial(struct h1_conn *c)
+{
+	struct h1_req *q = c->q;
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	const char *a = c->addrs.addr[c->ai];
+	char why[sizeof(q->why)], at[RESOLVE_ADDRLEN + 16];
+	socklen_t len;
+	int one = 1;
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, a, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)c->port);
+		len = sizeof(*sin);
+	} else if (inet_pton(AF_INET6, a, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)c->port);
+		len = sizeof(*sin6);
+	} else {
+		where(c, at, sizeof(at));
+		snprintf(why, sizeof(why), "connect to %s: not an address", at);
+		req_fail_later(q, why);
+		return;
+	}
+	c->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (c->fd == -1 || (connect(c->fd, (struct sockaddr *)&ss, len) ==
+	    -1 && errno != EINPROGRESS)) {
+		where(c, at, sizeof(at));
+		snprintf(why, sizeof(why), "connect to %s: %s", at,
+		    strerror(errno));
+		req_fail_later(q, why);
+		return;
+	}
+	setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	watch(c, EV_WRITE);
+}
+
+static void
+resolved(void *arg, const char *name, const struct resolve_answer *answer,
+    const char *err)
+{
+	struct h1_conn *c = arg;
+	char why[sizeof(c->q->why)];
+
+	c->lookup = NULL;
+	if (answer == NULL) {
+		snprintf(why, sizeof(why), "resolve %s: %s", name, err);
+		req_fail(c->q, why);
+		return;
+	}
+	c->addrs = *answer;
+	c->ai = 0;
+	dial(c);
+}
+
+/* Q gets a new connection (or its connection the next address). */
+static void
+start_connect(struct h1_req *q)
+{
+	struct h1_pool *p = q->p;
+	struct h1_conn *c = q->c;
+
+	if (c == NULL) {
+		if ((c = calloc(1, sizeof(*c))) == NULL ||
+		    (c->host = strdup(p->host)) == NULL) {
+			free(c);
+			req_fail_later(q, "no memory for a connection");
+			return;
+		}
+		c->p = p;
+		c->fd = -1;
+		c->port = p->port;
+		c->q = q;
+		ev_init(&c->io, conn_io_cb);
+		c->io.data = c;
+		q->c = c;
+		p->open++;
+		if (q->connect_timeout_ms > 0)
+			q->cdeadline = ev_now(p->loop) +
+			    q->connect_timeout_ms / 1000.;
+		req_arm(q);
+		if (!resolve_is_numeric(c->host)) {
+			if (p->resolver == NULL)
+				p->resolver = resolver_new(p->loop,
+				    q->connect_timeout_ms > 0 ?
+				    (int)q->connect_timeout_ms : H1_RESOLVE_MS);
+			c->lookup = p->resolver ? resolver_lookup(p->resolver,
+			    c->host, resolved, c) : NULL;
+			if (c->lookup == NULL)
+				req_fail_later(q, "cannot resolve names");
+			return;
+		}
+		c->addrs.n = 1;
+		snprintf(c->addrs.addr[0], sizeof(c->addrs.addr[0]), "%s",
+		    c->host);
+		c->ai = 0;
+	}
+	dial(c);
+}
+
+/* ---- the pool ----------------------------------------------------------------- */
+
+struct h1_pool *
+h1_pool_new(struct ev_loop *loop)
+{
+	struct h1_pool *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	p->loop = loop;
+	ev_init(&p->age, age_cb);
+	p->age.data = p;
+	return p;
+}
+
+void
+h1_pool_free(struct h1_pool *p)
+{
+	if (p == NULL)
+		return;
+	while (p->idle)
+		conn_close(p->idle);
+	ev_timer_stop(p->loop, &p->age);
+	resolver_free(p->resolver);
+	free(p->host);
+	free(p);
+}
+
+int
+h1_pool_room(const struct h1_pool *p, int max)
+{
+	return p->nidle > 0 || p->open < max;
+}
+
+int
+h1_pool_open(const struct h1_pool *p)
+{
+	return p->open;
+}
+
+/* Requests go to HOST:PORT from now on: idle connections elsewhere close. */
+static int
+set_origin(struct h1_pool *p, const char *host, int port)
+{
+	char *h;
+
+	if (p->host && strcmp(p->host, host) == 0 && p->port == port)
+		return 0;
+	if ((h = strdup(host)) == NULL)
+		return -1;
+	while (p->idle)
+		conn_close(p->idle);
+	free(p->host);
+	p->host = h;
+	p->port = port;
+	return 0;
+}
+
+struct h1_req *
+h1_send(struct h1_pool *p, const struct h1_target *t, const char *buf,
+    size_t len, h1_done_fn *fn, void *arg)
+{
+	struct h1_req *q;
+	struct h1_conn *c;
+	ssize_t n;
+
+	if (set_origin(p, t->host, t->port) == -1 ||
+	    (q = calloc(1, sizeof(*q))) == NULL)
+		return NULL;
+	q->p = p;
+	q->buf = buf;
+	q->len = len;
+	q->timeout_ms = t->timeout_ms;
+	q->connect_timeout_ms = t->connect_timeout_ms;
+	q->max_body = t->max_response_bytes;
+	q->fn = fn;
+	q->arg = arg;
+	h1_resp_init(&q->resp);
+	ev_init(&q->timer, req_timer_cb);
+	q->timer.data = q;
+	if (t->timeout_ms > 0)
+		q->deadline = ev_now(p->loop) + t->timeout_ms / 1000.;
+	if ((c = p->idle) != NULL) {
+		idle_del(p, c);
+		c->q = q;
+		q->c = c;
+		req_arm(q);
+		/* Nothing calls back from here: a failure waits a turn. */
+		n = send(c->fd, buf, len, MSG_NOSIGNAL);
+		if (n == (ssize_t)len) {
+			q->off = len;	/* its watcher reads already */
+		} else if (n >= 0 || errno == EAGAIN || errno == EINTR) {
+			q->off = n > 0 ? (size_t)n : 0;
+			watch(c, EV_WRITE);
+		} else if (!try_again(q)) {
+			req_fail_later(q, "the connection failed");
+		}
+		return q;
+	}
+	start_connect(q);
+	return q;
+}
+
+void
+h1_abort(struct h1_req *q)
+{
+	if (q->c) {
+		q->c->q = NULL;
+		conn_close(q->c);
+	}
+	req_free(q);
+}

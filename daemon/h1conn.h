@@ -1,0 +1,65 @@
+/*
+ * h1conn: plain HTTP/1.1 requests over keep-alive connections, on the
+ * daemon's libev loop: names resolved with c-ares, nonblocking connects,
+ * one write and one read for a request and its answer in the usual case.
+ * It never blocks the loop. (TLS and HTTP/2 go through libcurl: httpc.c.)
+ */
+#ifndef TASKWORKERD_H1CONN_H
+#define TASKWORKERD_H1CONN_H
+
+#include <stddef.h>
+#include <ev.h>
+
+struct h1_pool;		/* connections to one origin at a time, bounded */
+struct h1_req;		/* one request and its answer */
+
+struct h1_answer {
+	int status;
+	const char *phrase;		/* the server's; may be "" */
+	const char *retry_after;	/* "" when none */
+	const char *head;		/* the body's first bytes */
+	size_t headlen;
+};
+
+/*
+ * The end of a request: ANSWER (REASON NULL), or REASON, in words for the
+ * task's reason ("connect to 127.0.0.1:8080: Connection refused", "timed
+ * out after 30000 ms", "bad response: ..."). Both live during the call.
+ * Never runs from inside a call into this module. The request is freed
+ * before it runs.
+ */
+typedef void h1_done_fn(void *arg, const struct h1_answer *answer,
+    const char *reason);
+
+struct h1_target {
+	const char *host;		/* a name, or a numeric address */
+	int port;
+	long timeout_ms;		/* the whole request; 0: none */
+	long connect_timeout_ms;	/* resolving and connecting; 0: none */
+	size_t max_response_bytes;	/* of the body, past which it is cut */
+};
+
+struct h1_pool *h1_pool_new(struct ev_loop *loop);
+/* Closes every connection; requests must have ended or been aborted. */
+void h1_pool_free(struct h1_pool *p);
+/*
+ * Whether a request to T could be sent now with at most MAX connections
+ * open: one is idle, or fewer than MAX are open.
+ */
+int h1_pool_room(const struct h1_pool *p, int max);
+/* Connections open (connecting, busy and idle). */
+int h1_pool_open(const struct h1_pool *p);
+
+/*
+ * Sends the request BUF of LEN (kept by the caller until the end) to T on
+ * an idle connection or a new one; call only when h1_pool_room() says so.
+ * Connections to another origin are closed as they free. A request that
+ * finds its reused connection closed by the server before any answer is
+ * sent once more on a new one. NULL when out of memory.
+ */
+struct h1_req *h1_send(struct h1_pool *p, const struct h1_target *t,
+    const char *buf, size_t len, h1_done_fn *fn, void *arg);
+/* Ends Q at once: its connection is closed; FN never runs. */
+void h1_abort(struct h1_req *q);
+
+#endif
