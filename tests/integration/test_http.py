@@ -714,3 +714,135 @@ def test_check_refuses_bad_http_config(run_bin, tmp_path, change, key):
     subkey = key.split(".")[1]
     where = f"{path}:{line_number(text, subkey + ' =')}" if subkey + " =" in text else str(path)
     assert where in res.stderr, f"expected {where} in stderr:\n{res.stderr}"
+
+
+# ---- plain http://: the daemon's own HTTP/1.1 client ------------------------------
+
+FRAMINGS = {
+    # name: (raw answer, status of the row, reason in the dead list or None)
+    "chunked, extensions, trailer": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n", "completed", None),
+    "100 Continue, then 204": (
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", "completed", None),
+    "103, then chunked 503": (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+        b"HTTP/1.1 503 Busy\r\ntransfer-encoding: CHUNKED\r\n\r\n4\r\nfull\r\n0\r\n\r\n",
+        "failed", "HTTP 503 Busy: full"),
+    "HTTP/1.0, body to the close": (
+        b"HTTP/1.0 404 Gone Fishing\r\n\r\nno such hook", "failed",
+        "HTTP 404 Gone Fishing: no such hook"),
+    "bad chunk size": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "failed",
+        "bad response: a bad chunk size"),
+    "two Content-Lengths": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", "failed",
+        "bad response: two different Content-Lengths"),
+    "closed in the body": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "failed",
+        "bad response: the connection closed in the middle of the answer"),
+    "101": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", "failed",
+            "bad response: 101 Switching Protocols was not asked for"),
+}
+
+
+def test_http_own_client_framings(tw, http_server, taskworkerd):
+    """Answers framed every way HTTP/1.x allows (chunked with extensions
+    and trailers, 1xx before the final answer, HTTP/1.0 read to the close)
+    are read whole; broken framings are failed attempts that say why."""
+    srv = http_server()
+    ids = tw.insert(len(FRAMINGS))
+    cases = dict(zip(ids, FRAMINGS))
+    srv.script(by_task({i: Reply(raw=FRAMINGS[name][0]) for i, name in cases.items()}))
+    d = taskworkerd(handler=http_handler(srv.url()), retry=fast_retry(1))
+    tw.push(ids)
+    failed = [i for i, name in cases.items() if FRAMINGS[name][1] == "failed"]
+    wait_dead(tw, failed, 15, daemon=d)
+    tw.wait_completed([i for i in ids if i not in failed], 15, daemon=d)
+    for i, name in cases.items():
+        _, status, reason = FRAMINGS[name]
+        assert tw.statuses([i]) == {i: status}, name
+        if reason:
+            assert reason_text(tw, i) == f"attempt 1/1: {reason}", name
+        assert len([r for r in srv.requests if int(r.json()["id"]) == i]) == 1, name
+    assert_clean(tw, d)
+
+
+def test_http_server_closes_after_answering(tw, http_server, taskworkerd):
+    """A server that closes every connection right after its answer,
+    without saying Connection: close: the next request, sent on that
+    connection before its close is seen, goes once more on a new one;
+    no task has a failed attempt and none is sent twice."""
+    srv = http_server()
+    srv.script(lambda req: Reply(raw=b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    d = taskworkerd(handler=http_handler(srv.url(), max_connections=1),
+                    retry=fast_retry(1), worker={"concurrency": 50})
+    ids = tw.insert(30)
+    tw.push(ids)
+    tw.wait_completed(ids, 20, daemon=d)
+    got = sorted(int(r.json()["id"]) for r in srv.requests)
+    assert got == ids, "a request was sent twice or not at all"
+    assert len(srv.conns) == 30
+    assert tw.lrange(tw.dead()) == []
+    assert_clean(tw, d)
+
+
+def test_http_reused_connection_closed_without_answer(tw, http_server, taskworkerd):
+    """A request on a kept-alive connection that the server closes without
+    a byte of answer is sent once more on a new connection, and only once:
+    the second close is a failed attempt."""
+    srv = http_server()
+    first, second = tw.insert(2)
+    srv.script(by_task({first: Reply(200), second: Reply(raw=b"")}))
+    d = taskworkerd(handler=http_handler(srv.url()), retry=fast_retry(1))
+    tw.push([first])
+    tw.wait_completed([first], 10, daemon=d)
+    tw.push([second])
+    wait_dead(tw, [second], 10, daemon=d)
+    reqs = [r for r in srv.requests if int(r.json()["id"]) == second]
+    assert [r.conn for r in reqs] == [1, 2], [(r.conn, r.path) for r in reqs]
+    assert all(r.header("Idempotency-Key") == f"tasks:{second}" for r in reqs)
+    assert reason_text(tw, second) == \
+        "attempt 1/1: bad response: the server closed the connection without an answer"
+    assert_clean(tw, d)
+
+
+def test_http_headers_of_the_config_replace_ours(tw, http_server, taskworkerd):
+    """Host, User-Agent and Accept given in handler.headers are sent instead
+    of the daemon's own, once each."""
+    srv = http_server()
+    d = taskworkerd(handler=http_handler(srv.url(), headers=[
+        "Host: api.example", "User-Agent: billing/2", "Accept: application/json"]),
+        retry=fast_retry(1))
+    ids = tw.insert(1)
+    tw.push(ids)
+    tw.wait_completed(ids, 10, daemon=d)
+    (r,) = srv.requests
+    assert (r.header("Host"), r.header("User-Agent"), r.header("Accept")) == (
+        "api.example", "billing/2", "application/json")
+
+
+def test_http_url_by_name(tw, http_server, taskworkerd, fake_dns):
+    """A host name in the URL is resolved off the loop (c-ares) and kept
+    for its TTL: many requests over several connections, one lookup; a
+    name with no address is a failed attempt that names it."""
+    fake_dns.set("hook.test", ["127.0.0.1"], ttl=300)
+    srv = http_server()
+    d = taskworkerd(wrapper=fake_dns.wrapper(hosts={}),
+                    handler=http_handler(srv.url(host="hook.test"), max_connections=4),
+                    retry=fast_retry(1))
+    ids = tw.insert(40)
+    tw.push(ids)
+    tw.wait_completed(ids, 20, daemon=d)
+    assert srv.requests[0].header("Host") == f"hook.test:{srv.port}"
+    asked = {q[2] for q in fake_dns.queries("hook.test")}
+    assert len(fake_dns.queries("hook.test")) <= 2 * len(asked), fake_dns.queries("hook.test")
+    d.terminate()
+
+    d = taskworkerd(wrapper=fake_dns.wrapper(hosts={}),
+                    handler=http_handler(srv.url(host="nohook.test")), retry=fast_retry(1))
+    (i,) = tw.insert(1)
+    tw.push([i])
+    wait_dead(tw, [i], 15, daemon=d)
+    text = reason_text(tw, i)
+    assert text.startswith("attempt 1/1: resolve nohook.test: "), text
