@@ -65,6 +65,7 @@ struct h1_pool {
 	struct resolver *resolver;	/* made at the first name */
 	char *host;			/* the origin new requests go to */
 	int port;
+	int max;			/* connections open at most */
 	int open;
 	int nidle;
 	struct h1_conn *idle, *oldest;	/* newest first */
@@ -204,7 +205,7 @@ req_done(struct h1_req *q, int extra)
 
 	c->q = NULL;
 	if (r->close || extra || strcmp(c->host, p->host) != 0 ||
-	    c->port != p->port)
+	    c->port != p->port || p->open > p->max)
 		conn_close(c);
 	else
 		conn_idle(c);
@@ -566,16 +567,19 @@ h1_pool_free(struct h1_pool *p)
 	free(p);
 }
 
-int
-h1_pool_room(const struct h1_pool *p, int max)
+void
+h1_pool_set_max(struct h1_pool *p, int max)
 {
-	return p->nidle > 0 || p->open < max;
+	p->max = max;
+	/* Idle ones past a lower bound close now, the busy as they end. */
+	while (p->open > max && p->oldest)
+		conn_close(p->oldest);
 }
 
 int
-h1_pool_open(const struct h1_pool *p)
+h1_pool_room(const struct h1_pool *p)
 {
-	return p->open;
+	return p->nidle > 0 || p->open < p->max;
 }
 
 /* Requests go to HOST:PORT from now on: idle connections elsewhere close. */

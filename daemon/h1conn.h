@@ -43,12 +43,12 @@ struct h1_pool *h1_pool_new(struct ev_loop *loop);
 /* Closes every connection; requests must have ended or been aborted. */
 void h1_pool_free(struct h1_pool *p);
 /*
- * Whether a request to T could be sent now with at most MAX connections
- * open: one is idle, or fewer than MAX are open.
+ * At most MAX connections open: idle ones past it close now, busy ones as
+ * their requests end.
  */
-int h1_pool_room(const struct h1_pool *p, int max);
-/* Connections open (connecting, busy and idle). */
-int h1_pool_open(const struct h1_pool *p);
+void h1_pool_set_max(struct h1_pool *p, int max);
+/* Whether a request could be sent now: one is idle, or fewer than MAX open. */
+int h1_pool_room(const struct h1_pool *p);
 
 /*
  * Sends the request BUF of LEN (kept by the caller until the end) to T on

@@ -827,7 +827,7 @@ static void defer_stopped(struct http_run *r, const char *why);
 static int
 has_room(struct http_pool *p, const struct http_run *r)
 {
-	return r->conf->own ? h1_pool_room(p->h1, p->max_connections) :
+	return r->conf->own ? h1_pool_room(p->h1) :
 	    p->roomy != NULL;
 }
 
@@ -946,6 +946,7 @@ http_pool_set_max(struct http_pool *p, int max_connections)
 				return -1;
 	}
 	p->max_connections = max_connections;
+	h1_pool_set_max(p->h1, max_connections);
 	/* Shards past the new bound take nothing more. */
 	for (int i = 0; i < p->nshards; i++) {
 		sh = p->shards[i];

@@ -846,3 +846,32 @@ def test_http_url_by_name(tw, http_server, taskworkerd, fake_dns):
     wait_dead(tw, [i], 15, daemon=d)
     text = reason_text(tw, i)
     assert text.startswith("attempt 1/1: resolve nohook.test: "), text
+
+
+def test_http_reload_lowers_max_connections(tw, http_server, taskworkerd):
+    """A reload from 8 connections to 2: the idle ones past 2 close at once,
+    and the requests after it run 2 at a time."""
+    srv = http_server()
+    srv.script(lambda req: Reply(200, delay=0.2))
+    d = taskworkerd(handler=http_handler(srv.url(), max_connections=8), retry=fast_retry(1))
+    first = tw.insert(8)
+    tw.push(first)
+    tw.wait_completed(first, 10, daemon=d)
+    assert srv.max_active == 8
+    mark = d.reload(merge_config(d.config, {
+        "handler": http_handler(srv.url(), max_connections=2)}))
+    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
+                          since=mark, daemon=d)
+    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1", since=i + 1, daemon=d)
+    wait_until(lambda: sum(c.closed is None for c in srv.conns) == 2, 10,
+               "the idle connections past 2 to close", daemon=d)
+    then = time.monotonic()
+    second = tw.insert(8)
+    tw.push(second)
+    tw.wait_completed(second, 20, daemon=d)
+    spans = [(r.t, r.answered) for r in srv.requests if r.t > then]
+    assert len(spans) == 8
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 2, f"{most} requests at once after max_connections went down to 2"
+    assert len(srv.conns) == 8, "new connections were opened past the bound"
+    assert_clean(tw, d)
