@@ -129,9 +129,9 @@ header_line(struct h1_resp *r, const char *l, size_t len)
 			return fail(r, "two different Content-Lengths");
 		r->clen = n;
 	} else if (IS("Transfer-Encoding")) {
+		/* RFC 9112 6.3: it overrides Content-Length. */
+		r->te = 1;
 		r->chunked = last_is_chunked(v, vlen);
-		if (!r->chunked)	/* RFC 9112 6.3: read until closed */
-			r->close = 1;
 	} else if (IS("Connection")) {
 		if (has_token(v, vlen, "close"))
 			r->close = 1;
@@ -160,7 +160,7 @@ headers_end(struct h1_resp *r)
 		r->state = H1S_STATUS;
 		r->status = 0;
 		r->clen = -1;
-		r->chunked = r->keep_alive = 0;
+		r->chunked = r->keep_alive = r->te = 0;
 		r->close = close;
 		r->phrase[0] = r->retry_after[0] = '\0';
 		return 0;
@@ -171,10 +171,8 @@ headers_end(struct h1_resp *r)
 		r->state = H1S_END;
 	} else if (r->chunked) {
 		r->state = H1S_CHUNK_SIZE;
-	} else if (r->close && r->clen == -1) {
-		r->state = H1S_UNTIL_CLOSE;
-	} else if (r->clen == -1) {
-		/* Neither a length nor chunks: the body runs to the close. */
+	} else if (r->te || r->clen == -1) {
+		/* Not chunked, or no length: the body runs to the close. */
 		r->close = 1;
 		r->state = H1S_UNTIL_CLOSE;
 	} else {
@@ -257,15 +255,14 @@ take_line(struct h1_resp *r, const char *buf, size_t n, size_t *i)
 {
 	const char *nl = memchr(buf + *i, '\n', n - *i);
 	size_t len = nl ? (size_t)(nl - (buf + *i)) : n - *i;
-	size_t bound = r->state == H1S_CHUNK_SIZE ? H1_CHUNK_LINE_MAX :
-	    H1_HEADERS_MAX;
+	int chunk = r->state == H1S_CHUNK_SIZE || r->state == H1S_CHUNK_END;
 	const char *l;
 	int rc;
 
-	r->hbytes += len + (nl != NULL);
-	if (r->hbytes > H1_HEADERS_MAX || r->linelen + len > bound)
-		return fail(r, r->state == H1S_CHUNK_SIZE ?
-		    "a chunk size line too long" :
+	/* Headers and trailers together are bounded, a chunk's line alone. */
+	if (chunk ? r->linelen + len > H1_CHUNK_LINE_MAX :
+	    (r->hbytes += len + (nl != NULL)) > H1_HEADERS_MAX)
+		return fail(r, chunk ? "a chunk size line too long" :
 		    "headers longer than 65536 bytes");
 	if (nl == NULL || r->linelen > 0) {
 		if (r->linelen + len > r->linecap) {

@@ -34,6 +34,7 @@ struct h1_resp {
 	int started;			/* a byte of the answer came */
 	int close;			/* the connection ends with it */
 	int keep_alive;			/* "Connection: keep-alive" */
+	int te;				/* a Transfer-Encoding came */
 	int chunked;
 	int cut;			/* the body passed its bound */
 	long long clen;			/* Content-Length, -1: none */
