@@ -316,6 +316,33 @@ expect(const char *name, const char *in, size_t len, size_t max_body,
 	expect(name, in, strlen(in), max_body, eof, how, &w_);		\
 } while (0)
 
+/* A piece of an answer that gets it refused, with why. */
+struct refused {
+	const char *name;	/* NULL: WHAT "PART" */
+	const char *part, *err;
+};
+
+/* FMT around each PART of T is H1_ERROR, with its err. */
+static void
+expect_refused(const char *what, const char *fmt, const struct refused *t,
+    size_t n)
+{
+	char in[512], name[160];
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(in, sizeof(in), fmt, t[i].part);
+		if (t[i].name != NULL)
+			snprintf(name, sizeof(name), "%s", t[i].name);
+		else
+			snprintf(name, sizeof(name), "%s \"%s\"", what,
+			    t[i].part);
+		EXPECT(name, in, MAXB, 0, SPLIT, { .step = H1_ERROR,
+		    .err = t[i].err });
+	}
+}
+
+#define NELEM(a)	(sizeof(a) / sizeof((a)[0]))
+
 static void
 test_no_body(void)
 {
@@ -360,34 +387,26 @@ test_length(void)
 static void
 test_length_values(void)
 {
-	static const struct {
-		const char *v, *err;
-	} bad[] = {
-		{ "", "an empty Content-Length" },
-		{ "   ", "an empty Content-Length" },
-		{ "abc", "a bad Content-Length" },
-		{ "-1", "a bad Content-Length" },
-		{ "+5", "a bad Content-Length" },
-		{ "1 2", "a bad Content-Length" },
-		{ "5, 5", "a bad Content-Length" },
-		{ "0x10", "a bad Content-Length" },
-		{ "12a", "a bad Content-Length" },
-		{ "99999999999999999999", "a bad Content-Length" },
-		{ "9223372036854775808", "a bad Content-Length" },
+	static const struct refused bad[] = {
+		{ NULL, "", "an empty Content-Length" },
+		{ NULL, "   ", "an empty Content-Length" },
+		{ NULL, "abc", "a bad Content-Length" },
+		{ NULL, "-1", "a bad Content-Length" },
+		{ NULL, "+5", "a bad Content-Length" },
+		{ NULL, "1 2", "a bad Content-Length" },
+		{ NULL, "5, 5", "a bad Content-Length" },
+		{ NULL, "0x10", "a bad Content-Length" },
+		{ NULL, "12a", "a bad Content-Length" },
+		{ NULL, "99999999999999999999", "a bad Content-Length" },
+		{ NULL, "9223372036854775808", "a bad Content-Length" },
 	};
-	char in[256], name[128];
 	const char *two = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
 	    "content-length: 3\r\n\r\nabcX";
 	const char *blanks = "HTTP/1.1 200 OK\r\nContent-Length: \t 3 \t\r\n"
 	    "\r\nabc";
 
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		snprintf(in, sizeof(in), "HTTP/1.1 200 OK\r\nContent-Length: "
-		    "%s\r\n\r\nabc", bad[i].v);
-		snprintf(name, sizeof(name), "Content-Length \"%s\"", bad[i].v);
-		EXPECT(name, in, MAXB, 0, SPLIT, { .step = H1_ERROR,
-		    .err = bad[i].err });
-	}
+	expect_refused("Content-Length", "HTTP/1.1 200 OK\r\n"
+	    "Content-Length: %s\r\n\r\nabc", bad, NELEM(bad));
 	EXPECT("two different Content-Lengths", "HTTP/1.1 200 OK\r\n"
 	    "Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", MAXB, 0,
 	    SPLIT, { .step = H1_ERROR,
@@ -428,9 +447,7 @@ test_chunked(void)
 static void
 test_chunked_bad(void)
 {
-	static const struct {
-		const char *name, *chunks, *err;
-	} bad[] = {
+	static const struct refused bad[] = {
 		{ "a chunk size not hex", "zz\r\n", "a bad chunk size" },
 		{ "a chunk size followed by junk", "5x\r\nhello\r\n0\r\n\r\n",
 		    "a bad chunk size" },
@@ -447,15 +464,10 @@ test_chunked_bad(void)
 		{ "chunk size overflow, 20 hex digits",
 		    "FFFFFFFFFFFFFFFFFFFF\r\nx\r\n", "a chunk size too large" },
 	};
-	char in[512];
 	struct buf big = { 0 };
 
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		snprintf(in, sizeof(in), "HTTP/1.1 200 OK\r\nTransfer-Encoding:"
-		    " chunked\r\n\r\n%s", bad[i].chunks);
-		EXPECT(bad[i].name, in, MAXB, 0, SPLIT, { .step = H1_ERROR,
-		    .err = bad[i].err });
-	}
+	expect_refused(NULL, "HTTP/1.1 200 OK\r\nTransfer-Encoding: "
+	    "chunked\r\n\r\n%s", bad, NELEM(bad));
 	/* The largest size that fits: read as far as the body is let. */
 	EXPECT("chunk size 2^64-1, cut", "HTTP/1.1 200 OK\r\nTransfer-Encoding:"
 	    " chunked\r\n\r\nffffffffffffffff\r\nabcde", 4, 0, SPLIT,
@@ -480,6 +492,10 @@ test_informational(void)
 	const char *b = "HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n"
 	    "Transfer-Encoding: chunked\r\n\r\n"
 	    "HTTP/1.1 200 Fine\r\n\r\nuntil the end";
+	const char *c = "HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: gzip\r\n"
+	    "\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiXX";
+	const char *d = "HTTP/1.1 100 Continue\r\nConnection: close\r\n\r\n"
+	    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
 
 	EXPECT("100 and 103 before the answer", a, MAXB, 0, SPLIT,
 	    { .step = H1_DONE, .status = 200, .phrase = "OK", .head = "hi",
@@ -488,6 +504,12 @@ test_informational(void)
 	    { .step = H1_DONE, .status = 200, .phrase = "Fine",
 	    .head = "until the end", .got = 13, .close = 1,
 	    .end = strlen(b) });
+	EXPECT("a 103's Transfer-Encoding is not the answer's", c, MAXB, 0,
+	    SPLIT, { .step = H1_DONE, .status = 200, .phrase = "OK",
+	    .head = "hi", .got = 2, .end = strlen(c) - 2 });
+	EXPECT("a 100's Connection: close holds", d, MAXB, 0, SPLIT,
+	    { .step = H1_DONE, .status = 200, .phrase = "OK", .head = "hi",
+	    .got = 2, .close = 1, .end = strlen(d) });
 	EXPECT("a 100 alone goes on", "HTTP/1.1 100 Continue\r\n\r\n", MAXB,
 	    0, SPLIT, { .step = H1_MORE, .end = ALL });
 	EXPECT("101 refused", "HTTP/1.1 101 Switching Protocols\r\n"
@@ -613,33 +635,26 @@ test_retry_after(void)
 static void
 test_status_line(void)
 {
-	static const struct {
-		const char *line, *err;
-	} bad[] = {
-		{ "garbage", "no HTTP/1.x status line" },
-		{ "HTTP/1.1 abc", "the status is not 3 digits" },
-		{ "HTTP/1.1 abc OK", "the status is not 3 digits" },
-		{ "HTTP/2 200", "no HTTP/1.x status line" },
-		{ "HTTP/2.0 200 OK", "no HTTP/1.x status line" },
-		{ "HTTP/1.1 99 x", "the status is not 3 digits" },
-		{ "HTTP/1.1 099 x", "a status below 100" },
-		{ "HTTP/1.1 2000 OK", "the status is not 3 digits" },
-		{ "HTTP/1.1 200OK", "the status is not 3 digits" },
-		{ "HTTP/1.10 200 OK", "no HTTP/1.x status line" },
-		{ "HTTP/1.x 200 OK", "no HTTP/1.x status line" },
-		{ "http/1.1 200 OK", "no HTTP/1.x status line" },
-		{ " HTTP/1.1 200 OK", "no HTTP/1.x status line" },
-		{ "", "no HTTP/1.x status line" },
+	static const struct refused bad[] = {
+		{ NULL, "garbage", "no HTTP/1.x status line" },
+		{ NULL, "HTTP/1.1 abc", "the status is not 3 digits" },
+		{ NULL, "HTTP/1.1 abc OK", "the status is not 3 digits" },
+		{ NULL, "HTTP/2 200", "no HTTP/1.x status line" },
+		{ NULL, "HTTP/2.0 200 OK", "no HTTP/1.x status line" },
+		{ NULL, "HTTP/1.1 99 x", "the status is not 3 digits" },
+		{ NULL, "HTTP/1.1 099 x", "a status below 100" },
+		{ NULL, "HTTP/1.1 2000 OK", "the status is not 3 digits" },
+		{ NULL, "HTTP/1.1 200OK", "the status is not 3 digits" },
+		{ NULL, "HTTP/1.10 200 OK", "no HTTP/1.x status line" },
+		{ NULL, "HTTP/1.x 200 OK", "no HTTP/1.x status line" },
+		{ NULL, "http/1.1 200 OK", "no HTTP/1.x status line" },
+		{ NULL, " HTTP/1.1 200 OK", "no HTTP/1.x status line" },
+		{ NULL, "", "no HTTP/1.x status line" },
 	};
-	char in[256], name[128], phrase[200], want[H1_PHRASE_MAX + 1];
+	char in[256], phrase[200], want[H1_PHRASE_MAX + 1];
 
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		snprintf(in, sizeof(in), "%s\r\nContent-Length: 0\r\n\r\n",
-		    bad[i].line);
-		snprintf(name, sizeof(name), "status line \"%s\"", bad[i].line);
-		EXPECT(name, in, MAXB, 0, SPLIT, { .step = H1_ERROR,
-		    .err = bad[i].err });
-	}
+	expect_refused("status line", "%s\r\nContent-Length: 0\r\n\r\n",
+	    bad, NELEM(bad));
 	EXPECT("a header line with no colon", "HTTP/1.1 200 OK\r\nbogus\r\n"
 	    "\r\n", MAXB, 0, SPLIT, { .step = H1_ERROR,
 	    .err = "a header line without a name" });
@@ -892,7 +907,7 @@ test_after_end(void)
 	const char *next = "HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nnew";
 	char in[512], name[160];
 
-	for (size_t i = 0; i < sizeof(firsts) / sizeof(firsts[0]); i++) {
+	for (size_t i = 0; i < NELEM(firsts); i++) {
 		const char *f = firsts[i].first;
 		struct h1_resp r;
 		size_t used = 0;
@@ -954,7 +969,7 @@ test_eof(void)
 	ok(h1_resp_eof(&r) == H1_ERROR && r.err != NULL &&
 	    strcmp(r.err, none) == 0, "eof after no byte: without an answer");
 	h1_resp_clear(&r);
-	for (size_t i = 0; i < sizeof(mid) / sizeof(mid[0]); i++) {
+	for (size_t i = 0; i < NELEM(mid); i++) {
 		snprintf(name, sizeof(name), "eof %s", mid[i].name);
 		EXPECT(name, mid[i].in, MAXB, 1, SPLIT, { .step = H1_ERROR,
 		    .err = in_middle });
@@ -1012,9 +1027,11 @@ test_clear(void)
 	    r.linecap > 4096, "a 30 KB line held");
 	ok(h1_resp_feed(&r, "\r\nX-A: b\r\n", 10, MAXB, &used) == H1_MORE &&
 	    r.linecap <= 4096, "its buffer given back once it is read");
-	ok(h1_resp_feed(&r, "Content-Length: 0\r\n\r\n", 21, MAXB, &used) ==
-	    H1_DONE && r.line == NULL && r.linecap == 0,
-	    "nothing held once done");
+	/* The last LF alone: the CR before it was held. */
+	ok(h1_resp_feed(&r, "Content-Length: 0\r\n\r", 20, MAXB, &used) ==
+	    H1_MORE && r.line != NULL, "a CR held");
+	ok(h1_resp_feed(&r, "\n", 1, MAXB, &used) == H1_DONE && used == 1 &&
+	    r.line == NULL && r.linecap == 0, "nothing held once done");
 	h1_resp_clear(&r);
 	free(big.p);
 }
