@@ -24,7 +24,16 @@
 
 #define H1_READ_BUFFER	(64 * 1024)	/* one for the pool */
 #define H1_IDLE_MAX	60.		/* seconds a connection idles at most */
-#define H1_RESOLVE_MS	5000		/* without a connect timeout */
+#define WRITING		(EV_READ | EV_WRITE)	/* an early answer is read */
+#define H1_RESOLVE_MS	30000		/* a lookup at most: connect_timeout_ms
+					   bounds it for each request */
+
+/* Where requests go: a request and its connection each hold a ref. */
+struct h1_origin {
+	int refs;
+	int port;
+	char host[];			/* a name or a numeric address */
+};
 
 struct h1_conn {
 	struct h1_pool *p;
@@ -33,8 +42,7 @@ struct h1_conn {
 	int connected;
 	int reused;			/* an answer came over it already */
 	int ai;				/* index of the address tried */
-	int port;
-	char *host;			/* its origin: name or address, and PORT */
+	struct h1_origin *o;
 	struct h1_req *q;		/* the request it carries, if any */
 	struct resolve_req *lookup;
 	struct resolve_answer addrs;
@@ -44,6 +52,7 @@ struct h1_conn {
 
 struct h1_req {
 	struct h1_pool *p;
+	struct h1_origin *o;		/* of its config, kept for a resend */
 	struct h1_conn *c;
 	const char *buf;
 	size_t len, off;
@@ -63,8 +72,7 @@ struct h1_req {
 struct h1_pool {
 	struct ev_loop *loop;
 	struct resolver *resolver;	/* made at the first name */
-	char *host;			/* the origin new requests go to */
-	int port;
+	struct h1_origin *o;		/* where new requests go */
 	int max;			/* connections open at most */
 	int open;
 	int nidle;
@@ -77,6 +85,20 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void start_connect(struct h1_req *q);
 
 /* ---- connections ----------------------------------------------------------- */
+
+static struct h1_origin *
+origin_ref(struct h1_origin *o)
+{
+	o->refs++;
+	return o;
+}
+
+static void
+origin_unref(struct h1_origin *o)
+{
+	if (o != NULL && --o->refs == 0)
+		free(o);
+}
 
 /* C watches EVENTS on its socket (always restarted: the socket may be new). */
 static void
@@ -113,7 +135,7 @@ conn_close(struct h1_conn *c)
 	ev_io_stop(p->loop, &c->io);
 	if (c->fd != -1)
 		close(c->fd);
-	free(c->host);
+	origin_unref(c->o);
 	free(c);
 	p->open--;
 }
@@ -168,6 +190,7 @@ req_free(struct h1_req *q)
 {
 	ev_timer_stop(q->p->loop, &q->timer);
 	h1_resp_clear(&q->resp);
+	origin_unref(q->o);
 	free(q);
 }
 
@@ -204,16 +227,14 @@ req_done(struct h1_req *q, int extra)
 	void *arg = q->arg;
 
 	c->q = NULL;
-	if (r->close || extra || strcmp(c->host, p->host) != 0 ||
-	    c->port != p->port || p->open > p->max)
+	if (r->close || extra || c->o != p->o || p->open > p->max)
 		conn_close(c);
 	else
 		conn_idle(c);
 	ev_timer_stop(p->loop, &q->timer);
 	fn(arg, &a, NULL);
 	/* The answer's bytes were read by FN: freed only now. */
-	h1_resp_clear(&q->resp);
-	free(q);
+	req_free(q);
 }
 
 /* Fails Q on the next turn (from inside h1_send, or for a later step). */
@@ -231,9 +252,10 @@ req_fail_later(struct h1_req *q, const char *why)
 static void
 where(const struct h1_conn *c, char *out, size_t size)
 {
-	const char *a = c->addrs.n > 0 ? c->addrs.addr[c->ai] : c->host;
+	const char *a = c->addrs.n > 0 ? c->addrs.addr[c->ai] : c->o->host;
 
-	snprintf(out, size, strchr(a, ':') ? "[%s]:%d" : "%s:%d", a, c->port);
+	snprintf(out, size, strchr(a, ':') ? "[%s]:%d" : "%s:%d", a,
+	    c->o->port);
 }
 
 /*
@@ -314,7 +336,7 @@ send_more(struct h1_req *q)
 
 	n = send(c->fd, q->buf + q->off, q->len - q->off, MSG_NOSIGNAL);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-		watch(c, EV_WRITE);
+		watch(c, WRITING);
 		return;
 	}
 	if (n < 0) {
@@ -327,7 +349,7 @@ send_more(struct h1_req *q)
 	}
 	q->off += (size_t)n;
 	if (q->off < q->len) {
-		watch(c, EV_WRITE);
+		watch(c, WRITING);
 		return;
 	}
 	watch(c, EV_READ);
@@ -369,7 +391,8 @@ read_answer(struct h1_req *q)
 		req_fail(q, why);
 		return;
 	}
-	req_done(q, n > 0 && used < (size_t)n);
+	/* Bytes after the answer, or a request not all sent: not reusable. */
+	req_done(q, (n > 0 && used < (size_t)n) || q->off < q->len);
 }
 
 /* The connect of C ended (well or not). */
@@ -426,15 +449,20 @@ conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		connected(c);
 		return;
 	}
-	if (revents & EV_WRITE)
-		send_more(q);
-	else
+	/* An answer may come before the whole request went (a 413). */
+	if (revents & EV_READ)
 		read_answer(q);
+	else
+		send_more(q);
 }
 
 /* ---- connecting ------------------------------------------------------------- */
 
-/* C's socket to its address of index ai; the outcome comes by EV_WRITE. */
+/*
+ * C's socket to its address of index ai, or the next that can be tried;
+ * the outcome comes by EV_WRITE. Failing at once, the last address fails
+ * the request on the next turn.
+ */
 static void
 dial(struct h1_conn *c)
 {
@@ -442,38 +470,48 @@ dial(struct h1_conn *c)
 	struct sockaddr_storage ss;
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-	const char *a = c->addrs.addr[c->ai];
 	char why[sizeof(q->why)], at[RESOLVE_ADDRLEN + 16];
 	socklen_t len;
 	int one = 1;
 
-	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, a, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)c->port);
-		len = sizeof(*sin);
-	} else if (inet_pton(AF_INET6, a, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)c->port);
-		len = sizeof(*sin6);
-	} else {
+	for (;; c->ai++) {
+		const char *a = c->addrs.addr[c->ai];
+		int err;
+
+		memset(&ss, 0, sizeof(ss));
+		if (inet_pton(AF_INET, a, &sin->sin_addr) == 1) {
+			sin->sin_family = AF_INET;
+			sin->sin_port = htons((uint16_t)c->o->port);
+			len = sizeof(*sin);
+		} else if (inet_pton(AF_INET6, a, &sin6->sin6_addr) == 1) {
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_port = htons((uint16_t)c->o->port);
+			len = sizeof(*sin6);
+		} else {
+			len = 0;
+		}
+		c->fd = len ? socket(ss.ss_family, SOCK_STREAM |
+		    SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+		if (c->fd != -1 && (connect(c->fd, (struct sockaddr *)&ss,
+		    len) == 0 || errno == EINPROGRESS)) {
+			setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one,
+			    sizeof(one));
+			watch(c, EV_WRITE);
+			return;
+		}
+		err = errno;
+		if (c->fd != -1) {
+			close(c->fd);
+			c->fd = -1;
+		}
+		if (c->ai + 1 < c->addrs.n)
+			continue;
 		where(c, at, sizeof(at));
-		snprintf(why, sizeof(why), "connect to %s: not an address", at);
+		snprintf(why, sizeof(why), "connect to %s: %s", at, len ?
+		    strerror(err) : "not an address");
 		req_fail_later(q, why);
 		return;
 	}
-	c->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
-	if (c->fd == -1 || (connect(c->fd, (struct sockaddr *)&ss, len) ==
-	    -1 && errno != EINPROGRESS)) {
-		where(c, at, sizeof(at));
-		snprintf(why, sizeof(why), "connect to %s: %s", at,
-		    strerror(errno));
-		req_fail_later(q, why);
-		return;
-	}
-	setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-	watch(c, EV_WRITE);
 }
 
 static void
@@ -502,15 +540,14 @@ start_connect(struct h1_req *q)
 	struct h1_conn *c = q->c;
 
 	if (c == NULL) {
-		if ((c = calloc(1, sizeof(*c))) == NULL ||
-		    (c->host = strdup(p->host)) == NULL) {
-			free(c);
+		if ((c = calloc(1, sizeof(*c))) == NULL) {
 			req_fail_later(q, "no memory for a connection");
 			return;
 		}
 		c->p = p;
 		c->fd = -1;
-		c->port = p->port;
+		/* A resend after a reload still goes where it was meant to. */
+		c->o = origin_ref(q->o);
 		c->q = q;
 		ev_init(&c->io, conn_io_cb);
 		c->io.data = c;
@@ -520,20 +557,19 @@ start_connect(struct h1_req *q)
 			q->cdeadline = ev_now(p->loop) +
 			    q->connect_timeout_ms / 1000.;
 		req_arm(q);
-		if (!resolve_is_numeric(c->host)) {
+		if (!resolve_is_numeric(c->o->host)) {
 			if (p->resolver == NULL)
 				p->resolver = resolver_new(p->loop,
-				    q->connect_timeout_ms > 0 ?
-				    (int)q->connect_timeout_ms : H1_RESOLVE_MS);
+				    H1_RESOLVE_MS);
 			c->lookup = p->resolver ? resolver_lookup(p->resolver,
-			    c->host, resolved, c) : NULL;
+			    c->o->host, resolved, c) : NULL;
 			if (c->lookup == NULL)
 				req_fail_later(q, "cannot resolve names");
 			return;
 		}
 		c->addrs.n = 1;
 		snprintf(c->addrs.addr[0], sizeof(c->addrs.addr[0]), "%s",
-		    c->host);
+		    c->o->host);
 		c->ai = 0;
 	}
 	dial(c);
@@ -559,11 +595,10 @@ h1_pool_free(struct h1_pool *p)
 {
 	if (p == NULL)
 		return;
-	while (p->idle)
-		conn_close(p->idle);
+	h1_pool_close_idle(p);
 	ev_timer_stop(p->loop, &p->age);
 	resolver_free(p->resolver);
-	free(p->host);
+	origin_unref(p->o);
 	free(p);
 }
 
@@ -577,26 +612,46 @@ h1_pool_set_max(struct h1_pool *p, int max)
 }
 
 int
-h1_pool_room(const struct h1_pool *p)
+h1_pool_room(const struct h1_pool *p, int others)
 {
-	return p->nidle > 0 || p->open < p->max;
+	return p->nidle > 0 || p->open + others < p->max;
 }
 
-/* Requests go to HOST:PORT from now on: idle connections elsewhere close. */
+int
+h1_pool_open(const struct h1_pool *p)
+{
+	return p->open;
+}
+
+void
+h1_pool_close_idle(struct h1_pool *p)
+{
+	while (p->idle)
+		conn_close(p->idle);
+}
+
+/*
+ * Requests go to HOST:PORT from now on: idle connections elsewhere close,
+ * and names are looked up afresh.
+ */
 static int
 set_origin(struct h1_pool *p, const char *host, int port)
 {
-	char *h;
+	size_t len = strlen(host);
+	struct h1_origin *o;
 
-	if (p->host && strcmp(p->host, host) == 0 && p->port == port)
+	if (p->o && strcmp(p->o->host, host) == 0 && p->o->port == port)
 		return 0;
-	if ((h = strdup(host)) == NULL)
+	if ((o = malloc(sizeof(*o) + len + 1)) == NULL)
 		return -1;
-	while (p->idle)
-		conn_close(p->idle);
-	free(p->host);
-	p->host = h;
-	p->port = port;
+	o->refs = 1;
+	o->port = port;
+	memcpy(o->host, host, len + 1);
+	h1_pool_close_idle(p);
+	origin_unref(p->o);
+	p->o = o;
+	if (p->resolver)
+		resolver_flush(p->resolver);
 	return 0;
 }
 
@@ -612,6 +667,7 @@ h1_send(struct h1_pool *p, const struct h1_target *t, const char *buf,
 	    (q = calloc(1, sizeof(*q))) == NULL)
 		return NULL;
 	q->p = p;
+	q->o = origin_ref(p->o);
 	q->buf = buf;
 	q->len = len;
 	q->timeout_ms = t->timeout_ms;
@@ -635,7 +691,7 @@ h1_send(struct h1_pool *p, const struct h1_target *t, const char *buf,
 			q->off = len;	/* its watcher reads already */
 		} else if (n >= 0 || errno == EAGAIN || errno == EINTR) {
 			q->off = n > 0 ? (size_t)n : 0;
-			watch(c, EV_WRITE);
+			watch(c, WRITING);
 		} else if (!try_again(q)) {
 			req_fail_later(q, "the connection failed");
 		}

@@ -47,8 +47,15 @@ void h1_pool_free(struct h1_pool *p);
  * their requests end.
  */
 void h1_pool_set_max(struct h1_pool *p, int max);
-/* Whether a request could be sent now: one is idle, or fewer than MAX open. */
-int h1_pool_room(const struct h1_pool *p);
+/*
+ * Whether a request could be sent now: a connection is idle, or fewer
+ * than MAX are open besides OTHERS (connections the caller has elsewhere).
+ */
+int h1_pool_room(const struct h1_pool *p, int others);
+/* Connections open: connecting, busy and idle. */
+int h1_pool_open(const struct h1_pool *p);
+/* Closes the idle connections (their room is wanted elsewhere). */
+void h1_pool_close_idle(struct h1_pool *p);
 
 /*
  * Sends the request BUF of LEN (kept by the caller until the end) to T on

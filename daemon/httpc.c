@@ -87,6 +87,7 @@ struct http_pool {
 	struct rlist running;		/* handed to libcurl */
 	struct rlist soon;		/* stopped: answered next turn */
 	struct h1_pool *h1;		/* plain http:// connections */
+	int curl_running;		/* requests handed to libcurl */
 };
 
 /* One socket libcurl asked to watch. */
@@ -482,6 +483,8 @@ run_free(struct http_run *r)
 	if (r->easy)
 		curl_easy_cleanup(r->easy);
 	free(r->key.data);
+	if (r->req != r->body)	/* the start holds the bearer token */
+		explicit_bzero(r->req, (size_t)(r->body - r->req));
 	free(r->req);
 	http_conf_unref(r->conf);
 	free(r);
@@ -711,6 +714,7 @@ unsend(struct http_run *r)
 	curl_multi_remove_handle(sh->multi, r->easy);
 	r->sh = NULL;
 	sh->running--;
+	sh->p->curl_running--;
 	shard_update(sh);
 }
 
@@ -823,12 +827,27 @@ http_pool_room(const struct http_pool *p)
 
 static void defer_stopped(struct http_run *r, const char *why);
 
-/* Whether the first of the waiting, R, may be sent now. */
+/*
+ * Whether the first of the waiting, R, may be sent now. max_connections
+ * bounds the connections of both clients together, which matters while a
+ * reload moves between http:// and https://: libcurl's in use are its
+ * requests (a hundred to one over HTTP/2), h1conn's are all it has open,
+ * and its idle ones close when libcurl wants their room.
+ */
 static int
 has_room(struct http_pool *p, const struct http_run *r)
 {
-	return r->conf->own ? h1_pool_room(p->h1) :
-	    p->roomy != NULL;
+	int per = p->mux ? HTTP_STREAMS : 1;
+
+	if (r->conf->own)
+		return h1_pool_room(p->h1, (p->curl_running + per - 1) / per);
+	if (p->roomy == NULL)
+		return 0;
+	if (p->curl_running >= (p->max_connections - h1_pool_open(p->h1)) *
+	    per)
+		h1_pool_close_idle(p->h1);
+	return p->curl_running < (p->max_connections -
+	    h1_pool_open(p->h1)) * per;
 }
 
 /*
@@ -858,6 +877,7 @@ send_run(struct http_run *r)
 	    curl_multi_add_handle(sh->multi, r->easy) == CURLM_OK) {
 		r->sh = sh;
 		sh->running++;
+		r->p->curl_running++;
 		shard_update(sh);
 		move(r, R_RUNNING);
 		return;
@@ -876,6 +896,16 @@ admit(struct http_pool *p)
 		send_run(r);
 }
 
+/* Stopped answers go, and the waiting may go on, on the next turn. */
+static void
+kick(struct http_pool *p)
+{
+	if (!ev_is_active(&p->kick)) {
+		ev_timer_set(&p->kick, 0., 0.);
+		ev_timer_start(p->loop, &p->kick);
+	}
+}
+
 /* R ends with HTTPR_STOPPED (and WHY) on the next turn. */
 static void
 defer_stopped(struct http_run *r, const char *why)
@@ -884,10 +914,7 @@ defer_stopped(struct http_run *r, const char *why)
 
 	r->why = why;
 	move(r, R_STOPPED);
-	if (!ev_is_active(&p->kick)) {
-		ev_timer_set(&p->kick, 0., 0.);
-		ev_timer_start(p->loop, &p->kick);
-	}
+	kick(p);
 }
 
 static void
@@ -955,11 +982,7 @@ http_pool_set_max(struct http_pool *p, int max_connections)
 		shard_set_max(sh, left < 0 ? 0 : left > HTTP_SHARD_CONNS ?
 		    HTTP_SHARD_CONNS : left);
 	}
-	if (!ev_is_active(&p->kick)) {
-		/* More room: the waiting go on the next turn. */
-		ev_timer_set(&p->kick, 0., 0.);
-		ev_timer_start(p->loop, &p->kick);
-	}
+	kick(p);			/* more room, maybe */
 	return 0;
 }
 
@@ -1090,8 +1113,11 @@ http_stop(struct http_run *r)
 void
 http_cancel(struct http_run *r)
 {
-	if (r->state == R_STOPPED)
+	if (r->state == R_STOPPED) {
 		r->fn = NULL;		/* freed when its answer would run */
-	else
-		drop(r);
+		return;
+	}
+	if (r->state == R_RUNNING)
+		kick(r->p);		/* its room goes to the waiting */
+	drop(r);
 }

@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -875,3 +876,121 @@ def test_http_reload_lowers_max_connections(tw, http_server, taskworkerd):
     assert most == 2, f"{most} requests at once after max_connections went down to 2"
     assert len(srv.conns) == 8, "new connections were opened past the bound"
     assert_clean(tw, d)
+
+
+def test_http_resend_after_reload_goes_where_it_was_meant(tw, http_server, taskworkerd):
+    """A request on a reused connection to A, held while a reload points
+    the handler at B, then closed by A without an answer: it is sent once
+    more to A, the server it was meant for; B sees only the task after."""
+    a, b = http_server(), http_server()
+    first, second, third = tw.insert(3)
+    a.script(by_task({first: Reply(200), second: [Reply(delay=1.5, raw=b""), Reply(200)]}))
+    d = taskworkerd(handler=http_handler(a.url("/a")), retry=fast_retry(1))
+    tw.push([first])
+    tw.wait_completed([first], 10, daemon=d)
+    tw.push([second])
+    a.wait_requests(2, 10, daemon=d)
+    mark = d.reload(merge_config(d.config, {"handler": http_handler(b.url("/b"))}))
+    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
+                          since=mark, daemon=d)
+    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1", since=i + 1, daemon=d)
+    tw.push([third])
+    tw.wait_completed([second, third], 15, daemon=d)
+    assert [(int(r.json()["id"]), r.path, r.conn) for r in a.requests] == [
+        (first, "/a", 1), (second, "/a", 1), (second, "/a", 2)]
+    assert [(int(r.json()["id"]), r.path) for r in b.requests] == [(third, "/b")]
+    assert_clean(tw, d)
+
+
+def test_http_max_connections_bounds_both_clients_across_a_reload(tw, http_server,
+                                                                  taskworkerd):
+    """max_connections = 2 with two slow requests at an http:// server, then
+    a reload to an https:// one: the requests after it wait for those two
+    to end, so both servers together never hold more than 2."""
+    a, b = http_server(), http_server(tls="good")
+    a.script(lambda req: Reply(delay=1.5))
+    b.script(lambda req: Reply(delay=0.2))
+    d = taskworkerd(handler=http_handler(a.url(), max_connections=2),
+                    retry=fast_retry(1), worker={"concurrency": 50})
+    ids = tw.insert(2)
+    tw.push(ids)
+    wait_until(lambda: a.active == 2, 10, "2 requests at the http:// server", daemon=d)
+    mark = d.reload(merge_config(d.config, {"handler": http_handler(
+        b.url(), max_connections=2, ca_file=http_server.certs.ca_file)}))
+    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
+                          since=mark, daemon=d)
+    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1", since=i + 1, daemon=d)
+    more = tw.insert(6)
+    tw.push(more)
+    peak, done = 0, False
+    deadline = time.monotonic() + scaled(15)
+    while not done and time.monotonic() < deadline:
+        peak = max(peak, a.active + b.active)
+        done = set(tw.statuses(ids + more).values()) == {"completed"}
+        time.sleep(0.005)
+    assert done, tw.statuses(ids + more)
+    assert peak == 2, f"{peak} requests at once with max_connections = 2"
+    assert len(b.requests) == 6 and b.max_active == 2
+    assert_clean(tw, d)
+
+
+def test_http_early_answer_to_a_large_body(tw, task_columns, taskworkerd):
+    """A server that answers 413 after the headers of a 12 MB request and
+    reads no more: the answer is read while the body still waits to go, so
+    the task fails for good at once, sent once."""
+    task_columns("payload")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port, held = listener.getsockname()[1], []
+
+    def serve():
+        while True:
+            try:
+                s, _ = listener.accept()
+            except OSError:
+                return
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += s.recv(4096)
+            s.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!")
+            held.append(s)           # open, and nothing more is read
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        d = taskworkerd(handler=http_handler(f"http://127.0.0.1:{port}/", timeout_ms=5000),
+                        postgres={"columns": ["name", "payload"]}, retry=fast_retry(2))
+        (i,) = insert_rows(tw, ("big", "p" * (12 * 1024 * 1024)))
+        started = time.monotonic()
+        tw.push([i])
+        wait_dead(tw, [i], 30, daemon=d)
+        assert time.monotonic() - started < scaled(4)
+        assert reason_text(tw, i) == "attempt 1/2: HTTP 413 Payload Too Large: too big!"
+        assert len(held) == 1
+        assert_clean(tw, d)
+    finally:
+        listener.close()
+        for s in held:
+            s.close()
+
+
+def test_http_lookup_bounded_by_the_current_connect_timeout(tw, http_server, taskworkerd,
+                                                            fake_dns):
+    """A name whose DNS answer takes 1 s: with connect_timeout_ms = 300 the
+    attempt fails naming the connect; after a reload to 5000 it is served."""
+    fake_dns.set("slowdns.test", ["127.0.0.1"], ttl=0, delay=1.0)
+    srv = http_server()
+    d = taskworkerd(wrapper=fake_dns.wrapper(hosts={}), retry=fast_retry(1),
+                    handler=http_handler(srv.url(host="slowdns.test"), connect_timeout_ms=300))
+    (i,) = tw.insert(1)
+    tw.push([i])
+    wait_dead(tw, [i], 10, daemon=d)
+    assert reason_text(tw, i) == \
+        f"attempt 1/1: connect to slowdns.test:{srv.port}: timed out after 300 ms"
+    mark = d.reload(merge_config(d.config, {"handler": http_handler(
+        srv.url(host="slowdns.test"), connect_timeout_ms=5000)}))
+    j = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
+                          since=mark, daemon=d)
+    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1", since=j + 1, daemon=d)
+    (k,) = tw.insert(1)
+    tw.push([k])
+    tw.wait_completed([k], 10, daemon=d)
