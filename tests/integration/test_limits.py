@@ -334,6 +334,7 @@ def test_metrics_status_and_ctl_show_the_limits(tw, taskworkerd, tmp_path):
     res = subprocess.run(WRAPPER + [CTL, "-c", str(d.config_path), "status"],
                          capture_output=True, text=True, timeout=scaled(20))
     assert res.returncode == 0, res.stderr
+    print(res.stdout)
     assert re.search(r"rate 5 per 1000 ms, burst 2: \d+ of 2 used", res.stdout), res.stdout
     assert re.search(r"in flight \d+ of 40", res.stdout), res.stdout
     res = subprocess.run(WRAPPER + [CTL, "-c", str(d.config_path), "--json", "status"],
