@@ -258,8 +258,10 @@ limits(FILE *f, const struct metrics *m)
 			fprintf(f, "%.6f\n", stats_limited_seconds(&st->q[i], k,
 			    now));
 		}
+	/* A family only where some queue has that limit. */
 	for (size_t j = 0; j < sizeof(g) / sizeof(g[0]); j++) {
-		family(f, g[j].name, "gauge", g[j].help);
+		int shown = 0;
+
 		for (int i = 0; i < st->nq; i++) {
 			const struct limit *l = config_limit(m->cfg,
 			    m->cfg->redis.queues[i]);
@@ -270,6 +272,8 @@ limits(FILE *f, const struct metrics *m)
 				continue;
 			v = j == 0 ? l->rate * 1000.0 / l->per_ms : j == 1 ?
 			    l->burst : l->max_in_flight;
+			if (!shown++)
+				family(f, g[j].name, "gauge", g[j].help);
 			qline(f, g[j].name, m->cfg->redis.queues[i], NULL);
 			fprintf(f, "%.9g\n", v);
 		}
