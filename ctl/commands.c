@@ -94,8 +94,10 @@ static const char limit_lua[] =
 	"local v = false\n"
 	"if redis.call('TYPE', KEYS[1]).ok == 'string' then\n"
 	"  v = tonumber(redis.call('GET', KEYS[1])) or false\n"
+	"  if v and (v ~= v or v < 0 or v > 1e18) then v = false end\n"
 	"end\n"
-	"return {tostring(t[1] * 1000000 + t[2]), v and string.format('%.0f', v)}\n";
+	"return {string.format('%.0f', t[1] * 1000000 + t[2]),\n"
+	"  v and string.format('%.0f', v)}\n";
 
 /* KEYS[1]: a processing set (a list before 0.2). How many ids it holds. */
 static const char size_lua[] =
@@ -629,6 +631,11 @@ read_limit(struct ctl *c, struct qstatus *s)
 		    strtod(r->element[0]->str, NULL);
 		double wait = ahead + t - l->burst * t;
 
+		/* Past a full burst (a slower rate before): as the daemons. */
+		if (!(ahead <= l->burst * t)) {
+			ahead = l->burst * t;
+			wait = t;
+		}
 		if (ahead < 0)
 			ahead = 0;
 		s->used = (long long)(ahead / t + 0.999999);
