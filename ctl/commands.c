@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pwd.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -591,6 +592,29 @@ status_keys_make(struct status_keys *sk, const char *queue,
 }
 
 /*
+ * SCRIPT run on one key of QUEUE, the one at OFF in struct qkeys; its
+ * reply, or NULL after a message.
+ */
+static redisReply *
+eval_on_key(struct ctl *c, const char *script, const char *queue,
+    size_t off)
+{
+	struct qkeys k;
+	const char *key[1];
+	redisReply *r;
+
+	if (qkeys_make(&k, queue, NULL) == -1) {
+		ctl_errx("out of memory");
+		c->status = EXIT_FAIL;
+		return NULL;
+	}
+	key[0] = *(char **)((char *)&k + off);
+	r = ctl_eval(c, script, 1, key, 0, NULL, NULL);
+	qkeys_free(&k);
+	return r;
+}
+
+/*
  * How close S is to its limits: the burst its rate has used and when it
  * allows the next id (QUEUE:limit against the server's clock), and the
  * ids the registered workers hold (read before).
@@ -599,8 +623,6 @@ static int
 read_limit(struct ctl *c, struct qstatus *s)
 {
 	const struct limit *l = config_limit(c->cfg, s->queue);
-	const char *key[1];
-	struct qkeys k;
 	redisReply *r;
 
 	s->limit = l;
@@ -610,15 +632,8 @@ read_limit(struct ctl *c, struct qstatus *s)
 			s->in_flight = s->w[i].n < 0 ? -1 : s->in_flight + s->w[i].n;
 	if (l == NULL || l->rate == 0)
 		return 0;
-	if (qkeys_make(&k, s->queue, NULL) == -1) {
-		ctl_errx("out of memory");
-		c->status = EXIT_FAIL;
-		return -1;
-	}
-	key[0] = k.limit;
-	r = ctl_eval(c, limit_lua, 1, key, 0, NULL, NULL);
-	qkeys_free(&k);
-	if (r == NULL)
+	if ((r = eval_on_key(c, limit_lua, s->queue,
+	    offsetof(struct qkeys, limit))) == NULL)
 		return -1;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
 	    !is_str(r->element[0])) {
@@ -651,19 +666,10 @@ static int
 read_status(struct ctl *c, struct qstatus *s, long long *now)
 {
 	struct status_keys sk;
-	const char *wkey[1];
 	redisReply *m, *r, *ws;
-	struct qkeys k;
 
-	if (qkeys_make(&k, s->queue, NULL) == -1) {
-		ctl_errx("out of memory");
-		c->status = EXIT_FAIL;
-		return -1;
-	}
-	wkey[0] = k.workers;
-	m = ctl_eval(c, workers_lua, 1, wkey, 0, NULL, NULL);
-	qkeys_free(&k);
-	if (m == NULL)
+	if ((m = eval_on_key(c, workers_lua, s->queue,
+	    offsetof(struct qkeys, workers))) == NULL)
 		return -1;
 	if (m->type != REDIS_REPLY_ARRAY) {
 		freeReplyObject(m);
