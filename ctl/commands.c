@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pwd.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,20 @@ static const char status_lua[] =
 	"end\n"
 	"return {t[1], t[2], size(KEYS[1]), size(KEYS[2]), size(KEYS[3]),\n"
 	"  size(KEYS[4]), size(KEYS[5]), str(KEYS[6]), ws}\n";
+
+/*
+ * KEYS[1]: QUEUE:limit. The server's clock in microseconds and the
+ * rate's theoretical arrival time, or false when none (or not a number).
+ */
+static const char limit_lua[] =
+	"local t = redis.call('TIME')\n"
+	"local v = false\n"
+	"if redis.call('TYPE', KEYS[1]).ok == 'string' then\n"
+	"  v = tonumber(redis.call('GET', KEYS[1])) or false\n"
+	"  if v and (v ~= v or v < 0 or v > 1e18) then v = false end\n"
+	"end\n"
+	"return {string.format('%.0f', t[1] * 1000000 + t[2]),\n"
+	"  v and string.format('%.0f', v)}\n";
 
 /* KEYS[1]: a processing set (a list before 0.2). How many ids it holds. */
 static const char size_lua[] =
@@ -411,6 +426,10 @@ struct qstatus {
 	char *paused;		/* the value of QUEUE:paused, NULL if none */
 	struct worker *w;
 	size_t nw;
+	const struct limit *limit;	/* configured, or NULL */
+	long long used;		/* of the burst, by QUEUE:limit */
+	long long next_ms;	/* until the rate allows an id */
+	long long in_flight;	/* held by registered workers, -1 unknown */
 };
 
 static int
@@ -572,23 +591,85 @@ status_keys_make(struct status_keys *sk, const char *queue,
 	return 0;
 }
 
+/*
+ * SCRIPT run on one key of QUEUE, the one at OFF in struct qkeys; its
+ * reply, or NULL after a message.
+ */
+static redisReply *
+eval_on_key(struct ctl *c, const char *script, const char *queue,
+    size_t off)
+{
+	struct qkeys k;
+	const char *key[1];
+	redisReply *r;
+
+	if (qkeys_make(&k, queue, NULL) == -1) {
+		ctl_errx("out of memory");
+		c->status = EXIT_FAIL;
+		return NULL;
+	}
+	key[0] = *(char **)((char *)&k + off);
+	r = ctl_eval(c, script, 1, key, 0, NULL, NULL);
+	qkeys_free(&k);
+	return r;
+}
+
+/*
+ * How close S is to its limits: the burst its rate has used and when it
+ * allows the next id (QUEUE:limit against the server's clock), and the
+ * ids the registered workers hold (read before).
+ */
+static int
+read_limit(struct ctl *c, struct qstatus *s)
+{
+	const struct limit *l = config_limit(c->cfg, s->queue);
+	redisReply *r;
+
+	s->limit = l;
+	s->in_flight = 0;
+	for (size_t i = 0; i < s->nw; i++)
+		if (s->w[i].registered && s->in_flight >= 0)
+			s->in_flight = s->w[i].n < 0 ? -1 : s->in_flight + s->w[i].n;
+	if (l == NULL || l->rate == 0)
+		return 0;
+	if ((r = eval_on_key(c, limit_lua, s->queue,
+	    offsetof(struct qkeys, limit))) == NULL)
+		return -1;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+	    !is_str(r->element[0])) {
+		freeReplyObject(r);
+		return bad_reply(c, "the limit script");
+	}
+	if (r->elements > 1 && is_str(r->element[1])) {
+		double t = l->per_ms * 1000.0 / l->rate;
+		double ahead = strtod(r->element[1]->str, NULL) -
+		    strtod(r->element[0]->str, NULL);
+		double wait = ahead + t - l->burst * t;
+
+		/* Past a full burst (a slower rate before): as the daemons. */
+		if (!(ahead <= l->burst * t)) {
+			ahead = l->burst * t;
+			wait = t;
+		}
+		if (ahead < 0)
+			ahead = 0;
+		s->used = (long long)(ahead / t + 0.999999);
+		if (s->used > l->burst)
+			s->used = l->burst;
+		s->next_ms = wait > 0 ? (long long)(wait / 1000 + 0.999) : 0;
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
 static int
 read_status(struct ctl *c, struct qstatus *s, long long *now)
 {
 	struct status_keys sk;
-	const char *wkey[1];
 	redisReply *m, *r, *ws;
-	struct qkeys k;
 
-	if (qkeys_make(&k, s->queue, NULL) == -1) {
-		ctl_errx("out of memory");
-		c->status = EXIT_FAIL;
-		return -1;
-	}
-	wkey[0] = k.workers;
-	m = ctl_eval(c, workers_lua, 1, wkey, 0, NULL, NULL);
-	qkeys_free(&k);
-	if (m == NULL)
+	if ((m = eval_on_key(c, workers_lua, s->queue,
+	    offsetof(struct qkeys, workers))) == NULL)
 		return -1;
 	if (m->type != REDIS_REPLY_ARRAY) {
 		freeReplyObject(m);
@@ -640,6 +721,8 @@ read_status(struct ctl *c, struct qstatus *s, long long *now)
 			s->processing += w->n;
 	}
 	freeReplyObject(r);
+	if (read_limit(c, s) == -1)
+		return -1;
 	if (scan_unregistered(c, s) == -1)
 		return -1;
 	if (s->nw > 1)	/* qsort may not be given a NULL array */
@@ -722,6 +805,29 @@ print_status_json(const struct qstatus *s, long long now, int first)
 	json_strn("paused_by", by, bylen);
 	putchar(',');
 	json_s("paused_value", s->paused);
+	printf(",\"limits\":");
+	if (s->limit == NULL)
+		printf("null");
+	else {
+		const struct limit *l = s->limit;
+
+		putchar('{');
+		json_num("rate", l->rate, l->rate > 0);
+		putchar(',');
+		json_num("per_ms", l->per_ms, l->rate > 0);
+		putchar(',');
+		json_num("burst", l->burst, l->rate > 0);
+		putchar(',');
+		json_num("burst_used", s->used, l->rate > 0);
+		putchar(',');
+		json_num("next_id_in_ms", s->next_ms, l->rate > 0);
+		putchar(',');
+		json_num("max_in_flight", l->max_in_flight,
+		    l->max_in_flight > 0);
+		putchar(',');
+		json_num("in_flight", s->in_flight, s->in_flight >= 0);
+		putchar('}');
+	}
 	printf(",\"workers\":[");
 	for (size_t i = 0; i < s->nw; i++) {
 		const struct worker *w = &s->w[i];
@@ -794,6 +900,25 @@ print_status_text(const struct qstatus *s, long long now)
 	print_size("scheduled", s->scheduled, 0);
 	print_size("dead", s->dead, 0);
 	printf("\n");
+	if (s->limit != NULL) {
+		const struct limit *l = s->limit;
+
+		printf("  limits:");
+		if (l->rate > 0)
+			printf(" rate %d per %d ms, burst %d: %lld of %d used, "
+			    "next id in %lld ms%s", l->rate, l->per_ms,
+			    l->burst, s->used, l->burst, s->next_ms,
+			    l->max_in_flight > 0 ? ";" : "");
+		if (l->max_in_flight > 0) {
+			printf(" in flight ");
+			if (s->in_flight >= 0)
+				printf("%lld", s->in_flight);
+			else
+				printf("?");
+			printf(" of %d", l->max_in_flight);
+		}
+		printf("\n");
+	}
 	for (size_t i = 0; i < s->nw; i++) {
 		const struct worker *w = &s->w[i];
 		struct beat b;

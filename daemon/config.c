@@ -253,7 +253,10 @@ struct loader {
 	struct config *cfg;
 	unsigned int line[NKEYS];	/* where the file set the key, or 0 */
 	unsigned char bad[NKEYS];	/* the file's value was refused */
+	unsigned int limit_line[64];	/* where each entry of limits is */
 };
+
+static void set_limits(struct loader *ld, const config_setting_t *sec);
 
 static void
 report(struct loader *ld, unsigned int line, const char *fmt, ...)
@@ -661,6 +664,10 @@ walk(struct loader *ld, const config_t *lc)
 		    NULL)
 			continue;
 		name = config_setting_name(sec);
+		if (name != NULL && strcmp(name, "limits") == 0) {
+			set_limits(ld, sec);
+			continue;
+		}
 		if (name == NULL || !section_known(name)) {
 			report(ld, config_setting_source_line(sec),
 			    "unknown section '%s'", name != NULL ? name : "");
@@ -1436,6 +1443,178 @@ check_columns(struct loader *ld)
 		    "postgres.completed_status");
 }
 
+/* ---- limits: ( { queue = "Q"; rate = N; ... }, ... ) ---- */
+
+#define LOFF(field)	offsetof(struct limit, field)
+
+/* The integer keys of one entry of `limits`; 0 is "not set". */
+static const struct {
+	const char *name;
+	size_t off;
+	int def, min, max;
+} limit_keys[] = {
+	{ "rate", LOFF(rate), 0, 1, 1000000000 },
+	{ "per_ms", LOFF(per_ms), 1000, 1, 86400000 },
+	{ "burst", LOFF(burst), 1, 1, 1000000 },
+	{ "max_in_flight", LOFF(max_in_flight), 0, 1, 1000000 },
+};
+
+#define NLIMIT_KEYS	(sizeof(limit_keys) / sizeof(limit_keys[0]))
+
+/* One entry of `limits`, E (a group), into L; L->queue NULL when bad. */
+static void
+set_limit(struct loader *ld, const config_setting_t *e, int idx,
+    struct limit *l)
+{
+	unsigned int line = config_setting_source_line(e);
+	int set_rate = 0, set_other = 0;
+
+	for (size_t j = 0; j < NLIMIT_KEYS; j++)
+		*(int *)((char *)l + limit_keys[j].off) = limit_keys[j].def;
+	for (int i = 0; i < config_setting_length(e); i++) {
+		const config_setting_t *s = config_setting_get_elem(e,
+		    (unsigned int)i);
+		const char *name = config_setting_name(s);
+		unsigned int sl = config_setting_source_line(s);
+		size_t j;
+		long long v;
+
+		if (name != NULL && strcmp(name, "queue") == 0) {
+			const char *q = config_setting_type(s) ==
+			    CONFIG_TYPE_STRING ? config_setting_get_string(s) :
+			    NULL;
+
+			if (q == NULL || *q == '\0') {
+				report(ld, sl, "limits[%d].queue: expected a "
+				    "queue name", idx);
+				continue;
+			}
+			free(l->queue);
+			if ((l->queue = strdup(q)) == NULL)
+				report(ld, sl, "limits[%d]: out of memory",
+				    idx);
+			continue;
+		}
+		for (j = 0; j < NLIMIT_KEYS; j++)
+			if (name != NULL && strcmp(name, limit_keys[j].name) ==
+			    0)
+				break;
+		if (j == NLIMIT_KEYS) {
+			report(ld, sl, "limits[%d]: unknown key '%s' (valid: "
+			    "queue, rate, per_ms, burst, max_in_flight)", idx,
+			    name != NULL ? name : "");
+			continue;
+		}
+		if (config_setting_type(s) != CONFIG_TYPE_INT &&
+		    config_setting_type(s) != CONFIG_TYPE_INT64) {
+			report(ld, sl, "limits[%d].%s: expected an integer",
+			    idx, name);
+			continue;
+		}
+		v = config_setting_get_int64(s);
+		if (v < limit_keys[j].min || v > limit_keys[j].max) {
+			report(ld, sl, "limits[%d].%s: must be between %d and "
+			    "%d", idx, name, limit_keys[j].min,
+			    limit_keys[j].max);
+			continue;
+		}
+		*(int *)((char *)l + limit_keys[j].off) = (int)v;
+		if (strcmp(name, "rate") == 0)
+			set_rate = 1;
+		else if (strcmp(name, "per_ms") == 0 ||
+		    strcmp(name, "burst") == 0)
+			set_other = 1;
+	}
+	if (l->queue == NULL)
+		report(ld, line, "limits[%d]: needs queue = \"NAME\"", idx);
+	if (set_other && !set_rate)
+		report(ld, line, "limits[%d]: per_ms and burst shape a rate: "
+		    "set rate too", idx);
+}
+
+/* The top-level list `limits`. */
+static void
+set_limits(struct loader *ld, const config_setting_t *sec)
+{
+	unsigned int line = config_setting_source_line(sec);
+	int n;
+
+	if (config_setting_type(sec) != CONFIG_TYPE_LIST) {
+		report(ld, line, "limits: expected a list of groups, like "
+		    "limits: ( { queue = \"tasks\"; rate = 100; } );");
+		return;
+	}
+	n = config_setting_length(sec);
+	if (n > 64) {
+		report(ld, line, "limits: at most 64 entries, one a queue");
+		return;
+	}
+	if (n == 0)
+		return;
+	if ((ld->cfg->limits = calloc((size_t)n, sizeof(struct limit))) ==
+	    NULL) {
+		report(ld, line, "limits: out of memory");
+		return;
+	}
+	ld->cfg->nlimits = n;
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(sec,
+		    (unsigned int)i);
+
+		ld->limit_line[i] = e ? config_setting_source_line(e) : line;
+		if (e == NULL || config_setting_type(e) != CONFIG_TYPE_GROUP) {
+			report(ld, ld->limit_line[i], "limits[%d]: expected a "
+			    "group, like { queue = \"tasks\"; rate = 100; }",
+			    i);
+			continue;
+		}
+		set_limit(ld, e, i, &ld->cfg->limits[i]);
+	}
+}
+
+/* Each limit names a queue of redis.queues, and no queue has two. */
+static void
+check_limits(struct loader *ld)
+{
+	const struct config *cfg = ld->cfg;
+
+	if (key_bad(ld, "redis", "queues"))
+		return;
+	for (int i = 0; i < cfg->nlimits; i++) {
+		const char *q = cfg->limits[i].queue;
+		int j;
+
+		if (q == NULL)
+			continue;
+		for (j = 0; j < cfg->redis.nqueues; j++)
+			if (strcmp(q, cfg->redis.queues[j]) == 0)
+				break;
+		if (j == cfg->redis.nqueues)
+			report(ld, ld->limit_line[i], "limits[%d].queue: \"%.200s\" "
+			    "is not in redis.queues", i, q);
+		for (j = 0; j < i; j++)
+			if (cfg->limits[j].queue != NULL &&
+			    strcmp(q, cfg->limits[j].queue) == 0) {
+				report(ld, ld->limit_line[i], "limits[%d].queue: "
+				    "\"%.200s\" already has limits[%d]", i, q,
+				    j);
+				break;
+			}
+	}
+}
+
+const struct limit *
+config_limit(const struct config *cfg, const char *queue)
+{
+	for (int i = 0; i < cfg->nlimits; i++)
+		if (cfg->limits[i].queue != NULL &&
+		    strcmp(cfg->limits[i].queue, queue) == 0)
+			return cfg->limits[i].rate > 0 ||
+			    cfg->limits[i].max_in_flight > 0 ?
+			    &cfg->limits[i] : NULL;
+	return NULL;
+}
+
 /*
  * Checks that span several keys, and fills in derived values. A key whose
  * own value was refused is left out, so one mistake gives one error.
@@ -1454,6 +1633,7 @@ finish(struct loader *ld)
 	check_columns(ld);
 	check_task_vars(ld);
 	check_queue_keys(ld);
+	check_limits(ld);
 	if (strcmp(cfg->postgres.id_column, cfg->postgres.status_column) ==
 	    0 && !key_bad(ld, "postgres", "id_column") &&
 	    !key_bad(ld, "postgres", "status_column")) {
@@ -1551,6 +1731,9 @@ config_free(struct config *cfg)
 		} else if (k->kind == K_LIST)
 			free_list(*(char ***)field(cfg, k->off));
 	}
+	for (i = 0; i < (size_t)cfg->nlimits; i++)
+		free(cfg->limits[i].queue);
+	free(cfg->limits);
 	if (cfg->handler.token != NULL)
 		explicit_bzero(cfg->handler.token, strlen(cfg->handler.token));
 	free(cfg->handler.token);

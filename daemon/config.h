@@ -14,6 +14,19 @@ enum handler_type {
 	HANDLER_HTTP,
 };
 
+/*
+ * The limits of one queue (the top-level list `limits`): at most RATE ids
+ * taken per PER_MS ms with BURST taken at once, and at most MAX_IN_FLIGHT
+ * held by every worker together; 0 is no such limit.
+ */
+struct limit {
+	char *queue;
+	int rate;
+	int per_ms;
+	int burst;
+	int max_in_flight;
+};
+
 struct config {
 	char *path;
 	unsigned int sections;	/* bit N: the file has section N (below) */
@@ -108,6 +121,9 @@ struct config {
 		int sample_interval_ms;	/* queue sizes are read this often */
 	} metrics;
 
+	struct limit *limits;		/* one a queue, each named in queues */
+	int nlimits;
+
 	struct {
 		int level;		/* syslog priority, LOG_DEBUG..LOG_ERR */
 		int facility;		/* syslog facility, LOG_DAEMON... */
@@ -134,6 +150,9 @@ void config_free(struct config *cfg);
  */
 int config_sections_left_out(const struct config *cfg,
     const struct config *than, char *buf, size_t size);
+
+/* The limits of QUEUE, or NULL when it has neither a rate nor a bound. */
+const struct limit *config_limit(const struct config *cfg, const char *queue);
 
 /* Nonzero when the Redis connection settings of A and B differ. */
 int config_redis_conn_changed(const struct config *a, const struct config *b);

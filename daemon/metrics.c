@@ -230,6 +230,56 @@ process_metrics(FILE *f, const struct metrics *m)
 	fprintf(f, "process_start_time_seconds %.3f\n", m->st->start_time);
 }
 
+/* The limits of each queue (README "Limits") and the time they said no. */
+static void
+limits(FILE *f, const struct metrics *m)
+{
+	static const char *const kind[LIMIT_NKINDS] = {
+		"limit=\"rate\"", "limit=\"in_flight\"",
+	};
+	static const struct { const char *name, *help; } g[] = {
+		{ "taskworkerd_queue_limit_rate",
+		    "limits: ids a queue may give per second, from rate and "
+		    "per_ms." },
+		{ "taskworkerd_queue_limit_burst",
+		    "limits: ids a queue may give at once after a quiet spell." },
+		{ "taskworkerd_queue_limit_max_in_flight",
+		    "limits: ids of a queue every worker together may hold." },
+	};
+	const struct stats *st = m->st;
+	double now = ev_now(m->loop);
+
+	family(f, "taskworkerd_queue_limited_seconds_total", "counter",
+	    "Time this daemon wanted ids of the queue and a limit said no.");
+	for (int i = 0; i < st->nq; i++)
+		for (int k = 0; k < LIMIT_NKINDS; k++) {
+			qline(f, "taskworkerd_queue_limited_seconds_total",
+			    m->cfg->redis.queues[i], kind[k]);
+			fprintf(f, "%.6f\n", stats_limited_seconds(&st->q[i], k,
+			    now));
+		}
+	/* A family only where some queue has that limit. */
+	for (size_t j = 0; j < sizeof(g) / sizeof(g[0]); j++) {
+		int shown = 0;
+
+		for (int i = 0; i < st->nq; i++) {
+			const struct limit *l = config_limit(m->cfg,
+			    m->cfg->redis.queues[i]);
+			double v;
+
+			if (l == NULL || (j < 2 && l->rate == 0) ||
+			    (j == 2 && l->max_in_flight == 0))
+				continue;
+			v = j == 0 ? l->rate * 1000.0 / l->per_ms : j == 1 ?
+			    l->burst : l->max_in_flight;
+			if (!shown++)
+				family(f, g[j].name, "gauge", g[j].help);
+			qline(f, g[j].name, m->cfg->redis.queues[i], NULL);
+			fprintf(f, "%.9g\n", v);
+		}
+	}
+}
+
 #define QOFF(field)	offsetof(struct qstats, field)
 
 static const char *const dead_names[DEAD_NREASONS] = {
@@ -318,6 +368,7 @@ render(const struct metrics *m, size_t *len)
 		    m->cfg->redis.queues[i], &st->q[i].task);
 
 	sampled(f, m);
+	limits(f, m);
 	per_queue(f, m, "taskworkerd_reclaimed_ids_total",
 	    "Ids given back to the queue from workers without a heartbeat.",
 	    QOFF(reclaimed));

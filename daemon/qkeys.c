@@ -32,13 +32,14 @@ qkeys_make(struct qkeys *k, const char *queue, const char *worker)
 	k->scheduled = name(queue, ":scheduled", NULL);
 	k->workers = name(queue, ":workers", NULL);
 	k->paused = name(queue, ":paused", NULL);
+	k->limit = name(queue, ":limit", NULL);
 	if (worker != NULL) {
 		k->processing = name(queue, ":processing:", worker);
 		k->heartbeat = name(queue, ":heartbeat:", worker);
 	}
 	if (!k->queue || !k->processing_of || !k->heartbeat_of || !k->dead ||
 	    !k->reason || !k->attempts || !k->retry || !k->scheduled ||
-	    !k->workers || !k->paused || (worker != NULL && (!k->processing ||
+	    !k->workers || !k->paused || !k->limit || (worker != NULL && (!k->processing ||
 	    !k->heartbeat))) {
 		qkeys_free(k);
 		return -1;
@@ -61,6 +62,7 @@ qkeys_free(struct qkeys *k)
 	free(k->workers);
 	free(k->heartbeat);
 	free(k->paused);
+	free(k->limit);
 	memset(k, 0, sizeof(*k));
 }
 
@@ -68,7 +70,8 @@ qkeys_free(struct qkeys *k)
 
 /* The keys of one queue: QUEUE and its suffixes, as qkeys_make spells them. */
 static const char *const exact[] = { "", ":dead", ":dead:reason",
-    ":attempts", ":retry", ":scheduled", ":workers", ":paused" };
+    ":attempts", ":retry", ":scheduled", ":workers", ":paused",
+    ":limit" };
 /* ...and those of every worker, QUEUE:processing:WORKER and its heartbeat. */
 static const char *const per_worker[] = { ":processing:", ":heartbeat:" };
 

@@ -18,6 +18,7 @@ struct qkeys {
 	char *workers;		/* QUEUE:workers */
 	char *heartbeat;	/* QUEUE:heartbeat:WORKER (NULL: no worker) */
 	char *paused;		/* QUEUE:paused */
+	char *limit;		/* QUEUE:limit, the rate's state */
 };
 
 /* The keys of QUEUE, and of WORKER's own when not NULL. -1: no memory. */

@@ -224,9 +224,11 @@ redisq_new(struct ev_loop *loop, const struct config *cfg, struct stats *st,
 	q->beat.data = q;
 	ev_init(&q->mover, rq_mover_cb);
 	q->mover.data = q;
-	ev_init(&q->pause_check, rq_pause_check_cb);
+	ev_init(&q->pause_check, rq_look_again_cb);
 	q->pause_check.repeat = PAUSE_CHECK;
 	q->pause_check.data = q;
+	ev_init(&q->limit_timer, rq_look_again_cb);
+	q->limit_timer.data = q;
 	ev_init(&q->sampler, rq_sampler_cb);
 	q->sampler.repeat = cfg->metrics.sample_interval_ms / 1000.0;
 	q->sampler.data = q;
@@ -278,6 +280,7 @@ redisq_free(struct redisq *q)
 	free(q->fatal_why);
 	free(q->owed);
 	ev_timer_stop(q->loop, &q->defer);
+	rq_limit_free(q);
 	free_keys(q);
 	sentinel_free(q->sent);
 	free(q->blk);
@@ -297,6 +300,7 @@ redisq_reconfigure(struct redisq *q, const struct config *cfg)
 	rc_limits(&q->cmd);
 	for (int i = 0; i < q->nq; i++)
 		rc_limits(&q->blk[i]);
+	rq_limit_reset(q);	/* the new limits from the next fetch on */
 	/*
 	 * The sentinel client reads the settings it was given until it gets
 	 * others, and the old ones are freed after this call: it takes those
@@ -374,6 +378,12 @@ int
 redisq_paused(const struct redisq *q, int qi)
 {
 	return q->qw[qi].is_paused;
+}
+
+int
+redisq_limited(const struct redisq *q, int qi)
+{
+	return q->qw[qi].limited;
 }
 
 int

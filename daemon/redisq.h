@@ -94,5 +94,7 @@ const char *redisq_dead_key(const struct redisq *q, int qi);
 /* QUEUE:paused was found when ids were last taken (redisq_npaused: how many). */
 int redisq_paused(const struct redisq *q, int qi);
 int redisq_npaused(const struct redisq *q);
+/* A limit held queue QI back at the last fetch: its LIMIT_* + 1, or 0. */
+int redisq_limited(const struct redisq *q, int qi);
 
 #endif

@@ -129,6 +129,7 @@ send_done(struct redisq *q, int qi, int argc, const char **argv,
 
 struct ackbatch {
 	struct redisq *q;
+	int qi;
 	struct ackreq *head;
 };
 
@@ -150,6 +151,11 @@ ack_cb(redisAsyncContext *ac, void *r, void *priv)
 		else
 			a->fn(a->arg, ok);
 		free(a);
+	}
+	/* Held back by max_in_flight: these ids free room for more. */
+	if (c != NULL && ok && b->q->qw[b->qi].limited == LIMIT_IN_FLIGHT + 1) {
+		b->q->known_empty = 0;
+		redisq_kick(b->q);
 	}
 	free(b);
 }
@@ -181,6 +187,7 @@ ack_send(struct redisq *q, int qi, struct ackreq **list)
 	argv[n] = k->attempts, lens[n++] = strlen(k->attempts);
 	/* Detach the first ACK_BATCH of the list; they share the reply. */
 	b->q = q;
+	b->qi = qi;
 	b->head = *list;
 	tail = list;
 	for (int i = 0; i < ACK_BATCH && (a = *tail) != NULL; i++) {

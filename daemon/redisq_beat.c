@@ -346,6 +346,7 @@ beat_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 	if (strcmp(tag->str, "ok") != 0)
 		return;
 	send_reclaim(q, qi, reply->element + 1, reply->elements - 1);
+	rq_limit_peers(q, qi, reply->element + 1, reply->elements - 1);
 	q->claimed_mask |= UINT64_C(1) << qi;
 	if (q->claimed || q->claimed_mask != (q->nq == 64 ? ~UINT64_C(0) :
 	    (UINT64_C(1) << q->nq) - 1))

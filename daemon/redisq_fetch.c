@@ -14,42 +14,121 @@
 #include "redisq_int.h"
 
 /*
- * KEYS: queue1, processing1, attempts1, paused1, queue2, ...; ARGV: most
- * ids to take, the sequence number of the first, and a string of "0" and
- * "1", one a queue: "1" skips it (its recovery is pending). Each id taken
- * becomes a
- * member of the processing set scored by that sequence (before it leaves
- * the queue); a queue whose QUEUE:paused exists is not taken from.
- * Returns {paused, queue index, id, failed runs so far, ...}, PAUSED a
- * string of "0" and "1", one a queue; a queue whose keys are of the wrong
- * type gives {-(index + 1), message, 0} and is left as it is.
+ * KEYS, for each queue: queue, processing, attempts, paused, then for a
+ * rate QUEUE:limit, and for max_in_flight QUEUE:workers and the
+ * processing set of each other worker the daemon knows registered.
+ * ARGV: most ids to take, the sequence number of the first, a string of
+ * "0" and "1", one a queue ("1" skips it: its recovery is pending, or its
+ * rate allows no id yet), this worker, the number of queues, then for
+ * each queue: the rate's interval between two ids in microseconds (0:
+ * none), its burst, max_in_flight (0: none), the number of other workers
+ * named and their names.
+ *
+ * Each id taken becomes a member of the processing set scored by that
+ * sequence (before it leaves the queue); a queue whose QUEUE:paused exists
+ * is not taken from. A queue's limits bound how many it gives, in the
+ * same step: a GCRA on the server's clock, whose theoretical arrival time
+ * (microseconds) is QUEUE:limit, and the ids in every registered worker's
+ * processing set. A worker registered that the daemon did not name stops
+ * that queue for this call (its ids would not be counted); the answer
+ * names them all.
+ * Returns {paused, limited, queue index, id, failed runs so far, ...},
+ * PAUSED a string of "0" and "1", one a queue, LIMITED {queue index,
+ * "rate", microseconds until the next id may be taken | "in_flight", ids
+ * held | "workers", {every registered worker}, ...} for each queue a
+ * limit held back; a queue whose keys are of the wrong type gives
+ * {-(index + 1), message, 0} and is left as it is.
  */
 static const char fetch_lua[] =
 	CHECK_LUA
 	"local n = tonumber(ARGV[1])\n"
 	"local seq = tonumber(ARGV[2])\n"
-	"local paused = ''\n"
-	"for i = 4, #KEYS, 4 do\n"
-	"  paused = paused .. redis.call('EXISTS', KEYS[i])\n"
+	"local qs, k, a = {}, 1, 6\n"
+	"for qi = 1, tonumber(ARGV[5]) do\n"
+	"  local q = {k = k, t = tonumber(ARGV[a]), burst = tonumber(ARGV[a+1]),\n"
+	"    max = tonumber(ARGV[a+2]), nw = tonumber(ARGV[a+3]), w = a + 4}\n"
+	"  k = k + 4\n"
+	"  if q.t > 0 then q.limit = k; k = k + 1 end\n"
+	"  if q.max > 0 then q.workers = k; k = k + 1 + q.nw end\n"
+	"  a = a + 4 + q.nw\n"
+	"  qs[qi] = q\n"
 	"end\n"
-	"local out = {paused}\n"
-	"for i = 1, #KEYS, 4 do\n"
+	"local paused = ''\n"
+	"for qi = 1, #qs do\n"
+	"  paused = paused .. redis.call('EXISTS', KEYS[qs[qi].k + 3])\n"
+	"end\n"
+	"local limited = {}\n"
+	"local out = {paused, limited}\n"
+	"local now\n"
+	"for qi = 1, #qs do\n"
 	"  if n == 0 then break end\n"
-	"  local qi = (i - 1) / 4\n"
-	"  if string.sub(paused, qi + 1, qi + 1) == '0' and\n"
-	"      string.sub(ARGV[3], qi + 1, qi + 1) ~= '1' then\n"
+	"  local q = qs[qi]\n"
+	"  local i = q.k\n"
+	"  if string.sub(paused, qi, qi) == '0' and\n"
+	"      string.sub(ARGV[3], qi, qi) ~= '1' then\n"
 	"    local e = badtype(KEYS[i], 'list', KEYS[i+1], 'zset', KEYS[i+2], 'hash')\n"
+	"    if not e and q.limit then e = badtype(KEYS[q.limit], 'string') end\n"
+	"    if not e and q.workers then\n"
+	"      e = badtype(KEYS[q.workers], 'set')\n"
+	"      for j = 1, q.nw do e = e or badtype(KEYS[q.workers + j], 'zset') end\n"
+	"    end\n"
 	"    if e then\n"
-	"      out[#out+1] = -(qi + 1); out[#out+1] = e; out[#out+1] = 0\n"
+	"      out[#out+1] = -qi; out[#out+1] = e; out[#out+1] = 0\n"
 	"    else\n"
-	"      local vs = redis.call('LRANGE', KEYS[i], 0, n - 1)\n"
-	"      for _, v in ipairs(vs) do\n"
-	"        redis.call('ZADD', KEYS[i+1], 'NX', seq, v); seq = seq + 1\n"
-	"        out[#out+1] = qi; out[#out+1] = v\n"
-	"        out[#out+1] = count(redis.call('HGET', KEYS[i+2], v))\n"
+	"      local take = n\n"
+	"      if q.limit or q.workers then\n"
+	"        take = math.min(n, redis.call('LLEN', KEYS[i]))\n"
 	"      end\n"
-	"      if #vs > 0 then redis.call('LTRIM', KEYS[i], #vs, -1) end\n"
-	"      n = n - #vs\n"
+	"      if q.workers and take > 0 then\n"
+	"        local known = {[ARGV[4]] = true}\n"
+	"        for j = 1, q.nw do known[ARGV[q.w + j - 1]] = true end\n"
+	"        local ws = redis.call('SMEMBERS', KEYS[q.workers])\n"
+	"        local held = redis.call('ZCARD', KEYS[i+1])\n"
+	"        for j = 1, q.nw do\n"
+	"          held = held + redis.call('ZCARD', KEYS[q.workers + j])\n"
+	"        end\n"
+	"        for _, w in ipairs(ws) do\n"
+	"          if not known[w] then\n"
+	"            limited[#limited+1] = {qi - 1, 'workers', ws}; take = 0\n"
+	"            break\n"
+	"          end\n"
+	"        end\n"
+	"        if take > 0 and held + take > q.max then\n"
+	"          take = math.max(q.max - held, 0)\n"
+	"          limited[#limited+1] = {qi - 1, 'in_flight', held}\n"
+	"        end\n"
+	"      end\n"
+	"      if q.limit and take > 0 then\n"
+	"        if not now then\n"
+	"          local t = redis.call('TIME')\n"
+	"          now = t[1] * 1000000 + t[2]\n"
+	"        end\n"
+	"        local full = now + q.burst * q.t\n"
+	"        local tat = tonumber(redis.call('GET', KEYS[q.limit])) or now\n"
+	"        if tat ~= tat or tat < now then tat = now end\n"
+	"        if tat > full then tat = full end\n"
+	"        local allowed = math.floor((full - tat) / q.t + 1e-9)\n"
+	"        if allowed < take then\n"
+	"          take = math.max(allowed, 0)\n"
+	"          limited[#limited+1] = {qi - 1, 'rate',\n"
+	"            math.ceil(tat + (take + 1) * q.t - full)}\n"
+	"        end\n"
+	"        if take > 0 then\n"
+	"          tat = tat + take * q.t\n"
+	"          redis.call('SET', KEYS[q.limit], string.format('%.17g', tat),\n"
+	"            'PX', math.ceil((tat - now) / 1000) + 1)\n"
+	"        end\n"
+	"      end\n"
+	"      if take > 0 then\n"
+	"        local vs = redis.call('LRANGE', KEYS[i], 0, take - 1)\n"
+	"        for _, v in ipairs(vs) do\n"
+	"          redis.call('ZADD', KEYS[i+1], 'NX', seq, v); seq = seq + 1\n"
+	"          out[#out+1] = qi - 1; out[#out+1] = v\n"
+	"          out[#out+1] = count(redis.call('HGET', KEYS[i+2], v))\n"
+	"        end\n"
+	"        if #vs > 0 then redis.call('LTRIM', KEYS[i], #vs, -1) end\n"
+	"        n = n - #vs\n"
+	"      end\n"
 	"    end\n"
 	"  end\n"
 	"end\n"
@@ -304,9 +383,12 @@ note_paused(struct redisq *q, const char *paused, size_t len)
 		ev_timer_stop(q->loop, &q->pause_check);
 }
 
-/* A queue is paused: look again, so a resume is seen within PAUSE_CHECK. */
+/*
+ * A queue is paused (a resume is seen within PAUSE_CHECK), or a limit
+ * may allow ids again: look at every queue again.
+ */
 void
-rq_pause_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
+rq_look_again_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct redisq *q = w->data;
 
@@ -324,6 +406,7 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 	struct redisq *q;
 	size_t got = 0, asked = (size_t)(intptr_t)priv;
 	uint64_t failed = 0;	/* queues that answered with an error */
+	int again = 0;
 
 	if (c == NULL || reply == NULL)
 		return;		/* rc_lost marked the need to reconcile */
@@ -348,8 +431,11 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
 	    reply->element[0]->type == REDIS_REPLY_STRING)
 		note_paused(q, reply->element[0]->str, reply->element[0]->len);
+	/* A queue whose workers changed is asked again at once. */
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 1)
+		again = rq_limit_note(q, reply->element[1]);
 	if (reply->type == REDIS_REPLY_ARRAY) {
-		for (size_t i = 1; i + 2 < reply->elements; i += 3) {
+		for (size_t i = 2; i + 2 < reply->elements; i += 3) {
 			redisReply *k = reply->element[i];
 			redisReply *v = reply->element[i + 1];
 			redisReply *a = reply->element[i + 2];
@@ -391,7 +477,7 @@ fetch_cb(redisAsyncContext *ac, void *r, void *priv)
 	for (int i = 0; got < asked && i < q->nq; i++)
 		if (!(failed & (UINT64_C(1) << i)))
 			qerr_clear(q, i);
-	q->known_empty = got == 0;
+	q->known_empty = got == 0 && !again;
 	redisq_kick(q);
 }
 
@@ -436,33 +522,51 @@ send_fetch(struct redisq *q, int n)
 {
 	struct argv_buf b = { 0 };
 	/* redis.queues holds at most 64 (config.c). */
-	char nbuf[16], numkeys[16], seqbuf[32], skip[64 + 1];
+	char nbuf[16], numkeys[16], seqbuf[32], skip[64 + 1], nqbuf[16];
+	char (*tbuf)[64] = calloc((size_t)q->nq, sizeof(*tbuf));
+	ev_tstamp now = ev_now(q->loop);
+	int nkeys = 0;
 
+	if (tbuf == NULL)
+		return;
 	snprintf(nbuf, sizeof(nbuf), "%d", n);
-	snprintf(numkeys, sizeof(numkeys), "%d", 4 * q->nq);
 	snprintf(seqbuf, sizeof(seqbuf), "%.0f", q->seq);
+	snprintf(nqbuf, sizeof(nqbuf), "%d", q->nq);
 	q->seq += n;	/* numbers left unused cost nothing: only order counts */
 	rq_argv_add(&b, "EVAL", 4);
 	rq_argv_add(&b, fetch_lua, sizeof(fetch_lua) - 1);
-	rq_argv_add(&b, numkeys, strlen(numkeys));
+	rq_argv_add(&b, numkeys, 0);	/* its length once counted */
 	for (int i = 0; i < q->nq; i++) {
 		rq_argv_add(&b, q->k[i].queue, strlen(q->k[i].queue));
 		rq_argv_add(&b, q->k[i].processing, strlen(q->k[i].processing));
 		rq_argv_add(&b, q->k[i].attempts, strlen(q->k[i].attempts));
 		rq_argv_add(&b, q->k[i].paused, strlen(q->k[i].paused));
+		nkeys += 4 + rq_limit_keys(q, i, &b);
 	}
+	if (!b.failed)
+		b.lens[2] = (size_t)snprintf(numkeys, sizeof(numkeys), "%d",
+		    nkeys);
 	rq_argv_add(&b, nbuf, strlen(nbuf));
 	rq_argv_add(&b, seqbuf, strlen(seqbuf));
-	for (int i = 0; i < q->nq && i < (int)sizeof(skip) - 1; i++)
-		skip[i] = q->qw[i].unrecovered ? '1' : '0';
+	for (int i = 0; i < q->nq && i < (int)sizeof(skip) - 1; i++) {
+		/* A rate that allows no id yet: its timer asks again. */
+		q->qw[i].skipped = q->qw[i].limited == LIMIT_RATE + 1 &&
+		    q->qw[i].limited_until > now + 0.0005;
+		skip[i] = q->qw[i].unrecovered || q->qw[i].skipped ? '1' : '0';
+	}
 	skip[q->nq < (int)sizeof(skip) - 1 ? q->nq : (int)sizeof(skip) - 1] =
 	    '\0';
 	rq_argv_add(&b, skip, strlen(skip));
+	rq_argv_add(&b, q->cfg->worker.id, strlen(q->cfg->worker.id));
+	rq_argv_add(&b, nqbuf, strlen(nqbuf));
+	for (int i = 0; i < q->nq; i++)
+		rq_limit_args(q, i, &b, tbuf[i], sizeof(tbuf[i]));
 	if (!b.failed && rc_command(&q->cmd, fetch_cb, (void *)(intptr_t)n,
 	    b.n, b.argv, b.lens) == 0)
 		q->script_inflight = 1;
 	free(b.argv);
 	free(b.lens);
+	free(tbuf);
 }
 
 static void
@@ -495,6 +599,7 @@ redisq_kick(struct redisq *q)
 		return;
 	}
 	if (q->fetch_stopped) {
+		rq_limit_idle(q);
 		rq_quiesce(q);
 		return;
 	}
@@ -503,6 +608,7 @@ redisq_kick(struct redisq *q)
 	room = q->cb.room(q->arg);
 	if (room <= 0) {
 		/* No slot (or PostgreSQL is away): take nothing more. */
+		rq_limit_idle(q);
 		unblock_all(q);
 		return;
 	}
@@ -516,7 +622,8 @@ redisq_kick(struct redisq *q)
 
 		if (b->qerr)
 			recheck_in(q, QERR_RECHECK);	/* not waited on */
-		else if (q->qw[i].is_paused || q->qw[i].unrecovered)
+		else if (q->qw[i].is_paused || q->qw[i].unrecovered ||
+		    q->qw[i].limited)
 			continue;	/* it has ids: a BLMOVE would spin */
 		else if (rc_up(b) && !b->blocked)
 			send_block(b);

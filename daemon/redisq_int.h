@@ -29,6 +29,7 @@
 #define QERR_RECHECK	1.0	/* a queue of the wrong type is retried */
 #define PAUSE_CHECK	0.5	/* a paused queue is looked at again */
 #define FETCH_DOWN_RECHECK 1.0	/* a queue whose BLMOVE connection is down */
+#define IN_FLIGHT_RECHECK 0.025	/* a queue at max_in_flight: others' acks */
 
 /*
  * Lua shared by the scripts. A script that moves an id checks the type of
@@ -98,8 +99,28 @@ struct owed {
 	void *arg;
 };
 
+/* Another worker registered on a queue, and its processing set. */
+struct peer {
+	char *name;
+	size_t len;
+	char *processing;
+	size_t plen;
+};
+
 struct qwatch {
 	int is_paused;		/* the last fetch found QUEUE:paused */
+	/*
+	 * A limit said no at the last fetch: LIMIT_RATE + 1 (no id before
+	 * LIMITED_UNTIL, ev_now) or LIMIT_IN_FLIGHT + 1 (HELD ids held by
+	 * every worker); 0 when none did.
+	 */
+	int limited;
+	ev_tstamp limited_until;
+	long long held;
+	int skipped;		/* the fetch out does not look at it */
+	/* The other workers of QUEUE:workers, as the fetch names them. */
+	struct peer *peers;
+	size_t npeers;
 	char *head;		/* the id at its head at the last sample */
 	ev_tstamp head_since;	/* ... first seen there */
 	struct outage move_outage;	/* why its due ids cannot move */
@@ -184,6 +205,7 @@ struct redisq {
 	int move_failed;	/* one of them: the next round waits longer */
 	ev_timer mover;
 	int known_empty;	/* the last fetch found every queue empty */
+	ev_timer limit_timer;	/* a limited queue may give ids again */
 	int fetch_stopped;
 	redisq_done_fn *requeue_fn;	/* set while everything goes back */
 	void *requeue_arg;
@@ -242,11 +264,20 @@ void rq_need_recovery(struct redisq *q);
 void rq_owe(struct redisq *q, redisq_done_fn *fn, void *arg);
 void rq_requeue_answer(struct redisq *q, int ok);
 void rq_state_changed(struct redisq *q);
-void rq_pause_check_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void rq_look_again_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void rq_quiesce(struct redisq *q);
 void rq_recheck_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void rq_move_due(struct redisq *q);
 void rq_mover_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void rq_sampler_cb(struct ev_loop *loop, ev_timer *w, int revents);
+/* redisq_limit.c: the limits' part of the fetch (README "Limits"). */
+void rq_limit_peers(struct redisq *q, int qi, redisReply **w, size_t n);
+int rq_limit_keys(struct redisq *q, int qi, struct argv_buf *b);
+void rq_limit_args(struct redisq *q, int qi, struct argv_buf *b,
+    char *tbuf, size_t size);
+int rq_limit_note(struct redisq *q, const redisReply *limited);
+void rq_limit_idle(struct redisq *q);
+void rq_limit_reset(struct redisq *q);
+void rq_limit_free(struct redisq *q);
 
 #endif

@@ -81,3 +81,24 @@ stats_dead_total(const struct stats *s)
 			n += s->q[i].dead[r];
 	return n;
 }
+
+void
+stats_limited(struct qstats *qs, int kind, double now)
+{
+	if (qs->limited_now == kind + 1)
+		return;		/* the same spell goes on */
+	if (qs->limited_now > 0 && now > qs->limited_since)
+		qs->limited[qs->limited_now - 1] += now - qs->limited_since;
+	qs->limited_now = kind + 1;
+	qs->limited_since = now;
+}
+
+double
+stats_limited_seconds(const struct qstats *qs, int kind, double now)
+{
+	double s = qs->limited[kind];
+
+	if (qs->limited_now == kind + 1 && now > qs->limited_since)
+		s += now - qs->limited_since;
+	return s;
+}

@@ -16,6 +16,13 @@ enum dead_reason {
 	DEAD_NREASONS
 };
 
+/* Which limit of a queue said no (README "Limits"). */
+enum limit_kind {
+	LIMIT_RATE,
+	LIMIT_IN_FLIGHT,
+	LIMIT_NKINDS
+};
+
 /* Upper bounds of the duration buckets, seconds; +Inf is implied. */
 #define STATS_NBUCKETS	17
 extern const double stats_buckets[STATS_NBUCKETS];
@@ -42,6 +49,14 @@ struct qstats {
 	uint64_t failed;	/* last attempts failed: marked failed, dead */
 	uint64_t dead[DEAD_NREASONS];
 	uint64_t reclaimed;	/* given back from workers without heartbeat */
+	/*
+	 * Seconds this daemon wanted ids of the queue and a limit said no:
+	 * the spells that ended, and the one going on (LIMITED_NOW is its
+	 * kind + 1, 0 when none) since LIMITED_SINCE (ev_now).
+	 */
+	double limited[LIMIT_NKINDS];
+	int limited_now;
+	double limited_since;
 	struct histogram handler;	/* handler start to answer */
 	struct histogram task;		/* taken to acknowledged */
 	int sampled;		/* SAMPLE holds an answer */
@@ -71,6 +86,12 @@ void stats_connected(struct bstats *b, int *once);
 /* The sum of one counter over every queue, e.g. STATS_SUM(s, completed). */
 #define STATS_SUM(s, field)	stats_sum((s), offsetof(struct qstats, field))
 uint64_t stats_sum(const struct stats *s, size_t off);
+/*
+ * A spell of KIND (-1: none) starts for queue QS at NOW; the one going on
+ * ends. stats_limited_seconds: the whole time of KIND up to NOW.
+ */
+void stats_limited(struct qstats *qs, int kind, double now);
+double stats_limited_seconds(const struct qstats *qs, int kind, double now);
 /* Every id moved to a dead list, for whatever reason. */
 uint64_t stats_dead_total(const struct stats *s);
 

@@ -1151,6 +1151,23 @@ worker_update_status(struct worker *w)
 				n += snprintf(buf + n, sizeof(buf) - n, " %s",
 				    redisq_queue(w->q, i));
 	}
+	if (!w->stopping) {
+		static const char *const why[] = { "rate", "max_in_flight" };
+		size_t n = strlen(buf);
+		int first = 1;
+
+		for (int i = 0; i < w->cfg->redis.nqueues && n < sizeof(buf);
+		    i++) {
+			int l = redisq_limited(w->q, i);
+
+			if (l == 0)
+				continue;
+			n += snprintf(buf + n, sizeof(buf) - n, "%s %s (%s)",
+			    first ? "; limited:" : ",", redisq_queue(w->q, i),
+			    why[l - 1]);
+			first = 0;
+		}
+	}
 	if (strcmp(buf, w->status) == 0)
 		return;
 	memcpy(w->status, buf, sizeof(buf));

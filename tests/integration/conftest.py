@@ -133,9 +133,16 @@ def render_value(v):
 
 
 def render_config(cfg):
-    """{group: {key: value}} as libconfig text; a None value is left out."""
+    """{group: {key: value}} as libconfig text; a None value is left out.
+    A list of dicts (limits) is a list of groups."""
     lines = ["# written by tests/integration/conftest.py"]
     for group, keys in cfg.items():
+        if isinstance(keys, (list, tuple)):
+            entries = ["{ " + " ".join(f"{k} = {render_value(v)};"
+                                       for k, v in e.items() if v is not None) + " }"
+                       for e in keys]
+            lines.append(f"{group}: ( " + ", ".join(entries) + " );")
+            continue
         lines.append(f"{group}: {{")
         for key, value in keys.items():
             if value is not None:
@@ -145,10 +152,14 @@ def render_config(cfg):
 
 
 def merge_config(base, overrides):
-    cfg = {g: dict(keys) for g, keys in base.items()}
+    cfg = {g: (list(keys) if isinstance(keys, (list, tuple)) else dict(keys))
+           for g, keys in base.items()}
     for group, keys in overrides.items():
         if keys is None:
             cfg.pop(group, None)
+            continue
+        if isinstance(keys, (list, tuple)):
+            cfg[group] = [dict(e) for e in keys]
             continue
         cfg.setdefault(group, {}).update(keys)
     return cfg
