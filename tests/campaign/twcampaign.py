@@ -198,8 +198,16 @@ def render_value(v):
 
 
 def render_config(cfg):
+    """{group: {key: value}} as libconfig text; a list of dicts (limits) is
+    a list of groups."""
     lines = ["# written by tests/campaign/twcampaign.py"]
     for group, keys in cfg.items():
+        if isinstance(keys, list):
+            entries = ["{ " + " ".join(f"{k} = {render_value(v)};"
+                                       for k, v in e.items() if v is not None) + " }"
+                       for e in keys]
+            lines.append(f"{group}: ( " + ", ".join(entries) + " );")
+            continue
         lines.append(f"{group}: {{")
         for key, value in keys.items():
             if value is not None:
@@ -528,7 +536,7 @@ class Campaign:
                     "kill_grace_ms": 1000, "max_processes": 8}
         else:
             hcfg = {"type": "sql", "statement": SQL_STATEMENT, "timeout_ms": 10000}
-        return {
+        cfg = {
             "redis": {"host": "127.0.0.1", "port": self.servers.redis.port,
                       "queues": [QUEUE], "connect_timeout_ms": 1000,
                       "command_timeout_ms": 3000},
@@ -547,6 +555,13 @@ class Campaign:
             "retry": {"attempts": 3, "min_ms": 100, "max_ms": 800},
             "log": {"level": "debug"},
         }
+        if rng.random() < 0.5:
+            # Limits loose enough for the workload to end in time; a reload
+            # draws them anew.
+            cfg["limits"] = [{"queue": QUEUE, "rate": rng.choice([100, 400, 5000]),
+                              "burst": rng.choice([1, 10, 100]),
+                              "max_in_flight": rng.choice([None, 24, 64])}]
+        return cfg
 
     def delays(self, index):
         """delay_ms values to draw from. The daemon that can be cut off
@@ -783,7 +798,7 @@ class Campaign:
                 "columns": new["postgres"]["columns"],
                 "delay_ms": new["worker"]["delay_ms"], "handler": handler}
         self.fault("sighup", f"{d.name} pid {d.proc.pid}: " + json.dumps(
-            {k: desc[k] for k in change}))
+            dict({k: desc[k] for k in change}, limits=new.get("limits"))))
         d.sighup(new)
 
     def daemon_clients(self):
