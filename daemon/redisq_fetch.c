@@ -28,7 +28,11 @@
  * sequence (before it leaves the queue); a queue whose QUEUE:paused exists
  * is not taken from. A queue's limits bound how many it gives, in the
  * same step: a GCRA on the server's clock, whose theoretical arrival time
- * (microseconds) is QUEUE:limit, and the ids in every registered worker's
+ * (microseconds) is QUEUE:limit, worked out as its distance from now so
+ * that a tiny interval is not lost in the clock's digits; a time more
+ * than a burst ahead (limits changed by a reload, the clock set back, a
+ * hostile value) is brought back to one burst and written so. And the
+ * ids in every registered worker's
  * processing set. A worker registered that the daemon did not name stops
  * that queue for this call (its ids would not be counted); the answer
  * names them all.
@@ -103,20 +107,21 @@ static const char fetch_lua[] =
 	"          local t = redis.call('TIME')\n"
 	"          now = t[1] * 1000000 + t[2]\n"
 	"        end\n"
-	"        local full = now + q.burst * q.t\n"
-	"        local tat = tonumber(redis.call('GET', KEYS[q.limit])) or now\n"
-	"        if tat ~= tat or tat < now then tat = now end\n"
-	"        if tat > full then tat = full end\n"
-	"        local allowed = math.floor((full - tat) / q.t + 1e-9)\n"
+	"        local room = q.burst * q.t\n"
+	"        local tat = tonumber(redis.call('GET', KEYS[q.limit]))\n"
+	"        local d, stale = 0, false\n"
+	"        if tat and tat == tat and tat > now then d = tat - now end\n"
+	"        if d > room then d = room; stale = true end\n"
+	"        local allowed = math.floor((room - d) / q.t + 1e-9)\n"
 	"        if allowed < take then\n"
 	"          take = math.max(allowed, 0)\n"
 	"          limited[#limited+1] = {qi - 1, 'rate',\n"
-	"            math.ceil(tat + (take + 1) * q.t - full)}\n"
+	"            math.max(math.ceil(d + (take + 1) * q.t - room), 1)}\n"
 	"        end\n"
-	"        if take > 0 then\n"
-	"          tat = tat + take * q.t\n"
-	"          redis.call('SET', KEYS[q.limit], string.format('%.17g', tat),\n"
-	"            'PX', math.ceil((tat - now) / 1000) + 1)\n"
+	"        if take > 0 or stale then\n"
+	"          d = d + take * q.t\n"
+	"          redis.call('SET', KEYS[q.limit], string.format('%.17g', now + d),\n"
+	"            'PX', math.ceil(d / 1000) + 1)\n"
 	"        end\n"
 	"      end\n"
 	"      if take > 0 then\n"

@@ -154,6 +154,13 @@ kind_of(const redisReply *r)
 	return -2;
 }
 
+/* Which of two limits named in one answer speaks for the queue. */
+static int
+rank(int kind)
+{
+	return kind == -1 ? 0 : kind == LIMIT_RATE ? 1 : 2;
+}
+
 static void
 log_change(struct redisq *q, int qi, int was, int now)
 {
@@ -188,19 +195,26 @@ rq_limit_note(struct redisq *q, const redisReply *limited)
 
 		if (qw->skipped)
 			continue;
+		/*
+		 * Both limits may have held it back: a new registry first
+		 * (counted anew at once), then the rate, whose wait is known,
+		 * then max_in_flight, looked at again soon.
+		 */
 		for (size_t j = 0; limited != NULL &&
 		    limited->type == REDIS_REPLY_ARRAY &&
 		    j < limited->elements; j++) {
 			const redisReply *e = limited->element[j];
+			int k;
 
-			if (e->type == REDIS_REPLY_ARRAY && e->elements == 3 &&
-			    e->element[0]->type == REDIS_REPLY_INTEGER &&
-			    e->element[0]->integer == i &&
-			    (kind = kind_of(e->element[1])) != -2) {
+			if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+			    e->element[0]->type != REDIS_REPLY_INTEGER ||
+			    e->element[0]->integer != i ||
+			    (k = kind_of(e->element[1])) == -2)
+				continue;
+			if (v == NULL || rank(k) < rank(kind)) {
 				v = e->element[2];
-				break;
+				kind = k;
 			}
-			kind = -1;
 		}
 		if (v != NULL && kind == -1) {
 			/* Its registry changed: counted anew at once. */

@@ -383,3 +383,71 @@ def test_check_config_limits(run_bin, tmp_path, servers):
                  "limits[2]: per_ms and burst shape a rate: set rate too",
                  'limits[3].queue: "emails" already has limits[1]'):
         assert want in out, out
+
+
+# ---- a rate's state out of step with its limits ---------------------------------------
+
+def fetch_calls(tw):
+    """The fetch script's looks at a limited queue so far: each makes one
+    LLEN (no other script of the daemon does)."""
+    return tw.r.info("commandstats").get("cmdstat_llen", {}).get("calls", 0)
+
+
+def test_reload_raising_the_rate_applies_at_once(tw, taskworkerd, done_at):
+    """10 per second with a burst of 100, its burst spent, then a reload to
+    100 per second with a burst of 20: the state the old limits left (a
+    time far ahead of what the new burst allows) is brought back to one
+    burst, so the new rate serves from the first second."""
+    d = taskworkerd(limits=[{"queue": "tasks", "rate": 10, "burst": 100}])
+    ids = tw.insert(1000)
+    tw.push(ids)
+    wait_until(lambda: len(done_at()) >= 100, 10, "the first burst", daemon=d)
+    wait_reloaded(d, d.reload(merge_config(d.config, {
+        "limits": [{"queue": "tasks", "rate": 100, "burst": 20}]})))
+    t1 = tw.db.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0]
+    subprocess.run(["sleep", "2"])
+    got = len([t for t in done_at() if t > float(t1)])
+    assert got >= 150, f"{got} ids in the 2 s after raising the rate to 100/s"
+
+
+@pytest.mark.parametrize("stored", ["future", "9e15", "1e400"])
+def test_rate_state_far_ahead_is_brought_back(tw, taskworkerd, stored):
+    """QUEUE:limit set an hour ahead (a clock set back) or to a hostile
+    number: at most one burst's wait, then the rate serves, and the daemon
+    does not poll Redis faster meanwhile."""
+    now_us = int(tw.r.time()[0]) * 1_000_000
+    tw.r.set("tasks:limit", str(now_us + 3600 * 10**6) if stored == "future" else stored)
+    d = taskworkerd(limits=[{"queue": "tasks", "rate": 100, "burst": 10}])
+    ids = tw.insert(100)
+    before = fetch_calls(tw)
+    tw.push(ids)
+    tw.wait_completed(ids, 5, daemon=d)
+    calls = fetch_calls(tw) - before
+    # 100 ids at 100/s, a burst of 10 at a time: about a hundred fetches.
+    assert calls < 400, f"{calls} fetch scripts for 100 ids"
+
+
+def test_high_rate_with_the_default_burst_serves(tw, taskworkerd):
+    """rate = 10,000,000 per second with the default burst of 1: an
+    interval of 0.1 us, below what Redis' clock in microseconds can add to
+    itself; the queue is served, an id a fetch, never stopped."""
+    d = taskworkerd(limits=[{"queue": "tasks", "rate": 10000000}])
+    ids = tw.insert(200)
+    tw.push(ids)
+    tw.wait_completed(ids, 10, daemon=d)
+
+
+def test_both_limits_wait_for_the_rate(tw, taskworkerd):
+    """One id a second and max_in_flight = 10, ids held 20 s: with both
+    limits saying no, the daemon waits for the rate's time, not the 25 ms
+    look of max_in_flight."""
+    d = taskworkerd(limits=[{"queue": "tasks", "rate": 1, "burst": 1, "max_in_flight": 10}],
+                    worker={"delay_ms": 20000})
+    ids = tw.insert(30)
+    tw.push(ids)
+    wait_until(lambda: all_held(tw) >= 2, 5, "two ids taken", daemon=d)
+    before = fetch_calls(tw)
+    subprocess.run(["sleep", "3"])
+    calls = fetch_calls(tw) - before
+    assert calls <= 8, f"{calls} fetch scripts in 3 s at one id a second"
+    assert all_held(tw) <= 6
