@@ -110,6 +110,15 @@ def wait_until(pred, timeout, what, daemon=None, interval=0.02):
         time.sleep(interval)
 
 
+def wait_reloaded(d, mark):
+    """Wait for the daemon D's RELOADING=1 after the notify MARK, then its
+    READY=1: a reload sent with d.reload() has been applied."""
+    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
+                          since=mark, daemon=d)
+    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1 after RELOADING=1",
+                      since=i + 1, daemon=d)
+
+
 # ---- the config file ------------------------------------------------------------
 
 class Raw(str):

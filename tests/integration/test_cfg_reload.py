@@ -2,15 +2,8 @@
 any line they print or log; a file cut short or emptied is not taken for
 a change; a change of handler or server is said loudly."""
 
-from conftest import (EX_CONFIG, EX_OK, exec_handler, merge_config, read_lines,
-                      render_config, wait_until, write_script)
-
-
-def wait_reloaded(d, mark):
-    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
-                          since=mark, daemon=d)
-    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1 after RELOADING=1",
-                      since=i + 1, daemon=d)
+from conftest import (EX_CONFIG, EX_OK, exec_handler, merge_config, read_lines, render_config,
+                      wait_reloaded, wait_until, write_script)
 
 
 BAD_CONNINFOS = [

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from conftest import (BIN, EX_CONFIG, EX_OK, fast_retry, line_number, merge_config, reason_text,
-                      redis_now_ms, render_config, scaled, wait_dead, wait_until, zset)
+                      redis_now_ms, render_config, scaled, wait_dead, wait_reloaded, wait_until,
+                      zset)
 from httpserv import Blackhole, Reply
 from test_metrics import start_with_metrics, wait_metrics
 
@@ -648,9 +649,7 @@ def test_http_reload_running_request_keeps_old_settings(tw, http_server, taskwor
     mark = d.reload(merge_config(d.config, {
         "handler": http_handler(srv.url("/new"), headers=["X-Gen: new"],
                                 token_file="token-new")}))
-    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
-                          since=mark, daemon=d)
-    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1", since=i + 1, daemon=d)
+    wait_reloaded(d, mark)
     tw.push([second])
     tw.wait_completed([first, second], 10, daemon=d)
     reqs = srv.requests
@@ -861,9 +860,7 @@ def test_http_reload_lowers_max_connections(tw, http_server, taskworkerd):
     assert srv.max_active == 8
     mark = d.reload(merge_config(d.config, {
         "handler": http_handler(srv.url(), max_connections=2)}))
-    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
-                          since=mark, daemon=d)
-    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1", since=i + 1, daemon=d)
+    wait_reloaded(d, mark)
     wait_until(lambda: sum(c.closed is None for c in srv.conns) == 2, 10,
                "the idle connections past 2 to close", daemon=d)
     then = time.monotonic()
@@ -891,9 +888,7 @@ def test_http_resend_after_reload_goes_where_it_was_meant(tw, http_server, taskw
     tw.push([second])
     a.wait_requests(2, 10, daemon=d)
     mark = d.reload(merge_config(d.config, {"handler": http_handler(b.url("/b"))}))
-    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
-                          since=mark, daemon=d)
-    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1", since=i + 1, daemon=d)
+    wait_reloaded(d, mark)
     tw.push([third])
     tw.wait_completed([second, third], 15, daemon=d)
     assert [(int(r.json()["id"]), r.path, r.conn) for r in a.requests] == [
@@ -917,9 +912,7 @@ def test_http_max_connections_bounds_both_clients_across_a_reload(tw, http_serve
     wait_until(lambda: a.active == 2, 10, "2 requests at the http:// server", daemon=d)
     mark = d.reload(merge_config(d.config, {"handler": http_handler(
         b.url(), max_connections=2, ca_file=http_server.certs.ca_file)}))
-    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
-                          since=mark, daemon=d)
-    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1", since=i + 1, daemon=d)
+    wait_reloaded(d, mark)
     more = tw.insert(6)
     tw.push(more)
     peak, done = 0, False
@@ -988,9 +981,7 @@ def test_http_lookup_bounded_by_the_current_connect_timeout(tw, http_server, tas
         f"attempt 1/1: connect to slowdns.test:{srv.port}: timed out after 300 ms"
     mark = d.reload(merge_config(d.config, {"handler": http_handler(
         srv.url(host="slowdns.test"), connect_timeout_ms=5000)}))
-    j = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
-                          since=mark, daemon=d)
-    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1", since=j + 1, daemon=d)
+    wait_reloaded(d, mark)
     (k,) = tw.insert(1)
     tw.push([k])
     tw.wait_completed([k], 10, daemon=d)

@@ -13,7 +13,7 @@ import pytest
 
 import twservers
 from conftest import (BIN, EX_CONFIG, EX_OK, WRAPPER, exec_handler, merge_config,
-                      render_config, scaled, wait_until, write_script)
+                      render_config, scaled, wait_reloaded, wait_until, write_script)
 
 CTL = str(Path(BIN).resolve().parent.parent / "ctl" / "taskworkerctl")
 
@@ -93,13 +93,6 @@ def stamping_handler(tmp_path, seconds):
                 res.append((float(s), float(e)))
         return res
     return exec_handler(script, max_processes=32), intervals
-
-
-def wait_reloaded(d, mark):
-    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
-                          since=mark, daemon=d)
-    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1 after RELOADING=1",
-                      since=i + 1, daemon=d)
 
 
 def three(taskworkerd, limits, worker=None, **groups):

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from conftest import EX_OK, log_has_line, merge_config, render_config, scaled, wait_until
+from conftest import (EX_OK, log_has_line, merge_config, render_config, scaled, wait_reloaded,
+                      wait_until)
 
 
 def start_with_inflight(tw, taskworkerd, n, delay_ms, concurrency, shutdown_ms):
@@ -100,13 +101,6 @@ def test_sigterm_when_idle(tw, taskworkerd):
 
 
 # ---- SIGHUP -----------------------------------------------------------------------
-
-def wait_reloaded(d, mark):
-    i = d.notify.wait_for(lambda line: line == "RELOADING=1", 10, "RELOADING=1",
-                          since=mark, daemon=d)
-    d.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1 after RELOADING=1",
-                      since=i + 1, daemon=d)
-
 
 @pytest.mark.slow
 def test_reload_applies_delay(tw, taskworkerd):
