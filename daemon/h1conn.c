@@ -8,6 +8,7 @@
  * needs is kept. Idle connections are reused newest first, and the oldest
  * is closed after H1_IDLE_MAX seconds unused, so a quiet pool shrinks.
  */
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -46,8 +47,9 @@ struct h1_conn {
 	struct h1_req *q;		/* the request it carries, if any */
 	struct resolve_req *lookup;
 	struct resolve_answer addrs;
+	int idle;			/* on the pool's idle list */
 	ev_tstamp idle_since;
-	struct h1_conn *prev, *next;	/* on the idle list */
+	TAILQ_ENTRY(h1_conn) entry;
 };
 
 struct h1_req {
@@ -76,7 +78,7 @@ struct h1_pool {
 	int max;			/* connections open at most */
 	int open;
 	int nidle;
-	struct h1_conn *idle, *oldest;	/* newest first */
+	TAILQ_HEAD(h1_idle, h1_conn) idle;	/* newest first */
 	ev_timer age;			/* closes the oldest idle */
 	char rbuf[H1_READ_BUFFER];
 };
@@ -112,16 +114,15 @@ watch(struct h1_conn *c, int events)
 static void
 idle_del(struct h1_pool *p, struct h1_conn *c)
 {
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		p->idle = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	else
-		p->oldest = c->prev;
-	c->prev = c->next = NULL;
+	TAILQ_REMOVE(&p->idle, c, entry);
+	c->idle = 0;
 	p->nidle--;
+}
+
+static struct h1_conn *
+oldest(struct h1_pool *p)
+{
+	return TAILQ_LAST(&p->idle, h1_idle);
 }
 
 static void
@@ -129,7 +130,7 @@ conn_close(struct h1_conn *c)
 {
 	struct h1_pool *p = c->p;
 
-	if (c->q == NULL && (c->prev || p->idle == c))
+	if (c->idle)
 		idle_del(p, c);
 	resolve_cancel(c->lookup);
 	ev_io_stop(p->loop, &c->io);
@@ -143,10 +144,12 @@ conn_close(struct h1_conn *c)
 static void
 age_arm(struct h1_pool *p)
 {
-	if (p->oldest == NULL || ev_is_active(&p->age))
+	struct h1_conn *c = oldest(p);
+
+	if (c == NULL || ev_is_active(&p->age))
 		return;
-	ev_timer_set(&p->age, p->oldest->idle_since + H1_IDLE_MAX -
-	    ev_now(p->loop), 0.);
+	ev_timer_set(&p->age, c->idle_since + H1_IDLE_MAX - ev_now(p->loop),
+	    0.);
 	ev_timer_start(p->loop, &p->age);
 }
 
@@ -154,11 +157,12 @@ static void
 age_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct h1_pool *p = w->data;
+	struct h1_conn *c;
 
 	(void)revents;
-	while (p->oldest && p->oldest->idle_since + H1_IDLE_MAX <=
+	while ((c = oldest(p)) != NULL && c->idle_since + H1_IDLE_MAX <=
 	    ev_now(loop) + 0.001)
-		conn_close(p->oldest);
+		conn_close(c);
 	age_arm(p);
 }
 
@@ -171,13 +175,8 @@ conn_idle(struct h1_conn *c)
 	c->q = NULL;
 	c->reused = 1;
 	c->idle_since = ev_now(p->loop);
-	c->prev = NULL;
-	c->next = p->idle;
-	if (p->idle)
-		p->idle->prev = c;
-	else
-		p->oldest = c;
-	p->idle = c;
+	c->idle = 1;
+	TAILQ_INSERT_HEAD(&p->idle, c, entry);
 	p->nidle++;
 	/* Still watched for reading: the server closing it is seen. */
 	age_arm(p);
@@ -327,19 +326,29 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- sending and reading ---------------------------------------------------- */
 
+/*
+ * Sends what is left of Q's request: 1 when it is all sent, 0 when more
+ * waits for room, -1 (errno set) when the connection failed.
+ */
+static int
+send_left(struct h1_req *q)
+{
+	ssize_t n = send(q->c->fd, q->buf + q->off, q->len - q->off,
+	    MSG_NOSIGNAL);
+
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -1;
+	q->off += (size_t)n;
+	return q->off == q->len;
+}
+
 static void
 send_more(struct h1_req *q)
 {
-	struct h1_conn *c = q->c;
 	char why[sizeof(q->why)];
-	ssize_t n;
+	int rc = send_left(q);
 
-	n = send(c->fd, q->buf + q->off, q->len - q->off, MSG_NOSIGNAL);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-		watch(c, WRITING);
-		return;
-	}
-	if (n < 0) {
+	if (rc == -1) {
 		if (try_again(q))
 			return;
 		snprintf(why, sizeof(why), "bad response: send failure: %s",
@@ -347,12 +356,7 @@ send_more(struct h1_req *q)
 		req_fail(q, why);
 		return;
 	}
-	q->off += (size_t)n;
-	if (q->off < q->len) {
-		watch(c, WRITING);
-		return;
-	}
-	watch(c, EV_READ);
+	watch(q->c, rc == 1 ? EV_READ : WRITING);
 }
 
 static void
@@ -585,6 +589,7 @@ h1_pool_new(struct ev_loop *loop)
 	if (p == NULL)
 		return NULL;
 	p->loop = loop;
+	TAILQ_INIT(&p->idle);
 	ev_init(&p->age, age_cb);
 	p->age.data = p;
 	return p;
@@ -607,8 +612,8 @@ h1_pool_set_max(struct h1_pool *p, int max)
 {
 	p->max = max;
 	/* Idle ones past a lower bound close now, the busy as they end. */
-	while (p->open > max && p->oldest)
-		conn_close(p->oldest);
+	while (p->open > max && oldest(p) != NULL)
+		conn_close(oldest(p));
 }
 
 int
@@ -626,8 +631,8 @@ h1_pool_open(const struct h1_pool *p)
 void
 h1_pool_close_idle(struct h1_pool *p)
 {
-	while (p->idle)
-		conn_close(p->idle);
+	while (!TAILQ_EMPTY(&p->idle))
+		conn_close(TAILQ_FIRST(&p->idle));
 }
 
 /*
@@ -661,7 +666,7 @@ h1_send(struct h1_pool *p, const struct h1_target *t, const char *buf,
 {
 	struct h1_req *q;
 	struct h1_conn *c;
-	ssize_t n;
+	int rc;
 
 	if (set_origin(p, t->host, t->port) == -1 ||
 	    (q = calloc(1, sizeof(*q))) == NULL)
@@ -680,21 +685,20 @@ h1_send(struct h1_pool *p, const struct h1_target *t, const char *buf,
 	q->timer.data = q;
 	if (t->timeout_ms > 0)
 		q->deadline = ev_now(p->loop) + t->timeout_ms / 1000.;
-	if ((c = p->idle) != NULL) {
+	if ((c = TAILQ_FIRST(&p->idle)) != NULL) {
 		idle_del(p, c);
 		c->q = q;
 		q->c = c;
 		req_arm(q);
-		/* Nothing calls back from here: a failure waits a turn. */
-		n = send(c->fd, buf, len, MSG_NOSIGNAL);
-		if (n == (ssize_t)len) {
-			q->off = len;	/* its watcher reads already */
-		} else if (n >= 0 || errno == EAGAIN || errno == EINTR) {
-			q->off = n > 0 ? (size_t)n : 0;
+		/*
+		 * All sent, its watcher reads already. Nothing calls back
+		 * from here: a failure waits a turn.
+		 */
+		rc = send_left(q);
+		if (rc == 0)
 			watch(c, WRITING);
-		} else if (!try_again(q)) {
+		else if (rc == -1 && !try_again(q))
 			req_fail_later(q, "the connection failed");
-		}
 		return q;
 	}
 	start_connect(q);

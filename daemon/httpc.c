@@ -845,7 +845,7 @@ has_room(struct http_pool *p, const struct http_run *r)
 		return 0;
 	if (p->curl_running >= (p->max_connections - h1_pool_open(p->h1)) *
 	    per)
-		h1_pool_close_idle(p->h1);
+		h1_pool_close_idle(p->h1);	/* open now counts no idle */
 	return p->curl_running < (p->max_connections -
 	    h1_pool_open(p->h1)) * per;
 }
