@@ -460,25 +460,36 @@ check_string(struct loader *ld, const struct key *k, const char *what,
 	return bad;
 }
 
+/* S, an integer from MIN to MAX, into *V; else -1, reported as WHAT's. */
+static int
+get_int(struct loader *ld, const config_setting_t *s, unsigned int line,
+    const char *what, long long min, long long max, long long *v)
+{
+	int type = config_setting_type(s);
+
+	if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
+		report(ld, line, "%s: expected an integer", what);
+		return -1;
+	}
+	*v = config_setting_get_int64(s);
+	if (*v < min || *v > max) {
+		report(ld, line, "%s: must be between %lld and %lld", what, min,
+		    max);
+		return -1;
+	}
+	return 0;
+}
+
 static void
 set_int(struct loader *ld, const struct key *k, const config_setting_t *s,
     unsigned int line)
 {
+	char what[128];
 	long long v;
-	int type = config_setting_type(s);
 
-	if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
-		report(ld, line, "%s.%s: expected an integer", k->section,
-		    k->name);
-		return;
-	}
-	v = config_setting_get_int64(s);
-	if (v < k->min || v > k->max) {
-		report(ld, line, "%s.%s: must be between %lld and %lld",
-		    k->section, k->name, k->min, k->max);
-		return;
-	}
-	*(int *)field(ld->cfg, k->off) = (int)v;
+	snprintf(what, sizeof(what), "%s.%s", k->section, k->name);
+	if (get_int(ld, s, line, what, k->min, k->max, &v) == 0)
+		*(int *)field(ld->cfg, k->off) = (int)v;
 }
 
 static void
@@ -1476,6 +1487,7 @@ set_limit(struct loader *ld, const config_setting_t *e, int idx,
 		    (unsigned int)i);
 		const char *name = config_setting_name(s);
 		unsigned int sl = config_setting_source_line(s);
+		char what[64];
 		size_t j;
 		long long v;
 
@@ -1505,19 +1517,10 @@ set_limit(struct loader *ld, const config_setting_t *e, int idx,
 			    name != NULL ? name : "");
 			continue;
 		}
-		if (config_setting_type(s) != CONFIG_TYPE_INT &&
-		    config_setting_type(s) != CONFIG_TYPE_INT64) {
-			report(ld, sl, "limits[%d].%s: expected an integer",
-			    idx, name);
+		snprintf(what, sizeof(what), "limits[%d].%s", idx, name);
+		if (get_int(ld, s, sl, what, limit_keys[j].min,
+		    limit_keys[j].max, &v) == -1)
 			continue;
-		}
-		v = config_setting_get_int64(s);
-		if (v < limit_keys[j].min || v > limit_keys[j].max) {
-			report(ld, sl, "limits[%d].%s: must be between %d and "
-			    "%d", idx, name, limit_keys[j].min,
-			    limit_keys[j].max);
-			continue;
-		}
 		*(int *)((char *)l + limit_keys[j].off) = (int)v;
 		if (strcmp(name, "rate") == 0)
 			set_rate = 1;
