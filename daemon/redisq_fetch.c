@@ -528,12 +528,10 @@ send_fetch(struct redisq *q, int n)
 	struct argv_buf b = { 0 };
 	/* redis.queues holds at most 64 (config.c). */
 	char nbuf[16], numkeys[16], seqbuf[32], skip[64 + 1], nqbuf[16];
-	char (*tbuf)[64] = calloc((size_t)q->nq, sizeof(*tbuf));
+	char tbuf[64][64];	/* each queue's limit numbers */
 	ev_tstamp now = ev_now(q->loop);
 	int nkeys = 0;
 
-	if (tbuf == NULL)
-		return;
 	snprintf(nbuf, sizeof(nbuf), "%d", n);
 	snprintf(seqbuf, sizeof(seqbuf), "%.0f", q->seq);
 	snprintf(nqbuf, sizeof(nqbuf), "%d", q->nq);
@@ -571,7 +569,6 @@ send_fetch(struct redisq *q, int n)
 		q->script_inflight = 1;
 	free(b.argv);
 	free(b.lens);
-	free(tbuf);
 }
 
 static void
