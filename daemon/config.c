@@ -1224,7 +1224,6 @@ check_http(struct loader *ld)
 {
 	struct config *cfg = ld->cfg;
 	char msg[MSG_MAX];
-	const char *why;
 	struct stat st;
 	unsigned int line;
 
@@ -1235,9 +1234,6 @@ check_http(struct loader *ld)
 	}
 	if (line_of_key(ld, "handler", "timeout_ms") == 0)
 		cfg->handler.timeout_ms = HTTP_DEFAULT_TIMEOUT_MS;
-	if (cfg->handler.http2 && (why = http_check_h2c(msg, sizeof(msg))))
-		report(ld, line_of_key(ld, "handler", "http2"),
-		    "handler.http2: %s", why);
 	if (cfg->handler.ca_file[0] != '\0' &&
 	    (stat(cfg->handler.ca_file, &st) == -1 || !S_ISREG(st.st_mode) ||
 	    access(cfg->handler.ca_file, R_OK) == -1))

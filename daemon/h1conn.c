@@ -1,8 +1,13 @@
 /*
- * h1conn: plain HTTP/1.1 over keep-alive connections. A connection is
+ * h1conn: plain HTTP/1.1 over keep-alive connections, and HTTP/2 by prior
+ * knowledge (h2c) over the same connections. An HTTP/1.1 connection is
  * idle (on the pool's idle list, watched for the server closing it),
  * connecting (for the one request that opened it) or busy with one
- * request. A request has one ev_timer, armed for whichever of its
+ * request. An h2c connection carries up to H2_STREAMS requests at once
+ * (fewer if the server says so), each a stream of its nghttp2 session;
+ * it is on the pool's avail list while it may take more, on the idle
+ * list when it carries none. Its frames are written once a loop turn
+ * (an ev_prepare), so the requests of a turn share a send(). A request has one ev_timer, armed for whichever of its
  * deadlines (the whole request, the connect) comes first. Reads land in
  * one buffer of the pool and go through h1resp; only what the reason
  * needs is kept. Idle connections are reused newest first, and the oldest
@@ -19,6 +24,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <nghttp2/nghttp2.h>
+
 #include "h1conn.h"
 #include "h1resp.h"
 #include "resolve.h"
@@ -28,11 +35,14 @@
 #define WRITING		(EV_READ | EV_WRITE)	/* an early answer is read */
 #define H1_RESOLVE_MS	30000		/* a lookup at most: connect_timeout_ms
 					   bounds it for each request */
+#define H2_STREAMS	100		/* a connection's requests at most */
+#define H2_OUT_BUFFER	(16 * 1024)	/* frames gathered for one send() */
 
 /* Where requests go: a request and its connection each hold a ref. */
 struct h1_origin {
 	int refs;
 	int port;
+	int h2;				/* h2c, prior knowledge */
 	char host[];			/* a name or a numeric address */
 };
 
@@ -49,7 +59,19 @@ struct h1_conn {
 	struct resolve_answer addrs;
 	int idle;			/* on the pool's idle list */
 	ev_tstamp idle_since;
-	TAILQ_ENTRY(h1_conn) entry;
+	TAILQ_ENTRY(h1_conn) entry;	/* on the idle or the avail list */
+	/* h2c: */
+	nghttp2_session *h2;
+	TAILQ_HEAD(h1_reqs, h1_req) reqs;	/* its streams, ended ones
+						   (orphans) too */
+	int nreq;
+	int avail;			/* on the pool's avail list */
+	int dirty;			/* on the pool's dirty list */
+	int wev;			/* the events watched */
+	TAILQ_ENTRY(h1_conn) dentry;	/* on the dirty list */
+	TAILQ_ENTRY(h1_conn) hentry;	/* on the pool's h2 list */
+	char *out;			/* frames not yet sent */
+	size_t outlen, outoff, outcap;
 };
 
 struct h1_req {
@@ -67,8 +89,15 @@ struct h1_req {
 	const char *later;		/* a failure told on the next turn */
 	char why[160];
 	struct h1_resp resp;
-	h1_done_fn *fn;
+	h1_done_fn *fn;			/* NULL: an orphan, its stream ending */
 	void *arg;
+	/* h2c: */
+	const nghttp2_nv *nv, *own;
+	size_t nnv, nown;
+	int32_t sid;			/* its stream; 0: none yet */
+	enum { Q_NONE, Q_CONN, Q_PENDING, Q_DONE } on;
+	const char *reason;		/* on the done list: failed, saying */
+	TAILQ_ENTRY(h1_req) entry;	/* on the list of ON */
 };
 
 struct h1_pool {
@@ -80,11 +109,29 @@ struct h1_pool {
 	int nidle;
 	TAILQ_HEAD(h1_idle, h1_conn) idle;	/* newest first */
 	ev_timer age;			/* closes the oldest idle */
+	/* h2c: */
+	struct h1_idle avail;		/* with streams, and room for more */
+	TAILQ_HEAD(h1_dirty, h1_conn) dirty;	/* frames to send */
+	TAILQ_HEAD(h1_h2s, h1_conn) h2s;	/* every h2c connection */
+	struct h1_reqs pending;		/* to be sent again, for room */
+	struct h1_reqs done;		/* ended, to be told */
+	ev_prepare turn;		/* sends and tells, once a turn */
+	nghttp2_session_callbacks *cbs;
 	char rbuf[H1_READ_BUFFER];
 };
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void start_connect(struct h1_req *q);
+static void req_free(struct h1_req *q);
+static void conn_fail(struct h1_conn *c, const char *why);
+static void conn_fail_later(struct h1_conn *c, const char *why);
+static void turn_start(struct h1_pool *p);
+static void dial(struct h1_conn *c);
+static void h2_connected(struct h1_conn *c);
+static void h2_io(struct h1_conn *c, int revents);
+static int h2_session(struct h1_conn *c);
+static void h2_fail(struct h1_conn *c, const char *why);
+static void h2_timeout(struct h1_req *q);
 
 /* ---- connections ----------------------------------------------------------- */
 
@@ -106,6 +153,7 @@ origin_unref(struct h1_origin *o)
 static void
 watch(struct h1_conn *c, int events)
 {
+	c->wev = events;
 	ev_io_stop(c->p->loop, &c->io);
 	ev_io_set(&c->io, c->fd, events);
 	ev_io_start(c->p->loop, &c->io);
@@ -125,13 +173,42 @@ oldest(struct h1_pool *p)
 	return TAILQ_LAST(&p->idle, h1_idle);
 }
 
+/* C leaves the idle or the avail list. */
+static void
+unlist(struct h1_conn *c)
+{
+	if (c->idle)
+		idle_del(c->p, c);
+	if (c->avail) {
+		TAILQ_REMOVE(&c->p->avail, c, entry);
+		c->avail = 0;
+	}
+}
+
 static void
 conn_close(struct h1_conn *c)
 {
 	struct h1_pool *p = c->p;
+	struct h1_req *q;
 
-	if (c->idle)
-		idle_del(p, c);
+	unlist(c);
+	if (c->dirty) {
+		TAILQ_REMOVE(&p->dirty, c, dentry);
+		c->dirty = 0;
+	}
+	if (c->h2) {
+		/* Only orphans are left here: their owners are gone. */
+		while ((q = TAILQ_FIRST(&c->reqs)) != NULL) {
+			TAILQ_REMOVE(&c->reqs, q, entry);
+			req_free(q);
+		}
+		nghttp2_session_del(c->h2);
+		TAILQ_REMOVE(&p->h2s, c, hentry);
+		free(c->out);
+		/* Room for a request waiting to be sent again. */
+		if (!TAILQ_EMPTY(&p->pending))
+			turn_start(p);
+	}
 	resolve_cancel(c->lookup);
 	ev_io_stop(p->loop, &c->io);
 	if (c->fd != -1)
@@ -310,6 +387,10 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		req_fail(q, why);
 		return;
 	}
+	if (q->o->h2 && (c == NULL || c->connected)) {
+		h2_timeout(q);
+		return;
+	}
 	if (c && !c->connected) {
 		ms = q->timeout_ms > 0 && (q->connect_timeout_ms == 0 ||
 		    q->timeout_ms < q->connect_timeout_ms) ? q->timeout_ms :
@@ -317,6 +398,11 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		where(c, at, sizeof(at));
 		snprintf(why, sizeof(why), "connect to %s: timed out after "
 		    "%ld ms", at, ms);
+		if (c->h2) {
+			/* Its other requests wait for the same connect. */
+			conn_fail(c, why);
+			return;
+		}
 	} else {
 		snprintf(why, sizeof(why), "timed out after %ld ms",
 		    q->timeout_ms);
@@ -420,14 +506,18 @@ connected(struct h1_conn *c)
 			close(c->fd);
 			c->fd = -1;
 			c->ai++;
-			start_connect(q);
+			dial(c);
 			return;
 		}
-		req_fail(q, why);
+		conn_fail(c, why);
 		return;
 	}
 	c->connected = 1;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (c->h2) {
+		h2_connected(c);
+		return;
+	}
 	q->cdeadline = 0;
 	req_arm(q);
 	send_more(q);
@@ -441,16 +531,20 @@ conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	char b[1];
 
 	(void)loop;
+	if (!c->connected) {
+		connected(c);
+		return;
+	}
+	if (c->h2) {
+		h2_io(c, revents);
+		return;
+	}
 	if (q == NULL) {
 		/* Idle: whatever comes (a close, stray bytes) ends it. */
 		if (recv(c->fd, b, sizeof(b), MSG_PEEK) < 0 &&
 		    (errno == EAGAIN || errno == EINTR))
 			return;
 		conn_close(c);
-		return;
-	}
-	if (!c->connected) {
-		connected(c);
 		return;
 	}
 	/* An answer may come before the whole request went (a 413). */
@@ -465,16 +559,15 @@ conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 /*
  * C's socket to its address of index ai, or the next that can be tried;
  * the outcome comes by EV_WRITE. Failing at once, the last address fails
- * the request on the next turn.
+ * C's requests on the next turn.
  */
 static void
 dial(struct h1_conn *c)
 {
-	struct h1_req *q = c->q;
 	struct sockaddr_storage ss;
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-	char why[sizeof(q->why)], at[RESOLVE_ADDRLEN + 16];
+	char why[sizeof(c->q->why)], at[RESOLVE_ADDRLEN + 16];
 	socklen_t len;
 	int one = 1;
 
@@ -513,7 +606,7 @@ dial(struct h1_conn *c)
 		where(c, at, sizeof(at));
 		snprintf(why, sizeof(why), "connect to %s: %s", at, len ?
 		    strerror(err) : "not an address");
-		req_fail_later(q, why);
+		conn_fail_later(c, why);
 		return;
 	}
 }
@@ -528,7 +621,7 @@ resolved(void *arg, const char *name, const struct resolve_answer *answer,
 	c->lookup = NULL;
 	if (answer == NULL) {
 		snprintf(why, sizeof(why), "resolve %s: %s", name, err);
-		req_fail(c->q, why);
+		conn_fail(c, why);
 		return;
 	}
 	c->addrs = *answer;
@@ -536,47 +629,691 @@ resolved(void *arg, const char *name, const struct resolve_answer *answer,
 	dial(c);
 }
 
-/* Q gets a new connection (or its connection the next address). */
+/* A new connection to O, counted open; NULL when out of memory. */
+static struct h1_conn *
+conn_new(struct h1_pool *p, struct h1_origin *o)
+{
+	struct h1_conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->p = p;
+	c->fd = -1;
+	TAILQ_INIT(&c->reqs);
+	ev_init(&c->io, conn_io_cb);
+	c->io.data = c;
+	if (o->h2 && h2_session(c) == -1) {
+		free(c);
+		return NULL;
+	}
+	/* A resend after a reload still goes where it was meant to. */
+	c->o = origin_ref(o);
+	p->open++;
+	return c;
+}
+
+/* C looks its host up, or dials it: a failure is told on the next turn. */
+static void
+conn_begin(struct h1_conn *c)
+{
+	struct h1_pool *p = c->p;
+
+	if (!resolve_is_numeric(c->o->host)) {
+		if (p->resolver == NULL)
+			p->resolver = resolver_new(p->loop, H1_RESOLVE_MS);
+		c->lookup = p->resolver ? resolver_lookup(p->resolver,
+		    c->o->host, resolved, c) : NULL;
+		if (c->lookup == NULL)
+			conn_fail_later(c, "cannot resolve names");
+		return;
+	}
+	c->addrs.n = 1;
+	snprintf(c->addrs.addr[0], sizeof(c->addrs.addr[0]), "%s",
+	    c->o->host);
+	c->ai = 0;
+	dial(c);
+}
+
+/* Q (HTTP/1.1) gets a new connection. */
 static void
 start_connect(struct h1_req *q)
 {
 	struct h1_pool *p = q->p;
-	struct h1_conn *c = q->c;
+	struct h1_conn *c = conn_new(p, q->o);
 
 	if (c == NULL) {
-		if ((c = calloc(1, sizeof(*c))) == NULL) {
-			req_fail_later(q, "no memory for a connection");
-			return;
-		}
-		c->p = p;
-		c->fd = -1;
-		/* A resend after a reload still goes where it was meant to. */
-		c->o = origin_ref(q->o);
-		c->q = q;
-		ev_init(&c->io, conn_io_cb);
-		c->io.data = c;
-		q->c = c;
-		p->open++;
-		if (q->connect_timeout_ms > 0)
-			q->cdeadline = ev_now(p->loop) +
-			    q->connect_timeout_ms / 1000.;
-		req_arm(q);
-		if (!resolve_is_numeric(c->o->host)) {
-			if (p->resolver == NULL)
-				p->resolver = resolver_new(p->loop,
-				    H1_RESOLVE_MS);
-			c->lookup = p->resolver ? resolver_lookup(p->resolver,
-			    c->o->host, resolved, c) : NULL;
-			if (c->lookup == NULL)
-				req_fail_later(q, "cannot resolve names");
-			return;
-		}
-		c->addrs.n = 1;
-		snprintf(c->addrs.addr[0], sizeof(c->addrs.addr[0]), "%s",
-		    c->o->host);
-		c->ai = 0;
+		req_fail_later(q, "no memory for a connection");
+		return;
 	}
-	dial(c);
+	c->q = q;
+	q->c = c;
+	if (q->connect_timeout_ms > 0)
+		q->cdeadline = ev_now(p->loop) + q->connect_timeout_ms / 1000.;
+	req_arm(q);
+	conn_begin(c);
+}
+
+/* C failed, WHY: HTTP/1.1 tells its request now, h2c its requests in the turn. */
+static void
+conn_fail(struct h1_conn *c, const char *why)
+{
+	if (c->h2)
+		h2_fail(c, why);
+	else
+		req_fail(c->q, why);
+}
+
+/* As conn_fail, from inside a call of the owner: nothing is told yet. */
+static void
+conn_fail_later(struct h1_conn *c, const char *why)
+{
+	if (c->h2)
+		h2_fail(c, why);
+	else
+		req_fail_later(c->q, why);
+}
+
+/* ---- HTTP/2 by prior knowledge (h2c) ------------------------------------------ */
+
+/* How many requests C may carry: the server's bound, H2_STREAMS at most. */
+static int
+h2_limit(struct h1_conn *c)
+{
+	uint32_t n = nghttp2_session_get_remote_settings(c->h2,
+	    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+
+	return n < H2_STREAMS ? (int)n : H2_STREAMS;
+}
+
+/* Whether C may take a new request (of the pool's origin). */
+static int
+h2_room(struct h1_conn *c)
+{
+	return c->o == c->p->o && c->nreq < h2_limit(c) &&
+	    nghttp2_session_check_request_allowed(c->h2);
+}
+
+/* C goes on the list its requests say: idle, avail, or none (full). */
+static void
+h2_relist(struct h1_conn *c)
+{
+	struct h1_pool *p = c->p;
+
+	if (!h2_room(c)) {
+		unlist(c);
+	} else if (c->nreq == 0) {
+		if (c->idle)
+			return;
+		unlist(c);
+		c->idle_since = ev_now(p->loop);
+		c->idle = 1;
+		TAILQ_INSERT_HEAD(&p->idle, c, entry);
+		p->nidle++;
+		age_arm(p);
+	} else if (!c->avail) {
+		unlist(c);
+		c->avail = 1;
+		TAILQ_INSERT_HEAD(&p->avail, c, entry);
+	}
+}
+
+static void
+turn_start(struct h1_pool *p)
+{
+	if (!ev_is_active(&p->turn))
+		ev_prepare_start(p->loop, &p->turn);
+}
+
+/* C has frames to send: they go in the turn, with those of its others. */
+static void
+mark_dirty(struct h1_conn *c)
+{
+	if (!c->dirty) {
+		c->dirty = 1;
+		TAILQ_INSERT_TAIL(&c->p->dirty, c, dentry);
+	}
+	turn_start(c->p);
+}
+
+/* Q leaves its connection's list of streams. */
+static void
+h2_detach(struct h1_req *q)
+{
+	struct h1_conn *c = q->c;
+
+	TAILQ_REMOVE(&c->reqs, q, entry);
+	c->nreq--;
+	q->c = NULL;
+	q->on = Q_NONE;
+}
+
+/* Q ended: told in the turn, its answer (REASON NULL) or REASON. */
+static void
+h2_told(struct h1_req *q, const char *reason)
+{
+	struct h1_pool *p = q->p;
+
+	ev_timer_stop(p->loop, &q->timer);
+	q->reason = NULL;
+	if (reason != NULL) {
+		snprintf(q->why, sizeof(q->why), "%s", reason);
+		q->reason = q->why;
+	}
+	q->on = Q_DONE;
+	TAILQ_INSERT_TAIL(&p->done, q, entry);
+	turn_start(p);
+}
+
+/* Q, never taken by the server, is sent again once there is room. */
+static void
+h2_again(struct h1_req *q)
+{
+	struct h1_pool *p = q->p;
+
+	q->again = 1;
+	q->sid = 0;
+	q->off = 0;
+	q->cdeadline = 0;
+	h1_resp_init(&q->resp);
+	req_arm(q);
+	q->on = Q_PENDING;
+	TAILQ_INSERT_TAIL(&p->pending, q, entry);
+	turn_start(p);
+}
+
+/*
+ * C ended (WHY; NULL: the server closed it): a request the server did not
+ * start answering on a connection that answered before is sent again
+ * once, the others are told; C closes.
+ */
+static void
+h2_fail(struct h1_conn *c, const char *why)
+{
+	struct h1_req *q;
+
+	while ((q = TAILQ_FIRST(&c->reqs)) != NULL) {
+		h2_detach(q);
+		if (q->fn == NULL)
+			req_free(q);
+		else if (!q->resp.started && c->reused && !q->again)
+			h2_again(q);
+		else
+			h2_told(q, why ? why : q->resp.started ? "bad response: "
+			    "the connection closed before the answer ended" :
+			    "bad response: the server closed the connection "
+			    "without an answer");
+	}
+	conn_close(c);
+}
+
+/* Q's stream closed with CODE: its answer is whole, or it is not. */
+static void
+h2_end(struct h1_req *q, uint32_t code)
+{
+	struct h1_conn *c = q->c;
+	char why[sizeof(q->why)];
+
+	h2_detach(q);
+	if (q->fn == NULL) {
+		req_free(q);
+	} else if (q->resp.err != NULL) {
+		snprintf(why, sizeof(why), "bad response: %s", q->resp.err);
+		h2_told(q, why);
+	} else if (q->resp.status >= 200 && (code == NGHTTP2_NO_ERROR ||
+	    q->resp.cut)) {
+		c->reused = 1;
+		h2_told(q, NULL);
+	} else if (code == NGHTTP2_REFUSED_STREAM && !q->again) {
+		h2_again(q);		/* the server did not take it */
+	} else {
+		snprintf(why, sizeof(why), "bad response: HTTP/2 stream "
+		    "reset (%s)", nghttp2_http2_strerror(code));
+		h2_told(q, why);
+	}
+}
+
+static ssize_t
+h2_read_body(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
+    uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+	struct h1_req *q = src->ptr;
+	size_t n = q->len - q->off;
+
+	(void)s;
+	(void)sid;
+	(void)user;
+	if (q->fn == NULL)		/* ended: its body may be gone */
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	if (n > len)
+		n = len;
+	memcpy(buf, q->buf + q->off, n);
+	q->off += n;
+	if (q->off == q->len)
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+	return (ssize_t)n;
+}
+
+/* Q goes on C as a new stream. */
+static void
+h2_attach(struct h1_req *q, struct h1_conn *c)
+{
+	struct h1_pool *p = q->p;
+	nghttp2_nv stack[32], *nva = stack;
+	nghttp2_data_provider dp = { .source.ptr = q,
+	    .read_callback = h2_read_body };
+	size_t n = q->nnv + q->nown;
+	char why[sizeof(q->why)];
+	int32_t sid;
+
+	if (n > sizeof(stack) / sizeof(stack[0]) &&
+	    (nva = malloc(n * sizeof(*nva))) == NULL) {
+		h2_told(q, "no memory for a request");
+		return;
+	}
+	memcpy(nva, q->nv, q->nnv * sizeof(*nva));
+	memcpy(nva + q->nnv, q->own, q->nown * sizeof(*nva));
+	sid = nghttp2_submit_request(c->h2, NULL, nva, n, &dp, q);
+	if (nva != stack)
+		free(nva);
+	if (sid < 0) {
+		snprintf(why, sizeof(why), "bad response: HTTP/2: %s",
+		    nghttp2_strerror(sid));
+		h2_told(q, why);
+		return;
+	}
+	q->sid = sid;
+	q->c = c;
+	q->on = Q_CONN;
+	TAILQ_INSERT_TAIL(&c->reqs, q, entry);
+	c->nreq++;
+	if (!c->connected && q->connect_timeout_ms > 0)
+		q->cdeadline = ev_now(p->loop) + q->connect_timeout_ms / 1000.;
+	req_arm(q);
+	h2_relist(c);
+	mark_dirty(c);
+}
+
+/*
+ * Q goes on a connection with room, an idle one or a new one (a resend
+ * after a reload: to its own origin); 0 when there is no room for it.
+ */
+static int
+h2_place(struct h1_req *q)
+{
+	struct h1_pool *p = q->p;
+	struct h1_conn *c = NULL;
+
+	if (q->o == p->o && (c = TAILQ_FIRST(&p->avail)) == NULL)
+		c = TAILQ_FIRST(&p->idle);
+	if (c != NULL) {
+		h2_attach(q, c);
+		return 1;
+	}
+	if (p->open >= p->max)
+		return 0;
+	if ((c = conn_new(p, q->o)) == NULL) {
+		h2_told(q, "no memory for a connection");
+		return 1;
+	}
+	h2_attach(q, c);
+	if (q->c == c)
+		conn_begin(c);
+	else
+		conn_close(c);
+	return 1;
+}
+
+static void
+place_pending(struct h1_pool *p)
+{
+	struct h1_req *q;
+
+	while ((q = TAILQ_FIRST(&p->pending)) != NULL) {
+		TAILQ_REMOVE(&p->pending, q, entry);
+		q->on = Q_NONE;
+		if (!h2_place(q)) {
+			q->on = Q_PENDING;
+			TAILQ_INSERT_HEAD(&p->pending, q, entry);
+			return;
+		}
+	}
+}
+
+/* C's stream requests timed out or was aborted: reset, freed as it ends. */
+static void
+h2_orphan(struct h1_req *q)
+{
+	q->fn = NULL;
+	ev_timer_stop(q->p->loop, &q->timer);
+	nghttp2_submit_rst_stream(q->c->h2, NGHTTP2_FLAG_NONE, q->sid,
+	    NGHTTP2_CANCEL);
+	mark_dirty(q->c);
+}
+
+/* Q's time is up, its connection made (or Q waiting for room). */
+static void
+h2_timeout(struct h1_req *q)
+{
+	h1_done_fn *fn = q->fn;
+	void *arg = q->arg;
+	char why[sizeof(q->why)];
+
+	snprintf(why, sizeof(why), "timed out after %ld ms", q->timeout_ms);
+	if (q->on == Q_PENDING) {
+		TAILQ_REMOVE(&q->p->pending, q, entry);
+		req_free(q);
+	} else {
+		h2_orphan(q);
+	}
+	fn(arg, NULL, why);
+}
+
+/* Frames of C go out: 0, or -1 when C failed (and is gone). */
+static int
+h2_flush(struct h1_conn *c)
+{
+	char why[sizeof(c->q->why)];
+	const uint8_t *d;
+	ssize_t n = 0;
+	char *out;
+
+	if (!c->connected)
+		return 0;		/* they go once it is */
+	for (;;) {
+		while (c->outoff < c->outlen) {
+			n = send(c->fd, c->out + c->outoff, c->outlen -
+			    c->outoff, MSG_NOSIGNAL);
+			if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+				if (c->wev != WRITING)
+					watch(c, WRITING);
+				return 0;
+			}
+			if (n < 0) {
+				snprintf(why, sizeof(why), "bad response: "
+				    "send failure: %s", strerror(errno));
+				h2_fail(c, why);
+				return -1;
+			}
+			c->outoff += (size_t)n;
+		}
+		c->outoff = c->outlen = 0;
+		n = 0;
+		while (c->outlen < H2_OUT_BUFFER &&
+		    (n = nghttp2_session_mem_send(c->h2, &d)) > 0) {
+			if (c->outlen + (size_t)n > c->outcap) {
+				if ((out = realloc(c->out, c->outlen +
+				    (size_t)n)) == NULL) {
+					h2_fail(c, "bad response: no memory "
+					    "for a frame");
+					return -1;
+				}
+				c->out = out;
+				c->outcap = c->outlen + (size_t)n;
+			}
+			memcpy(c->out + c->outlen, d, (size_t)n);
+			c->outlen += (size_t)n;
+		}
+		if (n < 0) {
+			snprintf(why, sizeof(why), "bad response: HTTP/2: %s",
+			    nghttp2_strerror((int)n));
+			h2_fail(c, why);
+			return -1;
+		}
+		if (c->outlen == 0)
+			break;
+	}
+	if (c->wev != EV_READ)
+		watch(c, EV_READ);
+	return 0;
+}
+
+/* After nghttp2 let go of C: C closes if it is done, or takes its list. */
+static void
+h2_settle(struct h1_conn *c)
+{
+	struct h1_pool *p = c->p;
+
+	if (!nghttp2_session_want_read(c->h2) &&
+	    !nghttp2_session_want_write(c->h2) && c->outoff == c->outlen) {
+		h2_fail(c, NULL);	/* a GOAWAY, its streams done */
+		return;
+	}
+	if (c->nreq == 0 && c->connected && (!h2_room(c) || p->open > p->max)) {
+		conn_close(c);
+		return;
+	}
+	h2_relist(c);
+}
+
+/* Q, on the done list, is told. */
+static void
+tell(struct h1_req *q)
+{
+	struct h1_pool *p = q->p;
+	struct h1_resp *r = &q->resp;
+	struct h1_answer a = {
+		.status = r->status, .phrase = r->phrase,
+		.retry_after = r->retry_after, .head = r->head,
+		.headlen = r->headlen, .h2 = 1,
+	};
+
+	TAILQ_REMOVE(&p->done, q, entry);
+	q->on = Q_NONE;
+	if (q->reason)
+		q->fn(q->arg, NULL, q->reason);
+	else
+		q->fn(q->arg, &a, NULL);
+	req_free(q);
+}
+
+/*
+ * Once a loop turn, before it waits: frames go out (a send() for each
+ * connection), requests to send again find room, and ended ones are told.
+ */
+static void
+turn_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct h1_pool *p = w->data;
+	struct h1_conn *c;
+	struct h1_req *q;
+
+	(void)revents;
+	for (;;) {
+		if ((c = TAILQ_FIRST(&p->dirty)) != NULL) {
+			TAILQ_REMOVE(&p->dirty, c, dentry);
+			c->dirty = 0;
+			if (h2_flush(c) == 0)
+				h2_settle(c);
+			continue;
+		}
+		place_pending(p);
+		if (!TAILQ_EMPTY(&p->dirty))
+			continue;
+		if ((q = TAILQ_FIRST(&p->done)) == NULL)
+			break;
+		tell(q);
+	}
+	ev_prepare_stop(loop, w);
+}
+
+/* C's connect is done: its streams' frames go. */
+static void
+h2_connected(struct h1_conn *c)
+{
+	struct h1_req *q;
+
+	TAILQ_FOREACH(q, &c->reqs, entry) {
+		q->cdeadline = 0;
+		if (q->fn)
+			req_arm(q);
+	}
+	mark_dirty(c);
+}
+
+static void
+h2_io(struct h1_conn *c, int revents)
+{
+	struct h1_pool *p = c->p;
+	char why[sizeof(c->q->why)];
+	ssize_t n;
+
+	if (revents & EV_READ) {
+		n = recv(c->fd, p->rbuf, sizeof(p->rbuf), 0);
+		if (n == 0) {
+			h2_fail(c, NULL);
+			return;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			snprintf(why, sizeof(why), "bad response: recv failure: "
+			    "%s", strerror(errno));
+			h2_fail(c, why);
+			return;
+		}
+		if (n > 0 && (n = nghttp2_session_mem_recv(c->h2,
+		    (const uint8_t *)p->rbuf, (size_t)n)) < 0) {
+			snprintf(why, sizeof(why), "bad response: HTTP/2: %s",
+			    nghttp2_strerror((int)n));
+			h2_fail(c, why);
+			return;
+		}
+	}
+	/* Answers to tell, room, frames to send (a WINDOW_UPDATE, an ACK). */
+	mark_dirty(c);
+}
+
+static int
+h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+    size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+    void *user)
+{
+	struct h1_req *q;
+	struct h1_resp *r;
+
+	(void)flags;
+	(void)user;
+	if (f->hd.type != NGHTTP2_HEADERS || (q =
+	    nghttp2_session_get_stream_user_data(s, f->hd.stream_id)) == NULL ||
+	    q->fn == NULL)
+		return 0;
+	r = &q->resp;
+	r->started = 1;
+	r->hbytes += namelen + valuelen + 32;	/* as SETTINGS count them */
+	if (r->hbytes > H1_HEADERS_MAX) {
+		r->err = "headers too long";
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
+	if (namelen == 7 && memcmp(name, ":status", 7) == 0 && valuelen == 3)
+		r->status = (value[0] - '0') * 100 + (value[1] - '0') * 10 +
+		    (value[2] - '0');
+	else if (namelen == 11 && memcmp(name, "retry-after", 11) == 0) {
+		if (valuelen > H1_RETRY_AFTER_MAX)
+			valuelen = H1_RETRY_AFTER_MAX;
+		memcpy(r->retry_after, value, valuelen);
+		r->retry_after[valuelen] = '\0';
+	}
+	return 0;
+}
+
+static int
+h2_on_data(nghttp2_session *s, uint8_t flags, int32_t sid,
+    const uint8_t *data, size_t len, void *user)
+{
+	struct h1_req *q = nghttp2_session_get_stream_user_data(s, sid);
+	struct h1_resp *r;
+	size_t k;
+
+	(void)flags;
+	(void)user;
+	if (q == NULL || q->fn == NULL || q->resp.cut)
+		return 0;
+	r = &q->resp;
+	if (r->headlen < sizeof(r->head)) {
+		k = len < sizeof(r->head) - r->headlen ? len :
+		    sizeof(r->head) - r->headlen;
+		memcpy(r->head + r->headlen, data, k);
+		r->headlen += k;
+	}
+	r->got += len;
+	if (r->got > q->max_body) {
+		/* Cut, not buffered: the status decides. */
+		r->cut = 1;
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, sid,
+		    NGHTTP2_CANCEL);
+	}
+	return 0;
+}
+
+static int
+h2_on_close(nghttp2_session *s, int32_t sid, uint32_t code, void *user)
+{
+	struct h1_req *q = nghttp2_session_get_stream_user_data(s, sid);
+
+	if (q != NULL && q->c == user && q->sid == sid && q->on == Q_CONN)
+		h2_end(q, code);
+	return 0;
+}
+
+/* A request's HEADERS not sent (a GOAWAY came first, or it was reset). */
+static int
+h2_on_not_send(nghttp2_session *s, const nghttp2_frame *f, int err,
+    void *user)
+{
+	struct h1_conn *c = user;
+	struct h1_req *q;
+
+	(void)err;
+	if (f->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	TAILQ_FOREACH(q, &c->reqs, entry)
+		if (q->sid == f->hd.stream_id) {
+			nghttp2_session_set_stream_user_data(s, q->sid, NULL);
+			h2_end(q, NGHTTP2_REFUSED_STREAM);
+			break;
+		}
+	return 0;
+}
+
+/* C's session, its SETTINGS queued: 0, or -1 when out of memory. */
+static int
+h2_session(struct h1_conn *c)
+{
+	nghttp2_settings_entry set[] = {
+		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H1_HEADERS_MAX },
+	};
+
+	if ((c->out = malloc(H2_OUT_BUFFER)) == NULL)
+		return -1;
+	c->outcap = H2_OUT_BUFFER;
+	if (nghttp2_session_client_new(&c->h2, c->p->cbs, c) != 0) {
+		free(c->out);
+		return -1;
+	}
+	if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, set,
+	    sizeof(set) / sizeof(set[0])) != 0) {
+		nghttp2_session_del(c->h2);
+		free(c->out);
+		return -1;
+	}
+	TAILQ_INSERT_TAIL(&c->p->h2s, c, hentry);
+	return 0;
+}
+
+static nghttp2_session_callbacks *
+h2_callbacks(void)
+{
+	nghttp2_session_callbacks *cbs;
+
+	if (nghttp2_session_callbacks_new(&cbs) != 0)
+		return NULL;
+	nghttp2_session_callbacks_set_on_header_callback(cbs, h2_on_header);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
+	    h2_on_data);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
+	    h2_on_close);
+	nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs,
+	    h2_on_not_send);
+	return cbs;
 }
 
 /* ---- the pool ----------------------------------------------------------------- */
@@ -588,22 +1325,48 @@ h1_pool_new(struct ev_loop *loop)
 
 	if (p == NULL)
 		return NULL;
+	if ((p->cbs = h2_callbacks()) == NULL) {
+		free(p);
+		return NULL;
+	}
 	p->loop = loop;
 	TAILQ_INIT(&p->idle);
+	TAILQ_INIT(&p->avail);
+	TAILQ_INIT(&p->dirty);
+	TAILQ_INIT(&p->h2s);
+	TAILQ_INIT(&p->pending);
+	TAILQ_INIT(&p->done);
 	ev_init(&p->age, age_cb);
 	p->age.data = p;
+	ev_prepare_init(&p->turn, turn_cb);
+	p->turn.data = p;
 	return p;
 }
 
 void
 h1_pool_free(struct h1_pool *p)
 {
+	struct h1_req *q;
+
 	if (p == NULL)
 		return;
 	h1_pool_close_idle(p);
+	/* h2c connections still closing the streams of aborted requests. */
+	while (!TAILQ_EMPTY(&p->h2s))
+		conn_close(TAILQ_FIRST(&p->h2s));
+	while ((q = TAILQ_FIRST(&p->pending)) != NULL) {
+		TAILQ_REMOVE(&p->pending, q, entry);
+		req_free(q);
+	}
+	while ((q = TAILQ_FIRST(&p->done)) != NULL) {
+		TAILQ_REMOVE(&p->done, q, entry);
+		req_free(q);
+	}
+	ev_prepare_stop(p->loop, &p->turn);
 	ev_timer_stop(p->loop, &p->age);
 	resolver_free(p->resolver);
 	origin_unref(p->o);
+	nghttp2_session_callbacks_del(p->cbs);
 	free(p);
 }
 
@@ -614,12 +1377,15 @@ h1_pool_set_max(struct h1_pool *p, int max)
 	/* Idle ones past a lower bound close now, the busy as they end. */
 	while (p->open > max && oldest(p) != NULL)
 		conn_close(oldest(p));
+	turn_start(p);			/* more room, maybe, to send again */
 }
 
 int
 h1_pool_room(const struct h1_pool *p, int others)
 {
-	return p->nidle > 0 || p->open + others < p->max;
+	/* Requests to send again go first. */
+	return TAILQ_EMPTY(&p->pending) && (p->nidle > 0 ||
+	    !TAILQ_EMPTY(&p->avail) || p->open + others < p->max);
 }
 
 int
@@ -636,23 +1402,27 @@ h1_pool_close_idle(struct h1_pool *p)
 }
 
 /*
- * Requests go to HOST:PORT from now on: idle connections elsewhere close,
- * and names are looked up afresh.
+ * Requests go to HOST:PORT (over h2c if H2) from now on: idle connections
+ * elsewhere close, busy ones take no more, and names are looked up afresh.
  */
 static int
-set_origin(struct h1_pool *p, const char *host, int port)
+set_origin(struct h1_pool *p, const char *host, int port, int h2)
 {
 	size_t len = strlen(host);
 	struct h1_origin *o;
 
-	if (p->o && strcmp(p->o->host, host) == 0 && p->o->port == port)
+	if (p->o && strcmp(p->o->host, host) == 0 && p->o->port == port &&
+	    p->o->h2 == h2)
 		return 0;
 	if ((o = malloc(sizeof(*o) + len + 1)) == NULL)
 		return -1;
 	o->refs = 1;
 	o->port = port;
+	o->h2 = h2;
 	memcpy(o->host, host, len + 1);
 	h1_pool_close_idle(p);
+	while (!TAILQ_EMPTY(&p->avail))
+		unlist(TAILQ_FIRST(&p->avail));
 	origin_unref(p->o);
 	p->o = o;
 	if (p->resolver)
@@ -661,20 +1431,24 @@ set_origin(struct h1_pool *p, const char *host, int port)
 }
 
 struct h1_req *
-h1_send(struct h1_pool *p, const struct h1_target *t, const char *buf,
-    size_t len, h1_done_fn *fn, void *arg)
+h1_send(struct h1_pool *p, const struct h1_target *t, const struct h1_msg *m,
+    h1_done_fn *fn, void *arg)
 {
 	struct h1_req *q;
 	struct h1_conn *c;
 	int rc;
 
-	if (set_origin(p, t->host, t->port) == -1 ||
+	if (set_origin(p, t->host, t->port, t->h2) == -1 ||
 	    (q = calloc(1, sizeof(*q))) == NULL)
 		return NULL;
 	q->p = p;
 	q->o = origin_ref(p->o);
-	q->buf = buf;
-	q->len = len;
+	q->buf = t->h2 ? m->body : m->buf;
+	q->len = t->h2 ? m->bodylen : m->len;
+	q->nv = m->nv;
+	q->nnv = m->nnv;
+	q->own = m->own;
+	q->nown = m->nown;
 	q->timeout_ms = t->timeout_ms;
 	q->connect_timeout_ms = t->connect_timeout_ms;
 	q->max_body = t->max_response_bytes;
@@ -685,6 +1459,15 @@ h1_send(struct h1_pool *p, const struct h1_target *t, const char *buf,
 	q->timer.data = q;
 	if (t->timeout_ms > 0)
 		q->deadline = ev_now(p->loop) + t->timeout_ms / 1000.;
+	if (t->h2) {
+		/* Nothing is told from here: failures wait for the turn. */
+		if (!h2_place(q)) {
+			q->on = Q_PENDING;
+			TAILQ_INSERT_TAIL(&p->pending, q, entry);
+			req_arm(q);
+		}
+		return q;
+	}
 	if ((c = TAILQ_FIRST(&p->idle)) != NULL) {
 		idle_del(p, c);
 		c->q = q;
@@ -708,9 +1491,24 @@ h1_send(struct h1_pool *p, const struct h1_target *t, const char *buf,
 void
 h1_abort(struct h1_req *q)
 {
-	if (q->c) {
-		q->c->q = NULL;
-		conn_close(q->c);
+	struct h1_pool *p = q->p;
+
+	switch (q->on) {
+	case Q_CONN:
+		h2_orphan(q);		/* freed as its stream ends */
+		return;
+	case Q_PENDING:
+		TAILQ_REMOVE(&p->pending, q, entry);
+		break;
+	case Q_DONE:
+		TAILQ_REMOVE(&p->done, q, entry);
+		break;
+	case Q_NONE:
+		if (q->c) {
+			q->c->q = NULL;
+			conn_close(q->c);
+		}
+		break;
 	}
 	req_free(q);
 }

@@ -1,14 +1,17 @@
 /*
- * h1conn: plain HTTP/1.1 requests over keep-alive connections, on the
- * daemon's libev loop: names resolved with c-ares, nonblocking connects,
- * one write and one read for a request and its answer in the usual case.
- * It never blocks the loop. (TLS and HTTP/2 go through libcurl: httpc.c.)
+ * h1conn: requests over plain TCP connections kept alive, on the daemon's
+ * libev loop: HTTP/1.1, one request at a time on a connection, or HTTP/2
+ * by prior knowledge (h2c, nghttp2), many at once. Names are resolved
+ * with c-ares, connects are nonblocking, and a request and its answer
+ * take one write and one read in the usual case. It never blocks the
+ * loop. (TLS goes through libcurl: httpc.c.)
  */
 #ifndef TASKWORKERD_H1CONN_H
 #define TASKWORKERD_H1CONN_H
 
 #include <stddef.h>
 #include <ev.h>
+#include <nghttp2/nghttp2.h>
 
 struct h1_pool;		/* connections to one origin at a time, bounded */
 struct h1_req;		/* one request and its answer */
@@ -19,6 +22,7 @@ struct h1_answer {
 	const char *retry_after;	/* "" when none */
 	const char *head;		/* the body's first bytes */
 	size_t headlen;
+	int h2;				/* it came over h2c */
 };
 
 /*
@@ -37,6 +41,19 @@ struct h1_target {
 	long timeout_ms;		/* the whole request; 0: none */
 	long connect_timeout_ms;	/* resolving and connecting; 0: none */
 	size_t max_response_bytes;	/* of the body, past which it is cut */
+	int h2;				/* h2c, prior knowledge */
+};
+
+/* A request, kept by the caller until its end. */
+struct h1_msg {
+	const char *buf;		/* HTTP/1.1: all of it */
+	size_t len;
+	const nghttp2_nv *nv;		/* h2c: header fields shared ... */
+	size_t nnv;
+	const nghttp2_nv *own;		/* ... and its own, then its body */
+	size_t nown;
+	const char *body;
+	size_t bodylen;
 };
 
 struct h1_pool *h1_pool_new(struct ev_loop *loop);
@@ -58,15 +75,20 @@ int h1_pool_open(const struct h1_pool *p);
 void h1_pool_close_idle(struct h1_pool *p);
 
 /*
- * Sends the request BUF of LEN (kept by the caller until the end) to T on
- * an idle connection or a new one; call only when h1_pool_room() says so.
- * Connections to another origin are closed as they free. A request that
- * finds its reused connection closed by the server before any answer is
- * sent once more on a new one. NULL when out of memory.
+ * Sends M to T: over HTTP/1.1 on an idle connection or a new one, over
+ * h2c on a connection with a stream to spare, an idle one or a new one;
+ * call only when h1_pool_room() says so. Connections to another origin
+ * are closed as they free. A request that finds its reused connection
+ * closed by the server before any answer, or that an h2c server refused
+ * (REFUSED_STREAM, or above a GOAWAY's last stream), is sent once more.
+ * NULL when out of memory.
  */
 struct h1_req *h1_send(struct h1_pool *p, const struct h1_target *t,
-    const char *buf, size_t len, h1_done_fn *fn, void *arg);
-/* Ends Q at once: its connection is closed; FN never runs. */
+    const struct h1_msg *m, h1_done_fn *fn, void *arg);
+/*
+ * Ends Q at once, FN never runs: over HTTP/1.1 its connection is closed,
+ * over h2c its stream is reset.
+ */
 void h1_abort(struct h1_req *q);
 
 #endif

@@ -12,13 +12,16 @@
  * this cost does not grow with the requests in flight, the connections
  * are split among shards of HTTP_SHARD_CONNS, each a multi handle.
  *
- * A plain http:// URL (no TLS, no HTTP/2) is sent by h1conn instead: the
- * whole request is one buffer written at once, the answer read in one
- * recv() as a rule, where libcurl 7.88 makes four system calls and some
- * 40 us of work of each request. The waiting, the answers and the bound
- * are the same for both.
+ * A plain http:// URL is sent by h1conn instead, over HTTP/1.1 (the whole
+ * request one buffer written at once, the answer read in one recv() as a
+ * rule, where libcurl 7.88 makes four system calls and some 40 us of work
+ * of each request) or, with handler.http2, HTTP/2 by prior knowledge,
+ * which libcurl 7.88 cannot reuse (curl issue 10634). The waiting, the
+ * answers and the bound are the same for both.
  */
+#include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,11 +52,17 @@ struct http_conf {
 	long timeout_ms;
 	long connect_timeout_ms;
 	long max_response_bytes;
-	/* Plain HTTP/1.1 through h1conn: */
+	/* Plain http:// through h1conn: */
 	int own;
+	int h2c;			/* over HTTP/2, prior knowledge */
 	char *h1host;			/* the host, without brackets */
-	char *h1head;			/* the request up to its own headers */
+	char *h1head;			/* HTTP/1.1: the request up to its own
+					   headers */
 	size_t h1headlen;
+	nghttp2_nv *h2nv;		/* h2c: the fields every request has */
+	size_t h2nnv;
+	char *h2text;			/* their names and values */
+	size_t h2textlen;
 };
 
 /* Requests in one state, in order. */
@@ -112,6 +121,8 @@ struct http_run {
 	CURL *easy;
 	char *req;			/* own: the whole request; BODY in it */
 	size_t reqlen;
+	nghttp2_nv h2own[2];		/* h2c: Idempotency-Key, Content-Length */
+	char clen[24];
 	struct h1_req *h1;		/* own, while running */
 	size_t got;			/* bytes of the answer's body */
 	int cut;			/* longer than max_response_bytes */
@@ -140,7 +151,11 @@ http_conf_unref(struct http_conf *c)
 	}
 	if (c->h1head)
 		explicit_bzero(c->h1head, c->h1headlen);
+	if (c->h2text)
+		explicit_bzero(c->h2text, c->h2textlen);
 	free(c->h1head);
+	free(c->h2text);
+	free(c->h2nv);
 	free(c->h1host);
 	free(c->url);
 	free(c->method);
@@ -161,16 +176,95 @@ has_header(const struct curl_slist *headers, const char *name)
 	return 0;
 }
 
+/* One field of the h2c requests: its offsets in F's text, to be mended. */
+static void
+h2_field(struct http_conf *c, FILE *f, const char *name, size_t namelen,
+    const char *value)
+{
+	nghttp2_nv *nv = &c->h2nv[c->h2nnv++];
+	long at = ftell(f);
+
+	nv->name = (uint8_t *)(uintptr_t)at;
+	nv->namelen = namelen;
+	for (size_t i = 0; i < namelen; i++)	/* HTTP/2 wants them so */
+		fputc(tolower((unsigned char)name[i]), f);
+	fputc('\0', f);
+	nv->value = (uint8_t *)(uintptr_t)(at + (long)namelen + 1);
+	nv->valuelen = strlen(value);
+	fputs(value, f);
+	fputc('\0', f);
+	nv->flags = NGHTTP2_NV_FLAG_NONE;
+}
+
+/*
+ * The fields of every h2c request of C: the pseudo-headers, ours and the
+ * shared ones (HEADERS), a Host among them as :authority.
+ */
+static int
+conf_h2(struct http_conf *c, const char *method, const char *host,
+    const char *path)
+{
+	size_t n = 6;
+	char port[16], *mine = NULL;
+	const char *v, *auth = NULL;
+	FILE *f;
+	int rc;
+
+	for (struct curl_slist *h = c->headers; h; h = h->next)
+		n++;
+	if ((c->h2nv = calloc(n, sizeof(*c->h2nv))) == NULL ||
+	    (f = open_memstream(&c->h2text, &c->h2textlen)) == NULL)
+		return -1;
+	snprintf(port, sizeof(port), c->port != 80 ? ":%ld" : "", c->port);
+	h2_field(c, f, ":method", 7, method);
+	h2_field(c, f, ":scheme", 7, "http");
+	h2_field(c, f, ":path", 5, path);
+	for (struct curl_slist *h = c->headers; h; h = h->next)
+		if (strncasecmp(h->data, "Host:", 5) == 0)
+			auth = h->data + 5;
+	if (auth == NULL && asprintf(&mine, "%s%s", host, port) == -1) {
+		fclose(f);
+		return -1;
+	}
+	h2_field(c, f, ":authority", 10, auth ? auth + strspn(auth, " \t") :
+	    mine);
+	free(mine);
+	if (!has_header(c->headers, "User-Agent"))
+		h2_field(c, f, "user-agent", 10,
+		    "taskworkerd/" TASKWORKERD_VERSION);
+	if (!has_header(c->headers, "Accept"))
+		h2_field(c, f, "accept", 6, "*/*");
+	for (struct curl_slist *h = c->headers; h; h = h->next) {
+		v = strchr(h->data, ':');
+		if (v[1] == '\0' || strncasecmp(h->data, "Host:", 5) == 0)
+			continue;		/* "Expect:"; the Host is above */
+		h2_field(c, f, h->data, (size_t)(v - h->data),
+		    v + 1 + strspn(v + 1, " \t"));
+	}
+	rc = ferror(f);
+	if (fclose(f) != 0 || rc || c->h2text == NULL)
+		return -1;
+	for (size_t i = 0; i < c->h2nnv; i++) {
+		c->h2nv[i].name = (uint8_t *)c->h2text +
+		    (uintptr_t)c->h2nv[i].name;
+		c->h2nv[i].value = (uint8_t *)c->h2text +
+		    (uintptr_t)c->h2nv[i].value;
+	}
+	return 0;
+}
+
 /*
  * Host and port of C's URL, for the reasons of failed connects; for a
  * plain http:// one, also the start of every request: its line, Host and
- * the headers of every request, which end with the shared ones (HEADERS).
+ * the headers of every request, which end with the shared ones (HEADERS);
+ * over h2c, their fields.
  */
 static int
 conf_where(struct http_conf *c, const char *method)
 {
 	CURLU *u = curl_url();
 	char *host = NULL, *port = NULL, *path = NULL, *query = NULL;
+	char *target = NULL;
 	size_t hl;
 	FILE *f;
 	int rc = -1;
@@ -196,11 +290,18 @@ conf_where(struct http_conf *c, const char *method)
 		c->h1host = strndup(host + 1, hl - 2);
 	else
 		c->h1host = strdup(host);
-	if (c->h1host == NULL ||
-	    (f = open_memstream(&c->h1head, &c->h1headlen)) == NULL)
+	if (c->h1host == NULL || asprintf(&target, "%s%s%s", path[0] ? path :
+	    "/", query ? "?" : "", query ? query : "") == -1) {
+		target = NULL;
 		goto out;
-	fprintf(f, "%s %s%s%s HTTP/1.1\r\n", method, path[0] ? path : "/",
-	    query ? "?" : "", query ? query : "");
+	}
+	if (c->h2c) {
+		rc = conf_h2(c, method, host, target);
+		goto out;
+	}
+	if ((f = open_memstream(&c->h1head, &c->h1headlen)) == NULL)
+		goto out;
+	fprintf(f, "%s %s HTTP/1.1\r\n", method, target);
 	/* As libcurl does, a header of the config replaces ours. */
 	if (!has_header(c->headers, "Host")) {
 		fprintf(f, "Host: %s", host);
@@ -217,6 +318,7 @@ conf_where(struct http_conf *c, const char *method)
 			fprintf(f, "%s\r\n", h->data);
 	rc = fclose(f) == 0 && c->h1head != NULL ? 0 : -1;
 out:
+	free(target);
 	curl_free(host);
 	curl_free(port);
 	curl_free(path);
@@ -255,12 +357,12 @@ http_conf_new(const struct config *cfg)
 	c->timeout_ms = cfg->handler.timeout_ms;
 	c->connect_timeout_ms = cfg->handler.connect_timeout_ms;
 	c->max_response_bytes = cfg->handler.max_response_bytes;
-	if (strncasecmp(url, "https:", 6) == 0)
+	if (strncasecmp(url, "https:", 6) == 0) {
 		c->version = CURL_HTTP_VERSION_2TLS;
-	else if (cfg->handler.http2)
-		c->version = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
-	else
-		c->own = 1;		/* HTTP/1.1 by h1conn */
+	} else {
+		c->own = 1;		/* by h1conn */
+		c->h2c = cfg->handler.http2;
+	}
 	ok = (c->url = strdup(url)) != NULL &&
 	    (strcmp(cfg->handler.method, "POST") == 0 ||
 	    (c->method = strdup(cfg->handler.method)) != NULL) &&
@@ -788,6 +890,8 @@ h1_done(void *arg, const struct h1_answer *a, const char *reason)
 
 	r->h1 = NULL;
 	list_del(&p->running, r);
+	if (a != NULL)
+		set_mux(p, a->h2);
 	conclude(r, a, reason);
 	admit(p);
 }
@@ -866,10 +970,16 @@ send_run(struct http_run *r)
 			.timeout_ms = c->timeout_ms,
 			.connect_timeout_ms = c->connect_timeout_ms,
 			.max_response_bytes = (size_t)c->max_response_bytes,
+			.h2 = c->h2c,
+		};
+		struct h1_msg m = {
+			.buf = r->req, .len = r->reqlen,
+			.nv = c->h2nv, .nnv = c->h2nnv,
+			.own = r->h2own, .nown = 2,
+			.body = r->body, .bodylen = r->bodylen,
 		};
 
-		if ((r->h1 = h1_send(r->p->h1, &t, r->req, r->reqlen, h1_done,
-		    r)) != NULL) {
+		if ((r->h1 = h1_send(r->p->h1, &t, &m, h1_done, r)) != NULL) {
 			move(r, R_RUNNING);
 			return;
 		}
@@ -1062,6 +1172,20 @@ request_text(struct http_run *r, const struct http_conf *c)
 	return 0;
 }
 
+/* R's own h2c fields: its Idempotency-Key and Content-Length. */
+static void
+h2_own(struct http_run *r)
+{
+	static const char key[] = "Idempotency-Key: ";
+
+	snprintf(r->clen, sizeof(r->clen), "%zu", r->bodylen);
+	r->h2own[0] = (nghttp2_nv){ (uint8_t *)"idempotency-key",
+	    (uint8_t *)r->key.data + sizeof(key) - 1, 15,
+	    strlen(r->key.data) - (sizeof(key) - 1), NGHTTP2_NV_FLAG_NONE };
+	r->h2own[1] = (nghttp2_nv){ (uint8_t *)"content-length",
+	    (uint8_t *)r->clen, 14, strlen(r->clen), NGHTTP2_NV_FLAG_NONE };
+}
+
 struct http_run *
 http_start(struct http_pool *p, struct http_conf *conf,
     const struct run_task *t, http_done_fn *fn, void *arg)
@@ -1083,7 +1207,9 @@ http_start(struct http_pool *p, struct http_conf *conf,
 		return NULL;
 	}
 	r->req = r->body;
-	if (conf->own && request_text(r, conf) == -1) {
+	if (conf->h2c)
+		h2_own(r);
+	else if (conf->own && request_text(r, conf) == -1) {
 		free(r->key.data);
 		free(r->req);
 		free(r);

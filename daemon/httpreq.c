@@ -105,26 +105,6 @@ http_check_header(const char *header, char *buf, size_t size)
 	return NULL;
 }
 
-const char *
-http_check_h2c(char *buf, size_t size)
-{
-	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
-
-	if (!(v->features & CURL_VERSION_HTTP2)) {
-		snprintf(buf, size, "libcurl %s is built without HTTP/2",
-		    v->version);
-		return buf;
-	}
-	/* curl issue 10634: a second request on it fails (framing layer). */
-	if (v->version_num < 0x080000) {
-		snprintf(buf, size, "libcurl %s cannot reuse an HTTP/2 "
-		    "connection made by prior knowledge (fixed in 8.0); "
-		    "HTTP/2 over https:// works", v->version);
-		return buf;
-	}
-	return NULL;
-}
-
 char *
 http_body(int64_t id, const char *queue, int attempt, int ncols,
     const char *const *names, const char *const *values, size_t *len)

@@ -18,11 +18,6 @@
 const char *http_check_url(const char *url, char *buf, size_t size);
 const char *http_check_method(const char *method, char *buf, size_t size);
 const char *http_check_header(const char *header, char *buf, size_t size);
-/*
- * NULL when the libcurl in use can speak HTTP/2 by prior knowledge
- * (handler.http2) and reuse such a connection; else why not, in BUF.
- */
-const char *http_check_h2c(char *buf, size_t size);
 
 /*
  * The body of a task: {"id":"42","queue":"tasks","attempt":1,"row":{...}}
