@@ -841,10 +841,18 @@ rows_take(struct pgconn *c, PGresult *res)
 	for (int j = 0; j < PQntuples(res); j++) {
 		int64_t id = strtoll(PQgetvalue(res, j, 0), NULL, 10);
 		size_t size = row_size(res, j);
+		int lo = first, hi = last, mid;
 
-		for (int i = first; i < last; i++) {
-			if (c->batch[i]->id != id || c->rows[i] != NULL ||
-			    c->too_big[i] != 0)
+		/* The batch is in id order (send_many): its first with ID. */
+		while (lo < hi) {
+			mid = lo + (hi - lo) / 2;
+			if (c->batch[mid]->id < id)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (int i = lo; i < last && c->batch[i]->id == id; i++) {
+			if (c->rows[i] != NULL || c->too_big[i] != 0)
 				continue;
 			if (size > max)
 				c->too_big[i] = size;
