@@ -5,6 +5,7 @@
  * reasons with it, so both escape alike.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "escape.h"
 
@@ -42,27 +43,41 @@ utf8_len(const unsigned char *s, size_t left)
  * Writes the well-formed UTF-8 sequences of S as they are, but for the C1
  * controls (U+0080..U+009F, C2 80..C2 9F), which go to C1 as their code
  * point: a terminal obeys them as it obeys ESC. Every other byte goes to
- * ONE, ASCII nonzero for a byte below 0x80.
+ * ONE, ASCII nonzero for a byte below 0x80, but for printable ASCII not
+ * in SPECIAL, written as it is. Runs of bytes written as they are go in
+ * one fwrite().
  */
 static void
-walk_utf8(FILE *f, const char *s, size_t len,
+walk_utf8(FILE *f, const char *s, size_t len, const char *special,
     void (*one)(FILE *, unsigned char, int ascii),
     void (*c1)(FILE *, unsigned char))
 {
 	const unsigned char *p = (const unsigned char *)s;
+	size_t run = 0;			/* where bytes as they are began */
 
 	for (size_t i = 0; i < len;) {
-		size_t n = utf8_len(p + i, len - i);
+		size_t n;
 
-		if (n == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0) {
+		if (p[i] >= 0x20 && p[i] < 0x7f && strchr(special, p[i]) ==
+		    NULL) {
+			i++;
+			continue;
+		}
+		n = utf8_len(p + i, len - i);
+		if (n > 1 && !(n == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0)) {
+			i += n;
+			continue;
+		}
+		fwrite(p + run, 1, i - run, f);
+		if (n == 2) {
 			c1(f, p[i + 1]);
 			i += 2;
-		} else if (n > 1) {
-			fwrite(p + i, 1, n, f);
-			i += n;
-		} else
+		} else {
 			one(f, p[i++], n == 1);
+		}
+		run = i;
 	}
+	fwrite(p + run, 1, len - run, f);
 }
 
 static void
@@ -103,7 +118,7 @@ void
 escape_json(FILE *f, const char *s, size_t len)
 {
 	fputc('"', f);
-	walk_utf8(f, s, len, json_byte, json_c1);
+	walk_utf8(f, s, len, "\"\\", json_byte, json_c1);
 	fputc('"', f);
 }
 
@@ -126,5 +141,5 @@ text_c1(FILE *f, unsigned char cp)
 void
 escape_text(FILE *f, const char *s, size_t len)
 {
-	walk_utf8(f, s, len, text_byte, text_c1);
+	walk_utf8(f, s, len, "\\", text_byte, text_c1);
 }

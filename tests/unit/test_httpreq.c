@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "escape.h"
 #include "httpreq.h"
 #include "tap.h"
 
@@ -142,10 +143,59 @@ test_checks(void)
 	    "headers refused");
 }
 
+/* S of LEN through escape_json (JSON) or escape_text, into OUT. */
+static const char *
+escaped(char *out, size_t size, const char *s, size_t len, int json)
+{
+	FILE *f;
+
+	memset(out, 0, size);
+	if ((f = fmemopen(out, size, "w")) == NULL)
+		return NULL;
+	if (json)
+		escape_json(f, s, len);
+	else
+		escape_text(f, s, len);
+	fclose(f);
+	return out;
+}
+
+static void
+test_escape(void)
+{
+	static const struct {
+		const char *in;
+		size_t len;
+		const char *json, *text;
+	} cases[] = {
+		{ "", 0, "\"\"", "" },
+		{ "plain", 5, "\"plain\"", "plain" },
+		{ "\"x\"", 3, "\"\\\"x\\\"\"", "\"x\"" },
+		{ "a\\", 2, "\"a\\\\\"", "a\\x5c" },
+		{ "\x7f\x1f", 2, "\"\\u007f\\u001f\"", "\\x7f\\x1f" },
+		{ "\xf0\x9f\x98\x80!", 5, "\"\xf0\x9f\x98\x80!\"",
+		    "\xf0\x9f\x98\x80!" },
+		{ "x\xc2\x9b", 3, "\"x\\u009b\"", "x\\xc2\\x9b" },
+		{ "\xe2\x82", 2, "\"\\u00e2\\u0082\"", "\\xe2\\x82" },
+		{ "ab\0cd", 5, "\"ab\\u0000cd\"", "ab\\x00cd" },
+		{ "\xed\xa0\x80z", 4, "\"\\u00ed\\u00a0\\u0080z\"",
+		    "\\xed\\xa0\\x80z" },
+	};
+	char out[128];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		is_str(escaped(out, sizeof(out), cases[i].in, cases[i].len, 1),
+		    cases[i].json, "escape_json");
+		is_str(escaped(out, sizeof(out), cases[i].in, cases[i].len, 0),
+		    cases[i].text, "escape_text");
+	}
+}
+
 int
 main(void)
 {
 	test_body();
+	test_escape();
 	test_classify();
 	test_retry_after();
 	test_reason();
