@@ -37,6 +37,7 @@
 					   bounds it for each request */
 #define H2_STREAMS	100		/* a connection's requests at most */
 #define H2_OUT_BUFFER	(16 * 1024)	/* frames gathered for one send() */
+#define H2_REFUSED_MAX	16		/* sends of a request servers refuse */
 
 /* Where requests go: a request and its connection each hold a ref. */
 struct h1_origin {
@@ -65,6 +66,8 @@ struct h1_conn {
 	TAILQ_HEAD(h1_reqs, h1_req) reqs;	/* its streams, ended ones
 						   (orphans) too */
 	int nreq;
+	int settled;			/* the server's SETTINGS came */
+	char ended[64];			/* a GOAWAY's error, sent or received */
 	int avail;			/* on the pool's avail list */
 	int dirty;			/* on the pool's dirty list */
 	int wev;			/* the events watched */
@@ -86,6 +89,7 @@ struct h1_req {
 	ev_tstamp cdeadline;		/* of the connect under way; 0: none */
 	ev_timer timer;
 	int again;			/* sent once more on a new connection */
+	int refused;			/* h2c: times a server refused it */
 	const char *later;		/* a failure told on the next turn */
 	char why[160];
 	struct h1_resp resp;
@@ -117,6 +121,7 @@ struct h1_pool {
 	struct h1_reqs done;		/* ended, to be told */
 	ev_prepare turn;		/* sends and tells, once a turn */
 	nghttp2_session_callbacks *cbs;
+	nghttp2_option *opt;		/* one stream until the SETTINGS */
 	char rbuf[H1_READ_BUFFER];
 };
 
@@ -715,14 +720,17 @@ conn_fail_later(struct h1_conn *c, const char *why)
 
 /* ---- HTTP/2 by prior knowledge (h2c) ------------------------------------------ */
 
-/* How many requests C may carry: the server's bound, H2_STREAMS at most. */
+/*
+ * How many requests C may carry: the server's bound, H2_STREAMS at most.
+ * Before its SETTINGS come, nghttp2 sends one and holds the others.
+ */
 static int
 h2_limit(struct h1_conn *c)
 {
 	uint32_t n = nghttp2_session_get_remote_settings(c->h2,
 	    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 
-	return n < H2_STREAMS ? (int)n : H2_STREAMS;
+	return !c->settled || n >= H2_STREAMS ? H2_STREAMS : (int)n;
 }
 
 /* Whether C may take a new request (of the pool's origin). */
@@ -804,13 +812,20 @@ h2_told(struct h1_req *q, const char *reason)
 	turn_start(p);
 }
 
-/* Q, never taken by the server, is sent again once there is room. */
+/*
+ * Q is sent again once there is room: its connection closed before its
+ * answer began (once), or the server did not take it (REFUSED, up to
+ * H2_REFUSED_MAX times: such a request was not processed, RFC 9113 8.7).
+ */
 static void
-h2_again(struct h1_req *q)
+h2_again(struct h1_req *q, int refused)
 {
 	struct h1_pool *p = q->p;
 
-	q->again = 1;
+	if (refused)
+		q->refused++;
+	else
+		q->again = 1;
 	q->sid = 0;
 	q->off = 0;
 	q->cdeadline = 0;
@@ -836,7 +851,9 @@ h2_fail(struct h1_conn *c, const char *why)
 		if (q->fn == NULL)
 			req_free(q);
 		else if (!q->resp.started && c->reused && !q->again)
-			h2_again(q);
+			h2_again(q, 0);
+		else if (why == NULL && c->ended[0] != '\0')
+			h2_told(q, c->ended);
 		else
 			h2_told(q, why ? why : q->resp.started ? "bad response: "
 			    "the connection closed before the answer ended" :
@@ -863,8 +880,9 @@ h2_end(struct h1_req *q, uint32_t code)
 	    q->resp.cut)) {
 		c->reused = 1;
 		h2_told(q, NULL);
-	} else if (code == NGHTTP2_REFUSED_STREAM && !q->again) {
-		h2_again(q);		/* the server did not take it */
+	} else if (code == NGHTTP2_REFUSED_STREAM &&
+	    q->refused < H2_REFUSED_MAX) {
+		h2_again(q, 1);		/* the server did not take it */
 	} else {
 		snprintf(why, sizeof(why), "bad response: HTTP/2 stream "
 		    "reset (%s)", nghttp2_http2_strerror(code));
@@ -1253,6 +1271,38 @@ h2_on_close(nghttp2_session *s, int32_t sid, uint32_t code, void *user)
 	return 0;
 }
 
+/* The server's SETTINGS (its bound of streams), its GOAWAY with an error. */
+static int
+h2_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+	struct h1_conn *c = user;
+
+	(void)s;
+	if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+		c->settled = 1;
+	else if (f->hd.type == NGHTTP2_GOAWAY &&
+	    f->goaway.error_code != NGHTTP2_NO_ERROR)
+		snprintf(c->ended, sizeof(c->ended), "bad response: the server "
+		    "ended the connection (%s)",
+		    nghttp2_http2_strerror(f->goaway.error_code));
+	return 0;
+}
+
+/* Our GOAWAY: nghttp2 found the server's frames wrong. */
+static int
+h2_on_sent(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+	struct h1_conn *c = user;
+
+	(void)s;
+	if (f->hd.type == NGHTTP2_GOAWAY &&
+	    f->goaway.error_code != NGHTTP2_NO_ERROR)
+		snprintf(c->ended, sizeof(c->ended), "bad response: HTTP/2 "
+		    "connection error (%s)",
+		    nghttp2_http2_strerror(f->goaway.error_code));
+	return 0;
+}
+
 /* A request's HEADERS not sent (a GOAWAY came first, or it was reset). */
 static int
 h2_on_not_send(nghttp2_session *s, const nghttp2_frame *f, int err,
@@ -1285,7 +1335,8 @@ h2_session(struct h1_conn *c)
 	if ((c->out = malloc(H2_OUT_BUFFER)) == NULL)
 		return -1;
 	c->outcap = H2_OUT_BUFFER;
-	if (nghttp2_session_client_new(&c->h2, c->p->cbs, c) != 0) {
+	if (nghttp2_session_client_new2(&c->h2, c->p->cbs, c, c->p->opt) !=
+	    0) {
 		free(c->out);
 		return -1;
 	}
@@ -1313,6 +1364,8 @@ h2_callbacks(void)
 	    h2_on_close);
 	nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs,
 	    h2_on_not_send);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2_on_frame);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cbs, h2_on_sent);
 	return cbs;
 }
 
@@ -1329,6 +1382,13 @@ h1_pool_new(struct ev_loop *loop)
 		free(p);
 		return NULL;
 	}
+	if (nghttp2_option_new(&p->opt) != 0) {
+		nghttp2_session_callbacks_del(p->cbs);
+		free(p);
+		return NULL;
+	}
+	/* The server's bound is kept from the first stream on. */
+	nghttp2_option_set_peer_max_concurrent_streams(p->opt, 1);
 	p->loop = loop;
 	TAILQ_INIT(&p->idle);
 	TAILQ_INIT(&p->avail);
@@ -1367,6 +1427,7 @@ h1_pool_free(struct h1_pool *p)
 	resolver_free(p->resolver);
 	origin_unref(p->o);
 	nghttp2_session_callbacks_del(p->cbs);
+	nghttp2_option_del(p->opt);
 	free(p);
 }
 

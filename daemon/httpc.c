@@ -845,8 +845,9 @@ conclude(struct http_run *r, const struct h1_answer *a, const char *failed)
 				    time(NULL));
 			break;
 		}
-		http_status_reason(reason, sizeof(reason), a->status,
-		    a->phrase, a->head, a->headlen);
+		if (res != HTTPR_DONE)
+			http_status_reason(reason, sizeof(reason), a->status,
+			    a->phrase, a->head, a->headlen);
 		failed = reason;
 	}
 	r->fn(r->arg, res, res == HTTPR_DONE ? NULL : failed, after);
@@ -1179,11 +1180,12 @@ h2_own(struct http_run *r)
 	static const char key[] = "Idempotency-Key: ";
 
 	snprintf(r->clen, sizeof(r->clen), "%zu", r->bodylen);
+	/* Not indexed: a value of one request would crowd the others out. */
 	r->h2own[0] = (nghttp2_nv){ (uint8_t *)"idempotency-key",
 	    (uint8_t *)r->key.data + sizeof(key) - 1, 15,
-	    strlen(r->key.data) - (sizeof(key) - 1), NGHTTP2_NV_FLAG_NONE };
+	    strlen(r->key.data) - (sizeof(key) - 1), NGHTTP2_NV_FLAG_NO_INDEX };
 	r->h2own[1] = (nghttp2_nv){ (uint8_t *)"content-length",
-	    (uint8_t *)r->clen, 14, strlen(r->clen), NGHTTP2_NV_FLAG_NONE };
+	    (uint8_t *)r->clen, 14, strlen(r->clen), NGHTTP2_NV_FLAG_NO_INDEX };
 }
 
 struct http_run *
