@@ -96,6 +96,9 @@ struct http_pool {
 	struct rlist running;		/* handed to libcurl */
 	struct rlist soon;		/* stopped: answered next turn */
 	struct h1_pool *h1;		/* plain http:// connections */
+	FILE *bodyf;			/* where bodies are written, in turn */
+	char *bodybuf;
+	size_t bodysize;
 	int curl_running;		/* requests handed to libcurl */
 };
 
@@ -1130,6 +1133,13 @@ http_pool_free(struct http_pool *p)
 		free(sh);
 	}
 	free(p->shards);
+	if (p->bodyf != NULL) {
+		/* Rows may be confidential: the last body goes too. */
+		fflush(p->bodyf);
+		explicit_bzero(p->bodybuf, p->bodysize);
+		fclose(p->bodyf);
+	}
+	free(p->bodybuf);
 	free(p);
 }
 
@@ -1148,27 +1158,34 @@ http_pool_waiting(const struct http_pool *p)
 /* ---- requests ------------------------------------------------------------ */
 
 /*
- * R's whole request for h1conn: the conf's start, its Idempotency-Key,
- * Content-Length, and the body, in one buffer that replaces the body.
+ * R's request, its BODY of BODYLEN copied in: over HTTP/1.1 by h1conn the
+ * whole of it (the conf's start, its Idempotency-Key, Content-Length and
+ * the body) in one buffer, else the body alone.
  */
 static int
-request_text(struct http_run *r, const struct http_conf *c)
+request_text(struct http_run *r, const struct http_conf *c, const char *body,
+    size_t bodylen)
 {
-	size_t keylen = strlen(r->key.data), len;
-	char clen[48], *req, *at;
-	int cl = snprintf(clen, sizeof(clen), "\r\nContent-Length: %zu"
-	    "\r\n\r\n", r->bodylen);
+	size_t keylen = strlen(r->key.data), len = bodylen;
+	char clen[48], *at;
+	int cl = 0;
 
-	len = c->h1headlen + keylen + (size_t)cl + r->bodylen;
-	if ((req = malloc(len)) == NULL)
+	if (c->own && !c->h2c) {
+		cl = snprintf(clen, sizeof(clen), "\r\nContent-Length: %zu"
+		    "\r\n\r\n", bodylen);
+		len += c->h1headlen + keylen + (size_t)cl;
+	}
+	if ((r->req = malloc(len ? len : 1)) == NULL)
 		return -1;
-	at = mempcpy(req, c->h1head, c->h1headlen);
-	at = mempcpy(at, r->key.data, keylen);
-	at = mempcpy(at, clen, (size_t)cl);
-	memcpy(at, r->body, r->bodylen);
-	free(r->body);
-	r->req = req;
+	at = r->req;
+	if (cl > 0) {
+		at = mempcpy(at, c->h1head, c->h1headlen);
+		at = mempcpy(at, r->key.data, keylen);
+		at = mempcpy(at, clen, (size_t)cl);
+	}
+	memcpy(at, body, bodylen);
 	r->body = at;
+	r->bodylen = bodylen;
 	r->reqlen = len;
 	return 0;
 }
@@ -1199,24 +1216,19 @@ http_start(struct http_pool *p, struct http_conf *conf,
 	r->p = p;
 	r->fn = fn;
 	r->arg = arg;
-	r->body = http_body(t->id, t->queue, t->attempt, t->ncols, t->names,
-	    t->values, &r->bodylen);
-	if (r->body == NULL || asprintf(&r->key.data,
+	/* The body is written where the last one was, then copied. */
+	if ((p->bodyf == NULL && (p->bodyf = open_memstream(&p->bodybuf,
+	    &p->bodysize)) == NULL) || fseeko(p->bodyf, 0, SEEK_SET) != 0 ||
+	    http_body(p->bodyf, t->id, t->queue, t->attempt, t->ncols,
+	    t->names, t->values) == -1 || asprintf(&r->key.data,
 	    "Idempotency-Key: %s:%lld", t->queue, (long long)t->id) == -1) {
 		r->key.data = NULL;
-		free(r->body);
-		free(r);
-		return NULL;
+		goto fail;
 	}
-	r->req = r->body;
+	if (request_text(r, conf, p->bodybuf, (size_t)ftello(p->bodyf)) == -1)
+		goto fail;
 	if (conf->h2c)
 		h2_own(r);
-	else if (conf->own && request_text(r, conf) == -1) {
-		free(r->key.data);
-		free(r->req);
-		free(r);
-		return NULL;
-	}
 	/* The shared headers follow this request's own. */
 	r->key.next = conf->headers;
 	conf->refs++;
@@ -1226,6 +1238,16 @@ http_start(struct http_pool *p, struct http_conf *conf,
 	if (r == p->waiting.head && has_room(p, r))
 		send_run(r);
 	return r;
+fail:
+	if (p->bodyf != NULL && ferror(p->bodyf)) {
+		fclose(p->bodyf);	/* a new one next time */
+		free(p->bodybuf);
+		p->bodyf = NULL;
+		p->bodybuf = NULL;
+	}
+	free(r->key.data);
+	free(r);
+	return NULL;
 }
 
 void

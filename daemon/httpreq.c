@@ -105,16 +105,10 @@ http_check_header(const char *header, char *buf, size_t size)
 	return NULL;
 }
 
-char *
-http_body(int64_t id, const char *queue, int attempt, int ncols,
-    const char *const *names, const char *const *values, size_t *len)
+int
+http_body(FILE *f, int64_t id, const char *queue, int attempt, int ncols,
+    const char *const *names, const char *const *values)
 {
-	char *buf = NULL;
-	size_t size = 0;
-	FILE *f = open_memstream(&buf, &size);
-
-	if (f == NULL)
-		return NULL;
 	fprintf(f, "{\"id\":\"%" PRId64 "\",\"queue\":", id);
 	escape_json(f, queue, strlen(queue));
 	fprintf(f, ",\"attempt\":%d,\"row\":{", attempt);
@@ -129,17 +123,7 @@ http_body(int64_t id, const char *queue, int attempt, int ncols,
 			escape_json(f, values[i], strlen(values[i]));
 	}
 	fputs("}}", f);
-	if (ferror(f)) {
-		fclose(f);
-		free(buf);
-		return NULL;
-	}
-	if (fclose(f) != 0) {
-		free(buf);
-		return NULL;
-	}
-	*len = size;
-	return buf;
+	return fflush(f) == 0 && !ferror(f) ? 0 : -1;
 }
 
 enum http_class

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #define HTTP_DEFAULT_TIMEOUT_MS	30000
@@ -21,11 +22,11 @@ const char *http_check_header(const char *header, char *buf, size_t size);
 
 /*
  * The body of a task: {"id":"42","queue":"tasks","attempt":1,"row":{...}}
- * with every column a JSON string, NULL (a NULL value) as null. A new
- * string of *LEN bytes, or NULL when out of memory.
+ * with every column a JSON string, NULL (a NULL value) as null, written
+ * to F and flushed. -1 when F failed (out of memory).
  */
-char *http_body(int64_t id, const char *queue, int attempt, int ncols,
-    const char *const *names, const char *const *values, size_t *len);
+int http_body(FILE *f, int64_t id, const char *queue, int attempt,
+    int ncols, const char *const *names, const char *const *values);
 
 enum http_class {
 	HTTP_DONE,	/* 2xx */

@@ -21,6 +21,25 @@ is_str(const char *got, const char *want, const char *what)
 	return 0;
 }
 
+/* http_body's text, a new string of *LEN bytes. */
+static char *
+body_of(int64_t id, const char *queue, int attempt, int ncols,
+    const char *const *names, const char *const *values, size_t *len)
+{
+	char *buf = NULL;
+	FILE *f = open_memstream(&buf, len);
+
+	if (f == NULL)
+		return NULL;
+	if (http_body(f, id, queue, attempt, ncols, names, values) == -1) {
+		fclose(f);
+		free(buf);
+		return NULL;
+	}
+	fclose(f);
+	return buf;
+}
+
 static void
 test_body(void)
 {
@@ -30,14 +49,14 @@ test_body(void)
 	size_t len = 0;
 	char *b;
 
-	b = http_body(42, "tasks", 1, 4, names, values, &len);
+	b = body_of(42, "tasks", 1, 4, names, values, &len);
 	ok(b != NULL && len == strlen(b), "a body of %zu bytes", len);
 	is_str(b, "{\"id\":\"42\",\"queue\":\"tasks\",\"attempt\":1,\"row\":{"
 	    "\"name\":\"a \\\"b\\\" \\\\ c\\n\\t\","
 	    "\"note\":\"caf\xc3\xa9 \\u0085\",\"gone\":null,"
 	    "\"bin\":\"\\u00ff\\u0001\"}}", "the body, escaped as JSON");
 	free(b);
-	b = http_body(-7, "q\"x", 1000000, 0, NULL, NULL, &len);
+	b = body_of(-7, "q\"x", 1000000, 0, NULL, NULL, &len);
 	is_str(b, "{\"id\":\"-7\",\"queue\":\"q\\\"x\",\"attempt\":1000000,"
 	    "\"row\":{}}", "no columns, an odd queue name");
 	free(b);
