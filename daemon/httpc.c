@@ -218,7 +218,9 @@ conf_h2(struct http_conf *c, const char *method, const char *host,
 	if ((c->h2nv = calloc(n, sizeof(*c->h2nv))) == NULL ||
 	    (f = open_memstream(&c->h2text, &c->h2textlen)) == NULL)
 		return -1;
-	snprintf(port, sizeof(port), c->port != 80 ? ":%ld" : "", c->port);
+	port[0] = '\0';
+	if (c->port != 80)
+		snprintf(port, sizeof(port), ":%ld", c->port);
 	h2_field(c, f, ":method", 7, method);
 	h2_field(c, f, ":scheme", 7, "http");
 	h2_field(c, f, ":path", 5, path);
