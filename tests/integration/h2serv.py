@@ -61,6 +61,8 @@ from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
+from httpserv import ScriptedServer, parse_head
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 IO_TICK = 0.05          # how often a connection's loop looks at the stop flag
 LINGER = 2.0            # how long a closing connection reads what still comes
@@ -185,53 +187,20 @@ class _Stop(Exception):
     pass
 
 
-class H2Server:
+class H2Server(ScriptedServer):
+    conn_class = Conn
+    label = "h2 test server"
+
     def __init__(self, max_streams=100, goaway_after=None, initial_window=None,
                  refuse_over_limit=False):
+        super().__init__(backlog=128, reuse_addr=True)
         self.max_streams = max_streams      # SETTINGS_MAX_CONCURRENT_STREAMS advertised
         self.refuse_over_limit = refuse_over_limit  # RST_STREAM REFUSED_STREAM past it
         self.goaway_after = goaway_after    # GOAWAY at the K-th request of a connection
         self.initial_window = initial_window
-        self.lock = threading.Condition()
-        self._requests = []
-        self._conns = []
-        self._script = []
-        self._func = None
-        self.active = 0                     # streams open now, all connections
-        self.max_active = 0
         self.script_errors = []             # what a scripted callable raised
-        self._stop = threading.Event()
-        self._threads = []
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(128)
-        self.listener.settimeout(IO_TICK)
-        self.port = self.listener.getsockname()[1]
 
     # ---- the test's side ----
-
-    def url(self, path="/tasks", host="127.0.0.1"):
-        return f"http://{host}:{self.port}{path}"
-
-    def script(self, *replies):
-        """Answer with REPLIES in turn, then DEFAULT; or, given one
-        callable, with what it returns for each Request."""
-        with self.lock:
-            if len(replies) == 1 and callable(replies[0]):
-                self._func, self._script = replies[0], []
-            else:
-                self._func, self._script = None, list(replies)
-
-    @property
-    def requests(self):
-        with self.lock:
-            return list(self._requests)
-
-    @property
-    def conns(self):
-        with self.lock:
-            return list(self._conns)
 
     @property
     def max_open(self):
@@ -248,50 +217,15 @@ class H2Server:
         """The requests whose body is task TASK_ID's, in the order they came."""
         return [r for r in self.requests if r.task == int(task_id)]
 
-    def wait_requests(self, n, timeout, daemon=None):
-        """Wait until N requests have come; the requests."""
-        from conftest import wait_until
-        wait_until(lambda: len(self.requests) >= n, timeout,
-                   f"{n} requests at the h2 test server (so far "
-                   f"{[(r.conn, r.stream, r.path) for r in self.requests]})", daemon=daemon)
-        return self.requests
+    @staticmethod
+    def _brief(req):
+        return (req.conn, req.stream, req.path)
 
-    def wait_settled(self, timeout, daemon=None):
-        """Wait until every request's stream has ended one way or another."""
-        from conftest import wait_until
-        wait_until(lambda: all(r.ended for r in self.requests), timeout,
-                   "every stream at the h2 test server to end "
-                   f"({[(r.conn, r.stream) for r in self.requests if not r.ended]} open)",
-                   daemon=daemon)
+    @staticmethod
+    def _settled(req):
+        return req.ended
 
     # ---- running ----
-
-    def start(self):
-        t = threading.Thread(target=self._accept_loop, daemon=True)
-        t.start()
-        self._threads.append(t)
-        return self
-
-    def stop(self):
-        self._stop.set()
-        for t in list(self._threads):
-            t.join(5)
-        self.listener.close()
-
-    def _accept_loop(self):
-        while not self._stop.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                conn = Conn(len(self._conns) + 1, time.monotonic())
-                self._conns.append(conn)
-            t = threading.Thread(target=self._serve, args=(sock, conn), daemon=True)
-            t.start()
-            self._threads.append(t)
 
     def _serve(self, sock, conn):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -455,9 +389,9 @@ class _H2Loop:
                     r.peer_closed = now
             self.srv.lock.notify_all()
 
-    def _linger_close(self):
-        """A graceful close: FIN, then read (and drop) what still comes for
-        a while, so that the client reads all we sent before any RST."""
+    def _closed_by_server(self):
+        """Note that the server closes the connection now, and which
+        requests had not ended then."""
         now = time.monotonic()
         with self.srv.lock:
             self.conn.closed, self.conn.closed_by = now, "server"
@@ -465,11 +399,16 @@ class _H2Loop:
                 if not r.ended:
                     r.server_closed = now
             self.srv.lock.notify_all()
+
+    def _linger_close(self):
+        """A graceful close: FIN, then read (and drop) what still comes for
+        a while, so that the client reads all we sent before any RST."""
+        self._closed_by_server()
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             return
-        deadline = now + LINGER
+        deadline = time.monotonic() + LINGER
         while time.monotonic() < deadline and not self.srv._stop.is_set():
             if select.select([self.sock], [], [], IO_TICK)[0]:
                 try:
@@ -608,13 +547,7 @@ class _H2Loop:
             return                  # reset by the client, or above a GOAWAY
         if reply.close:
             self._drain(1.0)
-            now = time.monotonic()
-            with self.srv.lock:
-                self.conn.closed, self.conn.closed_by = now, "server"
-                for r in self.conn.requests:
-                    if not r.ended:
-                        r.server_closed = now
-                self.srv.lock.notify_all()
+            self._closed_by_server()
             self._abort()
         if reply.never:
             return
@@ -741,12 +674,7 @@ class _H1Loop:
             t = time.monotonic()
             head, _, rest = bytes(buf).partition(b"\r\n\r\n")
             buf[:] = rest
-            lines = head.decode("latin-1").split("\r\n")
-            method, path, _version = lines[0].split(" ", 2)
-            headers = []
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers.append((name, value.strip(" \t")))
+            method, path, _version, headers = parse_head(head)
             n = int(dict((k.lower(), v) for k, v in headers).get("content-length") or 0)
             while len(buf) < n:
                 buf += self._recv()

@@ -104,10 +104,27 @@ class PeerClosed(Exception):
     pass
 
 
-class HttpServer:
-    def __init__(self, context=None, sndbuf=None):
-        self.context = context      # an ssl.SSLContext for TLS, or None
-        self.sndbuf = sndbuf        # SO_SNDBUF of accepted sockets
+def parse_head(head):
+    """An HTTP/1.1 request head (bytes, without the blank line after it)
+    as (method, path, version, [(name, value)])."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, version = lines[0].split(" ", 2)
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name, value.strip(" \t")))
+    return method, path, version, headers
+
+
+class ScriptedServer:
+    """What both test servers share: a listener on 127.0.0.1 on a free
+    port, one thread per accepted connection (a subclass serves it in
+    _serve(sock, conn)), the script of answers and what came."""
+
+    conn_class = None               # the subclass's record of a connection
+    context = None                  # an ssl.SSLContext for TLS, or None
+
+    def __init__(self, backlog=64, reuse_addr=False):
         self.lock = threading.Condition()
         self._requests = []
         self._conns = []
@@ -118,8 +135,10 @@ class HttpServer:
         self._stop = threading.Event()
         self._threads = []
         self.listener = socket.socket()
+        if reuse_addr:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
+        self.listener.listen(backlog)
         self.listener.settimeout(IO_TICK)
         self.port = self.listener.getsockname()[1]
 
@@ -130,7 +149,7 @@ class HttpServer:
         return f"{scheme}://{host}:{self.port}{path}"
 
     def script(self, *replies):
-        """Answer with REPLIES in turn, then DEFAULT; or, given one
+        """Answer with REPLIES in turn, then the default; or, given one
         callable, with what it returns for each Request."""
         with self.lock:
             if len(replies) == 1 and callable(replies[0]):
@@ -152,15 +171,17 @@ class HttpServer:
         """Wait until N requests have come; the requests."""
         from conftest import wait_until
         wait_until(lambda: len(self.requests) >= n, timeout,
-                   f"{n} requests at the test server (so far "
-                   f"{[(r.method, r.path) for r in self.requests]})", daemon=daemon)
+                   f"{n} requests at the {self.label} (so far "
+                   f"{[self._brief(r) for r in self.requests]})", daemon=daemon)
         return self.requests
 
     def wait_settled(self, timeout, daemon=None):
-        """Wait until every request has its answer sent or cut."""
+        """Wait until every request has its answer sent, or its end."""
         from conftest import wait_until
-        wait_until(lambda: all(r.answered or r.cut for r in self.requests), timeout,
-                   "every answer of the test server to be sent", daemon=daemon)
+        wait_until(lambda: all(self._settled(r) for r in self.requests), timeout,
+                   f"every answer of the {self.label} to be sent (open: "
+                   f"{[self._brief(r) for r in self.requests if not self._settled(r)]})",
+                   daemon=daemon)
 
     # ---- running ----
 
@@ -185,11 +206,31 @@ class HttpServer:
             except OSError:
                 return
             with self.lock:
-                conn = Conn(len(self._conns) + 1, time.monotonic())
+                conn = self.conn_class(len(self._conns) + 1, time.monotonic())
                 self._conns.append(conn)
             t = threading.Thread(target=self._serve, args=(sock, conn), daemon=True)
             t.start()
             self._threads.append(t)
+
+
+class HttpServer(ScriptedServer):
+    conn_class = Conn
+    label = "test server"
+
+    def __init__(self, context=None, sndbuf=None):
+        super().__init__()
+        self.context = context      # an ssl.SSLContext for TLS, or None
+        self.sndbuf = sndbuf        # SO_SNDBUF of accepted sockets
+
+    @staticmethod
+    def _brief(req):
+        return (req.method, req.path)
+
+    @staticmethod
+    def _settled(req):
+        return req.answered or req.cut
+
+    # ---- running ----
 
     def _serve(self, sock, conn):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -257,12 +298,7 @@ class HttpServer:
         t, wall = time.monotonic(), time.time()
         head, _, rest = bytes(buf).partition(b"\r\n\r\n")
         buf[:] = rest
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, version = lines[0].split(" ", 2)
-        headers = []
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers.append((name, value.strip(" \t")))
+        method, path, version, headers = parse_head(head)
         req = Request(method, path, version, headers, b"", conn.id, t, wall)
         if (req.header("expect") or "").lower() == "100-continue":
             self._send(sock, b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -544,12 +544,12 @@ def test_http_max_response_bytes(tw, http_server, taskworkerd):
 
 # ---- SIGTERM and SIGHUP --------------------------------------------------------------------
 
-def test_http_sigterm_waits_for_requests(tw, http_server, taskworkerd):
-    """Three requests answered after 1 s: SIGTERM waits for them (they are
-    tasks in flight), the rows complete, then exit 0."""
-    srv = http_server()
-    srv.script(lambda req: Reply(200, delay=1.0))
-    d = taskworkerd(handler=http_handler(srv.url()), retry=fast_retry(1))
+def assert_sigterm_waits(tw, taskworkerd, srv, handler, reply):
+    """Three requests answered with REPLY after 1 s: SIGTERM waits for
+    them (they are tasks in flight), the rows complete, then exit 0. The
+    requests the server saw."""
+    srv.script(lambda req: reply)
+    d = taskworkerd(handler=handler, retry=fast_retry(1))
     ids = tw.insert(3)
     tw.push(ids)
     srv.wait_requests(3, 10, daemon=d)
@@ -558,36 +558,52 @@ def test_http_sigterm_waits_for_requests(tw, http_server, taskworkerd):
     assert time.monotonic() - t0 >= 0.7, "exited before the answers came"
     assert len(srv.requests) == 3
     assert tw.statuses(ids) == {i: "completed" for i in ids}
-    assert all(r.answered and r.cut is None for r in srv.requests)
     assert tw.lrange("tasks") == [] and tw.lrange(tw.processing()) == []
     assert tw.lrange(tw.dead()) == []
+    return srv.requests
 
 
-def test_http_sigterm_aborts_after_shutdown_timeout(tw, http_server, taskworkerd):
-    """shutdown_timeout_ms = 300 and a server that takes 10 s: the three
-    requests in flight are aborted (the server sees them hang up), exit 0
-    soon, and all five ids are back in `tasks` in the order pushed, no
-    attempt counted, rows pending."""
+def test_http_sigterm_waits_for_requests(tw, http_server, taskworkerd):
+    """SIGTERM waits for three requests answered after 1 s
+    (assert_sigterm_waits), each answered whole."""
     srv = http_server()
-    srv.script(lambda req: Reply(200, delay=10))
+    reqs = assert_sigterm_waits(tw, taskworkerd, srv, http_handler(srv.url()),
+                                Reply(200, delay=1.0))
+    assert all(r.answered and r.cut is None for r in reqs)
+
+
+def assert_sigterm_aborts(tw, taskworkerd, srv, handler, slow, aborted, what):
+    """shutdown_timeout_ms = 300 and a server that answers SLOW (10 s):
+    the three requests in flight are aborted (ABORTED(request) holds for
+    each at the server: WHAT it sees), exit 0 soon, and all five ids are
+    back in `tasks` in the order pushed, no attempt counted, rows pending."""
+    srv.script(lambda req: slow)
     ids = tw.insert(5)
     order = ids[2:] + ids[:2]
     tw.push(order)
-    d = taskworkerd(handler=http_handler(srv.url()), retry=fast_retry(3),
+    d = taskworkerd(handler=handler, retry=fast_retry(3),
                     worker={"concurrency": 3, "shutdown_timeout_ms": 300})
     srv.wait_requests(3, 10, daemon=d)
     t0 = time.monotonic()
     assert d.terminate(signal.SIGTERM, timeout=10) == EX_OK
     elapsed = time.monotonic() - t0
     assert elapsed < scaled(3), f"took {elapsed:.1f}s to stop with shutdown_timeout_ms = 300"
-    wait_until(lambda: all(r.peer_closed for r in srv.requests), 3,
-               "the server to see every request hang up")
+    wait_until(lambda: all(aborted(r) for r in srv.requests), 3,
+               f"the server to see every request {what}")
     assert len(srv.requests) == 3
     assert tw.ids_in("tasks") == order
     assert tw.lrange(tw.processing()) == [] and tw.lrange(tw.dead()) == []
     assert zset(tw, "tasks:retry") == {}
     assert tw.r.hgetall("tasks:attempts") == {}, "an aborted request counted as an attempt"
     assert tw.statuses(ids) == {i: "pending" for i in ids}
+
+
+def test_http_sigterm_aborts_after_shutdown_timeout(tw, http_server, taskworkerd):
+    """Three requests in flight at SIGTERM, the server taking 10 s: the
+    server sees them hang up, and the ids go back (assert_sigterm_aborts)."""
+    srv = http_server()
+    assert_sigterm_aborts(tw, taskworkerd, srv, http_handler(srv.url()),
+                          Reply(200, delay=10), lambda r: r.peer_closed, "hang up")
 
 
 def test_http_sigterm_with_requests_waiting_for_a_connection(tw, http_server, taskworkerd):
@@ -807,17 +823,24 @@ def test_http_reused_connection_closed_without_answer(tw, http_server, taskworke
     assert_clean(tw, d)
 
 
-def test_http_headers_of_the_config_replace_ours(tw, http_server, taskworkerd):
-    """Host, User-Agent and Accept given in handler.headers are sent instead
-    of the daemon's own, once each."""
-    srv = http_server()
-    d = taskworkerd(handler=http_handler(srv.url(), headers=[
+def one_request_with_headers(tw, taskworkerd, srv, handler):
+    """One task sent by HANDLER(url, headers=...) with Host, User-Agent and
+    Accept in handler.headers; the request the server saw."""
+    d = taskworkerd(handler=handler(srv.url("/t"), headers=[
         "Host: api.example", "User-Agent: billing/2", "Accept: application/json"]),
         retry=fast_retry(1))
     ids = tw.insert(1)
     tw.push(ids)
     tw.wait_completed(ids, 10, daemon=d)
     (r,) = srv.requests
+    return r
+
+
+def test_http_headers_of_the_config_replace_ours(tw, http_server, taskworkerd):
+    """Host, User-Agent and Accept given in handler.headers are sent instead
+    of the daemon's own, once each."""
+    srv = http_server()
+    r = one_request_with_headers(tw, taskworkerd, srv, http_handler)
     assert (r.header("Host"), r.header("User-Agent"), r.header("Accept")) == (
         "api.example", "billing/2", "application/json")
 

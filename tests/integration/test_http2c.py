@@ -10,7 +10,6 @@ max_response_bytes, SIGTERM with streams in flight, and a reload from
 HTTP/1.1 to HTTP/2."""
 
 import re
-import signal
 import subprocess
 import time
 
@@ -18,10 +17,10 @@ import pytest
 from h2.errors import ErrorCodes
 
 from conftest import (EX_OK, fast_retry, merge_config, reason_text, render_config, rss_kib,
-                      scaled, wait_dead, wait_reloaded, wait_until, zset)
+                      scaled, wait_dead, wait_reloaded, wait_until)
 from h2serv import H2Reply, h2_server  # noqa: F401  (tests/integration/h2serv.py)
-from test_http import (GOOD_HTTP, assert_clean, body_of, by_task, check_config,
-                       http_handler)
+from test_http import (GOOD_HTTP, assert_clean, assert_sigterm_aborts, assert_sigterm_waits,
+                       body_of, by_task, check_config, http_handler, one_request_with_headers)
 from test_http import user_agent  # noqa: F401  (a fixture)
 
 MIB = 1 << 20
@@ -139,13 +138,7 @@ def test_h2c_config_headers_replace_ours(tw, h2_server, taskworkerd):
     """Host in handler.headers becomes :authority; User-Agent and Accept
     replace the daemon's own, once each."""
     srv = h2_server()
-    d = taskworkerd(handler=h2c(srv.url("/t"), headers=[
-        "Host: api.example", "User-Agent: billing/2", "Accept: application/json"]),
-        retry=fast_retry(1))
-    ids = tw.insert(1)
-    tw.push(ids)
-    tw.wait_completed(ids, 10, daemon=d)
-    (r,) = srv.requests
+    r = one_request_with_headers(tw, taskworkerd, srv, h2c)
     assert r.header(":authority") == "api.example", r.headers
     assert r.header("host") in (None, "api.example"), r.headers
     assert (r.header("user-agent"), r.header("accept")) == ("billing/2", "application/json")
@@ -524,52 +517,23 @@ def test_h2c_large_response_headers(tw, h2_server, taskworkerd):
 # ---- SIGTERM and SIGHUP ------------------------------------------------------------------
 
 def test_h2c_sigterm_waits_for_streams(tw, h2_server, taskworkerd):
-    """Three streams answered after 1 s, on one connection: SIGTERM waits
-    for them, the rows complete, then exit 0."""
+    """SIGTERM waits for three streams answered after 1 s
+    (assert_sigterm_waits), all on one connection."""
     srv = h2_server()
-    srv.script(lambda req: H2Reply(200, delay=1.0))
-    d = taskworkerd(handler=h2c(srv.url()), retry=fast_retry(1))
-    ids = tw.insert(3)
-    tw.push(ids)
-    srv.wait_requests(3, 10, daemon=d)
-    t0 = time.monotonic()
-    assert d.terminate(signal.SIGTERM, timeout=10) == EX_OK
-    assert time.monotonic() - t0 >= 0.7, "exited before the answers came"
-    reqs = srv.requests
-    assert len(reqs) == 3 and {r.conn for r in reqs} == {1}
+    reqs = assert_sigterm_waits(tw, taskworkerd, srv, h2c(srv.url()), H2Reply(200, delay=1.0))
+    assert {r.conn for r in reqs} == {1}
     assert [r.ended for r in reqs] == ["answered"] * 3
-    assert tw.statuses(ids) == {i: "completed" for i in ids}
-    assert tw.lrange("tasks") == [] and tw.lrange(tw.processing()) == []
-    assert tw.lrange(tw.dead()) == []
     assert_h2_only(srv)
 
 
 def test_h2c_sigterm_aborts_after_shutdown_timeout(tw, h2_server, taskworkerd):
-    """shutdown_timeout_ms = 300 and a server that takes 10 s: the three
-    streams in flight are aborted (the server sees them reset or the
-    connection close), exit 0 soon, all five ids back in `tasks` in the
-    order pushed, no attempt counted, rows pending."""
+    """Three streams in flight at SIGTERM, the server taking 10 s: the
+    server sees each reset or its connection closed, and the ids go back
+    (assert_sigterm_aborts)."""
     srv = h2_server()
-    srv.script(lambda req: H2Reply(200, delay=10))
-    ids = tw.insert(5)
-    order = ids[2:] + ids[:2]
-    tw.push(order)
-    d = taskworkerd(handler=h2c(srv.url()), retry=fast_retry(3),
-                    worker={"concurrency": 3, "shutdown_timeout_ms": 300})
-    srv.wait_requests(3, 10, daemon=d)
-    t0 = time.monotonic()
-    assert d.terminate(signal.SIGTERM, timeout=10) == EX_OK
-    elapsed = time.monotonic() - t0
-    assert elapsed < scaled(3), f"took {elapsed:.1f}s to stop with shutdown_timeout_ms = 300"
-    wait_until(lambda: all(r.ended in ("reset by client", "peer closed")
-                           for r in srv.requests), 3,
-               "the server to see every stream reset or its connection closed")
-    assert len(srv.requests) == 3
-    assert tw.ids_in("tasks") == order
-    assert tw.lrange(tw.processing()) == [] and tw.lrange(tw.dead()) == []
-    assert zset(tw, "tasks:retry") == {}
-    assert tw.r.hgetall("tasks:attempts") == {}, "an aborted request counted as an attempt"
-    assert tw.statuses(ids) == {i: "pending" for i in ids}
+    assert_sigterm_aborts(tw, taskworkerd, srv, h2c(srv.url()), H2Reply(200, delay=10),
+                          lambda r: r.ended in ("reset by client", "peer closed"),
+                          "reset or its connection closed")
 
 
 def test_h2c_reload_from_http1_to_http2(tw, h2_server, taskworkerd):
