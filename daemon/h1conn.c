@@ -89,7 +89,7 @@ struct h1_req {
 	ev_tstamp cdeadline;		/* of the connect under way; 0: none */
 	ev_timer timer;
 	int again;			/* sent once more on a new connection */
-	int refused;			/* h2c: times a server refused it */
+	int refused;			/* h2c: times a server did not take it */
 	const char *later;		/* a failure told on the next turn */
 	char why[160];
 	struct h1_resp resp;
@@ -136,7 +136,7 @@ static void h2_connected(struct h1_conn *c);
 static void h2_io(struct h1_conn *c, int revents);
 static int h2_session(struct h1_conn *c);
 static void h2_fail(struct h1_conn *c, const char *why);
-static void h2_timeout(struct h1_req *q);
+static void h2_timeout(struct h1_req *q, const char *why);
 
 /* ---- connections ----------------------------------------------------------- */
 
@@ -384,6 +384,7 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct h1_conn *c = q->c;
 	char why[sizeof(q->why)], at[RESOLVE_ADDRLEN + 16];
 	long ms;
+	int cfirst;
 
 	(void)loop;
 	(void)revents;
@@ -393,19 +394,27 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	if (q->o->h2 && (c == NULL || c->connected)) {
-		h2_timeout(q);
+		snprintf(why, sizeof(why), "timed out after %ld ms",
+		    q->timeout_ms);
+		h2_timeout(q, why);
 		return;
 	}
 	if (c && !c->connected) {
-		ms = q->timeout_ms > 0 && (q->connect_timeout_ms == 0 ||
-		    q->timeout_ms < q->connect_timeout_ms) ? q->timeout_ms :
-		    q->connect_timeout_ms;
+		/* Which came first: the connect's deadline, or the request's. */
+		cfirst = q->cdeadline != 0 && (q->deadline == 0 ||
+		    q->cdeadline <= q->deadline);
+		ms = cfirst ? q->connect_timeout_ms : q->timeout_ms;
 		where(c, at, sizeof(at));
 		snprintf(why, sizeof(why), "connect to %s: timed out after "
 		    "%ld ms", at, ms);
-		if (c->h2) {
+		if (c->h2 && cfirst) {
 			/* Its other requests wait for the same connect. */
 			conn_fail(c, why);
+			return;
+		}
+		if (c->h2) {
+			/* Only its own time is up; the connect goes on. */
+			h2_timeout(q, why);
 			return;
 		}
 	} else {
@@ -836,20 +845,32 @@ h2_again(struct h1_req *q, int refused)
 	turn_start(p);
 }
 
+/* Whether Q's HEADERS went out on its connection (its stream is open). */
+static int
+h2_sent(const struct h1_req *q)
+{
+	return nghttp2_session_find_stream(q->c->h2, q->sid) != NULL;
+}
+
 /*
- * C ended (WHY; NULL: the server closed it): a request the server did not
- * start answering on a connection that answered before is sent again
- * once, the others are told; C closes.
+ * C ended (WHY; NULL: the server closed it). A request whose HEADERS never
+ * went to a server that spoke HTTP/2 (its SETTINGS came) is sent again, as
+ * one it refused; one the server did not start answering on a connection
+ * that answered before, once; the others are told. C closes.
  */
 static void
 h2_fail(struct h1_conn *c, const char *why)
 {
 	struct h1_req *q;
+	int sent;
 
 	while ((q = TAILQ_FIRST(&c->reqs)) != NULL) {
+		sent = h2_sent(q);
 		h2_detach(q);
 		if (q->fn == NULL)
 			req_free(q);
+		else if (!sent && c->settled && q->refused < H2_REFUSED_MAX)
+			h2_again(q, 1);
 		else if (!q->resp.started && c->reused && !q->again)
 			h2_again(q, 0);
 		else if (why == NULL && c->ended[0] != '\0')
@@ -1008,15 +1029,13 @@ h2_orphan(struct h1_req *q)
 	mark_dirty(q->c);
 }
 
-/* Q's time is up, its connection made (or Q waiting for room). */
+/* Q's time is up (WHY): its stream, if it has one, is reset. */
 static void
-h2_timeout(struct h1_req *q)
+h2_timeout(struct h1_req *q, const char *why)
 {
 	h1_done_fn *fn = q->fn;
 	void *arg = q->arg;
-	char why[sizeof(q->why)];
 
-	snprintf(why, sizeof(why), "timed out after %ld ms", q->timeout_ms);
 	if (q->on == Q_PENDING) {
 		TAILQ_REMOVE(&q->p->pending, q, entry);
 		req_free(q);
@@ -1271,6 +1290,31 @@ h2_on_close(nghttp2_session *s, int32_t sid, uint32_t code, void *user)
 	return 0;
 }
 
+/*
+ * C's bound of streams is known: requests past it whose HEADERS nghttp2
+ * still holds are taken back (their HEADERS cancelled), to go on other
+ * connections rather than wait behind C's streams with their time running.
+ */
+static void
+h2_shed(struct h1_conn *c)
+{
+	int limit = h2_limit(c);
+	struct h1_req *q, *prev;
+
+	for (q = TAILQ_LAST(&c->reqs, h1_reqs); q != NULL && c->nreq > limit;
+	    q = prev) {
+		prev = TAILQ_PREV(q, h1_reqs, entry);
+		if (q->fn == NULL || q->refused >= H2_REFUSED_MAX || h2_sent(q))
+			continue;
+		nghttp2_session_set_stream_user_data(c->h2, q->sid, NULL);
+		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, q->sid,
+		    NGHTTP2_REFUSED_STREAM);
+		h2_detach(q);
+		h2_again(q, 1);
+	}
+	mark_dirty(c);
+}
+
 /* The server's SETTINGS (its bound of streams), its GOAWAY with an error. */
 static int
 h2_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
@@ -1278,9 +1322,11 @@ h2_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	struct h1_conn *c = user;
 
 	(void)s;
-	if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+	if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags &
+	    NGHTTP2_FLAG_ACK)) {
 		c->settled = 1;
-	else if (f->hd.type == NGHTTP2_GOAWAY &&
+		h2_shed(c);
+	} else if (f->hd.type == NGHTTP2_GOAWAY &&
 	    f->goaway.error_code != NGHTTP2_NO_ERROR)
 		snprintf(c->ended, sizeof(c->ended), "bad response: the server "
 		    "ended the connection (%s)",
@@ -1303,21 +1349,32 @@ h2_on_sent(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	return 0;
 }
 
-/* A request's HEADERS not sent (a GOAWAY came first, or it was reset). */
+/*
+ * A request's HEADERS not sent: a GOAWAY came first (the server will not
+ * take it), it was reset (an orphan), or they cannot be (ERR: too big).
+ */
 static int
 h2_on_not_send(nghttp2_session *s, const nghttp2_frame *f, int err,
     void *user)
 {
 	struct h1_conn *c = user;
 	struct h1_req *q;
+	char why[sizeof(q->why)];
 
-	(void)err;
 	if (f->hd.type != NGHTTP2_HEADERS)
 		return 0;
 	TAILQ_FOREACH(q, &c->reqs, entry)
 		if (q->sid == f->hd.stream_id) {
 			nghttp2_session_set_stream_user_data(s, q->sid, NULL);
-			h2_end(q, NGHTTP2_REFUSED_STREAM);
+			if (q->fn == NULL ||
+			    err == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED) {
+				h2_end(q, NGHTTP2_REFUSED_STREAM);
+				break;
+			}
+			h2_detach(q);
+			snprintf(why, sizeof(why), "bad response: HTTP/2: %s",
+			    nghttp2_strerror(err));
+			h2_told(q, why);
 			break;
 		}
 	return 0;

@@ -99,6 +99,7 @@ struct http_pool {
 	FILE *bodyf;			/* where bodies are written, in turn */
 	char *bodybuf;
 	size_t bodysize;
+	size_t bodymax;			/* the most written to it */
 	int curl_running;		/* requests handed to libcurl */
 };
 
@@ -179,13 +180,22 @@ has_header(const struct curl_slist *headers, const char *name)
 	return 0;
 }
 
-/* One field of the h2c requests: its offsets in F's text, to be mended. */
+/*
+ * One field of the h2c requests: its offsets in F's text, to be mended.
+ * The blanks around a value go (HTTP/2 holds a field with them malformed).
+ */
 static void
 h2_field(struct http_conf *c, FILE *f, const char *name, size_t namelen,
     const char *value)
 {
 	nghttp2_nv *nv = &c->h2nv[c->h2nnv++];
 	long at = ftell(f);
+	size_t len;
+
+	value += strspn(value, " \t");
+	len = strlen(value);
+	while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+		len--;
 
 	nv->name = (uint8_t *)(uintptr_t)at;
 	nv->namelen = namelen;
@@ -193,8 +203,8 @@ h2_field(struct http_conf *c, FILE *f, const char *name, size_t namelen,
 		fputc(tolower((unsigned char)name[i]), f);
 	fputc('\0', f);
 	nv->value = (uint8_t *)(uintptr_t)(at + (long)namelen + 1);
-	nv->valuelen = strlen(value);
-	fputs(value, f);
+	nv->valuelen = len;
+	fwrite(value, 1, len, f);
 	fputc('\0', f);
 	nv->flags = NGHTTP2_NV_FLAG_NONE;
 }
@@ -231,8 +241,7 @@ conf_h2(struct http_conf *c, const char *method, const char *host,
 		fclose(f);
 		return -1;
 	}
-	h2_field(c, f, ":authority", 10, auth ? auth + strspn(auth, " \t") :
-	    mine);
+	h2_field(c, f, ":authority", 10, auth ? auth : mine);
 	free(mine);
 	if (!has_header(c->headers, "User-Agent"))
 		h2_field(c, f, "user-agent", 10,
@@ -243,8 +252,7 @@ conf_h2(struct http_conf *c, const char *method, const char *host,
 		v = strchr(h->data, ':');
 		if (v[1] == '\0' || strncasecmp(h->data, "Host:", 5) == 0)
 			continue;		/* "Expect:"; the Host is above */
-		h2_field(c, f, h->data, (size_t)(v - h->data),
-		    v + 1 + strspn(v + 1, " \t"));
+		h2_field(c, f, h->data, (size_t)(v - h->data), v + 1);
 	}
 	rc = ferror(f);
 	if (fclose(f) != 0 || rc || c->h2text == NULL)
@@ -1112,6 +1120,26 @@ drop(struct http_run *r)
 	run_free(r);
 }
 
+/*
+ * The stream of bodies closes. Rows may be confidential: all its buffer
+ * ever held is wiped (a shorter body leaves a longer one's tail behind).
+ */
+static void
+body_close(struct http_pool *p)
+{
+	if (p->bodyf != NULL) {
+		fflush(p->bodyf);
+		if (p->bodybuf != NULL)
+			explicit_bzero(p->bodybuf, p->bodymax > p->bodysize ?
+			    p->bodymax : p->bodysize);
+		fclose(p->bodyf);
+	}
+	free(p->bodybuf);
+	p->bodyf = NULL;
+	p->bodybuf = NULL;
+	p->bodymax = 0;
+}
+
 void
 http_pool_free(struct http_pool *p)
 {
@@ -1135,13 +1163,7 @@ http_pool_free(struct http_pool *p)
 		free(sh);
 	}
 	free(p->shards);
-	if (p->bodyf != NULL) {
-		/* Rows may be confidential: the last body goes too. */
-		fflush(p->bodyf);
-		explicit_bzero(p->bodybuf, p->bodysize);
-		fclose(p->bodyf);
-	}
-	free(p->bodybuf);
+	body_close(p);
 	free(p);
 }
 
@@ -1212,6 +1234,7 @@ http_start(struct http_pool *p, struct http_conf *conf,
     const struct run_task *t, http_done_fn *fn, void *arg)
 {
 	struct http_run *r = calloc(1, sizeof(*r));
+	size_t len;
 
 	if (r == NULL)
 		return NULL;
@@ -1227,7 +1250,10 @@ http_start(struct http_pool *p, struct http_conf *conf,
 		r->key.data = NULL;
 		goto fail;
 	}
-	if (request_text(r, conf, p->bodybuf, (size_t)ftello(p->bodyf)) == -1)
+	len = (size_t)ftello(p->bodyf);
+	if (len > p->bodymax)
+		p->bodymax = len;
+	if (request_text(r, conf, p->bodybuf, len) == -1)
 		goto fail;
 	if (conf->h2c)
 		h2_own(r);
@@ -1241,12 +1267,8 @@ http_start(struct http_pool *p, struct http_conf *conf,
 		send_run(r);
 	return r;
 fail:
-	if (p->bodyf != NULL && ferror(p->bodyf)) {
-		fclose(p->bodyf);	/* a new one next time */
-		free(p->bodybuf);
-		p->bodyf = NULL;
-		p->bodybuf = NULL;
-	}
+	if (p->bodyf != NULL && ferror(p->bodyf))
+		body_close(p);		/* a new one next time */
 	free(r->key.data);
 	free(r);
 	return NULL;

@@ -91,13 +91,15 @@ def test_h2c_request_headers_and_body(tw, h2_server, taskworkerd, tmp_path, user
     stream with :method, :scheme http, :authority and :path (query and
     all) of the URL, then the daemon's headers in lower case and those of
     handler.headers with their names lowered; the body is the JSON of
-    HTTP/1.1 byte for byte. Two tasks one after the other share one
-    connection."""
+    HTTP/1.1 byte for byte; blanks around a header's value go (HTTP/2
+    holds a field with them malformed). Two tasks one after the other
+    share one connection."""
     (tmp_path / "token").write_text("s3cret-Token.1\nnot this line\n")
     srv = h2_server()
     d = taskworkerd(redis={"queues": ["tasks", "mail"]},
                     handler=h2c(srv.url("/hook/v1?x=1"), method="PUT", token_file="token",
-                                headers=["X-Team: billing", "X-Trace: a b  c"]),
+                                headers=["X-Team: billing", "X-Trace: a b  c",
+                                         "X-Pad: \t padded \t "]),
                     retry=fast_retry(1))
     a, b = tw.insert(2)
     tw.push([a])
@@ -116,7 +118,7 @@ def test_h2c_request_headers_and_body(tw, h2_server, taskworkerd, tmp_path, user
                               ":path": "/hook/v1?x=1"}, r.headers
         assert r.header_names() == sorted([
             "user-agent", "accept", "content-type", "idempotency-key", "content-length",
-            "authorization", "x-team", "x-trace"]), r.headers
+            "authorization", "x-team", "x-trace", "x-pad"]), r.headers
         assert r.header("user-agent") == user_agent
         assert r.header("accept") == "*/*"
         assert r.header("content-type") == "application/json"
@@ -125,6 +127,7 @@ def test_h2c_request_headers_and_body(tw, h2_server, taskworkerd, tmp_path, user
         assert r.header("authorization") == "Bearer s3cret-Token.1"
         assert r.header("x-team") == "billing"
         assert r.header("x-trace") == "a b  c"
+        assert r.header("x-pad") == "padded"
     assert [(r.conn, r.stream) for r in reqs] == [(1, 1), (1, 3)], \
         "the second task did not go as the next stream of the same connection"
     assert len(srv.conns) == 1
@@ -198,6 +201,52 @@ def test_h2c_server_max_concurrent_streams(tw, h2_server, taskworkerd):
     assert sorted(r.task for r in srv.requests) == ids
     assert_h2_only(srv)
     assert tw.lrange(tw.dead()) == []
+    assert_clean(tw, d)
+
+
+def test_h2c_burst_past_the_limit_goes_to_other_connections(tw, h2_server, taskworkerd):
+    """8 tasks at once on a new connection, whose server then says it takes
+    2 streams at once, each answered after 1 s, with timeout_ms = 1500 and
+    max_connections = 4: the 6 the client had not sent yet go to other
+    connections instead of waiting behind the first 2 (where they would
+    time out): all 8 are answered within about 1 s of each other, on 4
+    connections, none failed, none past a connection's limit."""
+    srv = h2_server(max_streams=2)
+    srv.script(lambda req: H2Reply(200, delay=1))
+    d = taskworkerd(handler=h2c(srv.url(), max_connections=4, timeout_ms=1500),
+                    retry=fast_retry(1), worker={"concurrency": 8})
+    ids = tw.insert(8)
+    tw.push(ids)
+    wait_until(lambda: tw.count("completed", ids) + tw.llen(tw.dead()) >= len(ids), 20,
+               "every task to end", daemon=d)
+    dead = tw.lrange(tw.dead())
+    assert not dead, f"{len(dead)} dead, e.g. {reason_text(tw, dead[0])}"
+    answered_once(srv, ids)
+    over = [(c.id, c.over_limit) for c in srv.conns if c.over_limit]
+    assert not over, f"streams past the server's limit of 2: {over}"
+    assert srv.max_open <= 2
+    assert len(srv.conns) == 4, f"{len(srv.conns)} connections"
+    starts = sorted(r.t for r in srv.requests)
+    assert starts[-1] - starts[0] < 0.8, \
+        f"the last request came {starts[-1] - starts[0]:.2f}s after the first"
+    assert_h2_only(srv)
+    assert_clean(tw, d)
+
+
+def test_h2c_header_block_too_big_fails(tw, h2_server, taskworkerd):
+    """Nine headers of 8,000 bytes that HPACK cannot shrink: the HEADERS
+    cannot be sent (nghttp2 sends 64 KiB at most); the attempt fails saying
+    so, at once, not as a stream sent again and again."""
+    srv = h2_server()
+    big = [f"X-Big-{n}: " + "~" * 8000 for n in range(9)]
+    d = taskworkerd(handler=h2c(srv.url(), headers=big), retry=fast_retry(1))
+    (i,) = tw.insert(1)
+    tw.push([i])
+    wait_dead(tw, [i], 10, daemon=d)
+    reason = reason_text(tw, i)
+    assert reason.startswith("attempt 1/1: bad response: HTTP/2: "), reason
+    assert "REFUSED" not in reason, reason
+    assert srv.requests == []
     assert_clean(tw, d)
 
 
