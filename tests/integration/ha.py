@@ -311,20 +311,41 @@ class SentinelCluster:
             return True
         wait_for(settled, timeout, f"the sentinels to agree on {self.name}")
 
+    def _agreed_master(self):
+        """The master every running sentinel names, if they agree and it
+        answers ROLE master; else None."""
+        addrs = {self.master_addr(i) for i, s in enumerate(self.sentinels) if s.running()}
+        if len(addrs) != 1:
+            return None
+        addr = addrs.pop()
+        r = self.role(self.node(addr[1]))
+        return addr if r and r[0] == "master" else None
+
+    def wait_converged(self, timeout=30):
+        """Wait until every running sentinel names the same master, it says
+        ROLE master, and every other running node is a connected replica of
+        it. Returns the master's (host, port). A loaded machine can make the
+        sentinels fail over once more on their own while a node rejoins, so
+        which node that is is the sentinels' word, not the caller's."""
+        def converged():
+            addr = self._agreed_master()
+            if addr is None:
+                return None
+            for n in self.replica_nodes():
+                r = self.role(n)
+                if not r or r[0] != "slave" or int(r[2]) != addr[1] or r[3] != "connected":
+                    return None
+            return addr
+        return wait_for(converged, timeout, lambda: "one master and its replicas, nodes now "
+                        + str({n.port: self.role(n) for n in self.nodes if n.running()}))
+
     def wait_new_master(self, old, timeout=30):
         """Wait until every running sentinel names a master other than OLD
         ((host, port)), all the same one, and that node answers ROLE master.
         Returns its (host, port)."""
         def moved():
-            addrs = {self.master_addr(i) for i, s in enumerate(self.sentinels)
-                     if s.running()}
-            if len(addrs) != 1:
-                return None
-            addr = addrs.pop()
-            if addr == tuple(old):
-                return None
-            r = self.role(self.node(addr[1]))
-            return addr if r and r[0] == "master" else None
+            addr = self._agreed_master()
+            return addr if addr != tuple(old) else None
         return wait_for(moved, timeout, f"a new master in place of {old[0]}:{old[1]}")
 
     # -- faults
