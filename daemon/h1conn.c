@@ -44,6 +44,7 @@ struct h1_origin {
 	int refs;
 	int port;
 	int h2;				/* h2c, prior knowledge */
+	int streams;			/* its last SETTINGS' bound; 0: none yet */
 	char host[];			/* a name or a numeric address */
 };
 
@@ -67,6 +68,7 @@ struct h1_conn {
 						   (orphans) too */
 	int nreq;
 	int settled;			/* the server's SETTINGS came */
+	ev_tstamp cdeadline;		/* of its connect, that of its first */
 	char ended[64];			/* a GOAWAY's error, sent or received */
 	int avail;			/* on the pool's avail list */
 	int dirty;			/* on the pool's dirty list */
@@ -76,6 +78,8 @@ struct h1_conn {
 	char *out;			/* frames not yet sent */
 	size_t outlen, outoff, outcap;
 };
+
+enum again { AGAIN_CLOSED, AGAIN_REFUSED, AGAIN_SHED };
 
 struct h1_req {
 	struct h1_pool *p;
@@ -90,6 +94,7 @@ struct h1_req {
 	ev_timer timer;
 	int again;			/* sent once more on a new connection */
 	int refused;			/* h2c: times a server did not take it */
+	int shed;			/* h2c: taken back, past a new bound */
 	const char *later;		/* a failure told on the next turn */
 	char why[160];
 	struct h1_resp resp;
@@ -137,6 +142,7 @@ static void h2_io(struct h1_conn *c, int revents);
 static int h2_session(struct h1_conn *c);
 static void h2_fail(struct h1_conn *c, const char *why);
 static void h2_timeout(struct h1_req *q, const char *why);
+static int h2_others(const struct h1_conn *c, const struct h1_req *q);
 
 /* ---- connections ----------------------------------------------------------- */
 
@@ -407,7 +413,7 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		where(c, at, sizeof(at));
 		snprintf(why, sizeof(why), "connect to %s: timed out after "
 		    "%ld ms", at, ms);
-		if (c->h2 && cfirst) {
+		if (c->h2 && (cfirst || !h2_others(c, q))) {
 			/* Its other requests wait for the same connect. */
 			conn_fail(c, why);
 			return;
@@ -731,7 +737,8 @@ conn_fail_later(struct h1_conn *c, const char *why)
 
 /*
  * How many requests C may carry: the server's bound, H2_STREAMS at most.
- * Before its SETTINGS come, nghttp2 sends one and holds the others.
+ * Before its SETTINGS come, nghttp2 sends one and holds the others: as
+ * many as the origin's last connection allowed, or H2_STREAMS.
  */
 static int
 h2_limit(struct h1_conn *c)
@@ -739,7 +746,9 @@ h2_limit(struct h1_conn *c)
 	uint32_t n = nghttp2_session_get_remote_settings(c->h2,
 	    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 
-	return !c->settled || n >= H2_STREAMS ? H2_STREAMS : (int)n;
+	if (!c->settled)
+		return c->o->streams > 0 ? c->o->streams : H2_STREAMS;
+	return n >= H2_STREAMS ? H2_STREAMS : (int)n;
 }
 
 /* Whether C may take a new request (of the pool's origin). */
@@ -823,16 +832,19 @@ h2_told(struct h1_req *q, const char *reason)
 
 /*
  * Q is sent again once there is room: its connection closed before its
- * answer began (once), or the server did not take it (REFUSED, up to
- * H2_REFUSED_MAX times: such a request was not processed, RFC 9113 8.7).
+ * answer began (AGAIN_CLOSED, once), the server did not take it
+ * (AGAIN_REFUSED, up to H2_REFUSED_MAX times: such a request was not
+ * processed, RFC 9113 8.7), or it was taken back unsent (AGAIN_SHED).
  */
 static void
-h2_again(struct h1_req *q, int refused)
+h2_again(struct h1_req *q, enum again why)
 {
 	struct h1_pool *p = q->p;
 
-	if (refused)
+	if (why == AGAIN_REFUSED)
 		q->refused++;
+	else if (why == AGAIN_SHED)
+		q->shed++;
 	else
 		q->again = 1;
 	q->sid = 0;
@@ -843,6 +855,22 @@ h2_again(struct h1_req *q, int refused)
 	q->on = Q_PENDING;
 	TAILQ_INSERT_TAIL(&p->pending, q, entry);
 	turn_start(p);
+}
+
+/*
+ * Whether C carries a live request besides Q: while it connects, a
+ * connect no request waits for any more ends (others would come on it
+ * with later deadlines, and it would never time out).
+ */
+static int
+h2_others(const struct h1_conn *c, const struct h1_req *q)
+{
+	const struct h1_req *o;
+
+	TAILQ_FOREACH(o, &c->reqs, entry)
+		if (o != q && o->fn != NULL)
+			return 1;
+	return 0;
 }
 
 /* Whether Q's HEADERS went out on its connection (its stream is open). */
@@ -870,9 +898,9 @@ h2_fail(struct h1_conn *c, const char *why)
 		if (q->fn == NULL)
 			req_free(q);
 		else if (!sent && c->settled && q->refused < H2_REFUSED_MAX)
-			h2_again(q, 1);
+			h2_again(q, AGAIN_REFUSED);
 		else if (!q->resp.started && c->reused && !q->again)
-			h2_again(q, 0);
+			h2_again(q, AGAIN_CLOSED);
 		else if (why == NULL && c->ended[0] != '\0')
 			h2_told(q, c->ended);
 		else
@@ -903,7 +931,7 @@ h2_end(struct h1_req *q, uint32_t code)
 		h2_told(q, NULL);
 	} else if (code == NGHTTP2_REFUSED_STREAM &&
 	    q->refused < H2_REFUSED_MAX) {
-		h2_again(q, 1);		/* the server did not take it */
+		h2_again(q, AGAIN_REFUSED);	/* the server did not take it */
 	} else {
 		snprintf(why, sizeof(why), "bad response: HTTP/2 stream "
 		    "reset (%s)", nghttp2_http2_strerror(code));
@@ -965,8 +993,10 @@ h2_attach(struct h1_req *q, struct h1_conn *c)
 	q->on = Q_CONN;
 	TAILQ_INSERT_TAIL(&c->reqs, q, entry);
 	c->nreq++;
-	if (!c->connected && q->connect_timeout_ms > 0)
-		q->cdeadline = ev_now(p->loop) + q->connect_timeout_ms / 1000.;
+	if (!c->connected && c->cdeadline == 0 && q->connect_timeout_ms > 0)
+		c->cdeadline = ev_now(p->loop) + q->connect_timeout_ms / 1000.;
+	if (!c->connected)
+		q->cdeadline = c->cdeadline;	/* later ones wait no longer */
 	req_arm(q);
 	h2_relist(c);
 	mark_dirty(c);
@@ -1018,15 +1048,27 @@ place_pending(struct h1_pool *p)
 	}
 }
 
-/* C's stream requests timed out or was aborted: reset, freed as it ends. */
+/*
+ * Q's stream timed out or was aborted: reset, freed as it ends; if its
+ * HEADERS have not gone yet, they are cancelled and Q is freed now.
+ */
 static void
 h2_orphan(struct h1_req *q)
 {
+	struct h1_conn *c = q->c;
+	int sent = h2_sent(q);
+
 	q->fn = NULL;
 	ev_timer_stop(q->p->loop, &q->timer);
-	nghttp2_submit_rst_stream(q->c->h2, NGHTTP2_FLAG_NONE, q->sid,
+	if (!sent)
+		nghttp2_session_set_stream_user_data(c->h2, q->sid, NULL);
+	nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, q->sid,
 	    NGHTTP2_CANCEL);
-	mark_dirty(q->c);
+	if (!sent) {
+		h2_detach(q);
+		req_free(q);
+	}
+	mark_dirty(c);
 }
 
 /* Q's time is up (WHY): its stream, if it has one, is reset. */
@@ -1298,20 +1340,28 @@ h2_on_close(nghttp2_session *s, int32_t sid, uint32_t code, void *user)
 static void
 h2_shed(struct h1_conn *c)
 {
-	int limit = h2_limit(c);
-	struct h1_req *q, *prev;
+	int limit = h2_limit(c), keep = limit;
+	struct h1_req *q, *next;
 
-	for (q = TAILQ_LAST(&c->reqs, h1_reqs); q != NULL && c->nreq > limit;
-	    q = prev) {
-		prev = TAILQ_PREV(q, h1_reqs, entry);
-		if (q->fn == NULL || q->refused >= H2_REFUSED_MAX || h2_sent(q))
+	c->o->streams = limit > 0 ? limit : 1;
+	/* Oldest first: they go back in their order. */
+	for (q = TAILQ_FIRST(&c->reqs); q != NULL; q = next) {
+		next = TAILQ_NEXT(q, entry);
+		if (keep-- > 0 || h2_sent(q))
 			continue;
+		if (q->shed >= H2_REFUSED_MAX && limit > 0)
+			continue;	/* it waits here after all */
 		nghttp2_session_set_stream_user_data(c->h2, q->sid, NULL);
 		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, q->sid,
 		    NGHTTP2_REFUSED_STREAM);
 		h2_detach(q);
-		h2_again(q, 1);
+		if (limit == 0)
+			h2_told(q, "bad response: the server takes no streams "
+			    "(SETTINGS_MAX_CONCURRENT_STREAMS 0)");
+		else
+			h2_again(q, AGAIN_SHED);
 	}
+	h2_relist(c);
 	mark_dirty(c);
 }
 

@@ -1122,7 +1122,9 @@ drop(struct http_run *r)
 
 /*
  * The stream of bodies closes. Rows may be confidential: all its buffer
- * ever held is wiped (a shorter body leaves a longer one's tail behind).
+ * holds is wiped (a shorter body leaves a longer one's tail behind).
+ * What it held before glibc moved it to grow is not: that was freed
+ * unwiped, as any buffer that grows by realloc() is.
  */
 static void
 body_close(struct http_pool *p)
@@ -1235,6 +1237,7 @@ http_start(struct http_pool *p, struct http_conf *conf,
 {
 	struct http_run *r = calloc(1, sizeof(*r));
 	size_t len;
+	int rc;
 
 	if (r == NULL)
 		return NULL;
@@ -1243,16 +1246,18 @@ http_start(struct http_pool *p, struct http_conf *conf,
 	r->arg = arg;
 	/* The body is written where the last one was, then copied. */
 	if ((p->bodyf == NULL && (p->bodyf = open_memstream(&p->bodybuf,
-	    &p->bodysize)) == NULL) || fseeko(p->bodyf, 0, SEEK_SET) != 0 ||
-	    http_body(p->bodyf, t->id, t->queue, t->attempt, t->ncols,
-	    t->names, t->values) == -1 || asprintf(&r->key.data,
-	    "Idempotency-Key: %s:%lld", t->queue, (long long)t->id) == -1) {
+	    &p->bodysize)) == NULL) || fseeko(p->bodyf, 0, SEEK_SET) != 0)
+		goto fail;
+	rc = http_body(p->bodyf, t->id, t->queue, t->attempt, t->ncols,
+	    t->names, t->values);
+	len = (size_t)ftello(p->bodyf);
+	if (len > p->bodymax && len != (size_t)-1)
+		p->bodymax = len;
+	if (rc == -1 || asprintf(&r->key.data, "Idempotency-Key: %s:%lld",
+	    t->queue, (long long)t->id) == -1) {
 		r->key.data = NULL;
 		goto fail;
 	}
-	len = (size_t)ftello(p->bodyf);
-	if (len > p->bodymax)
-		p->bodymax = len;
 	if (request_text(r, conf, p->bodybuf, len) == -1)
 		goto fail;
 	if (conf->h2c)

@@ -19,6 +19,7 @@ from h2.errors import ErrorCodes
 from conftest import (EX_OK, fast_retry, merge_config, reason_text, render_config, rss_kib,
                       scaled, wait_dead, wait_reloaded, wait_until)
 from h2serv import H2Reply, h2_server  # noqa: F401  (tests/integration/h2serv.py)
+from httpserv import Blackhole
 from test_http import (GOOD_HTTP, assert_clean, assert_sigterm_aborts, assert_sigterm_waits,
                        body_of, by_task, check_config, http_handler, one_request_with_headers)
 from test_http import user_agent  # noqa: F401  (a fixture)
@@ -231,6 +232,50 @@ def test_h2c_burst_past_the_limit_goes_to_other_connections(tw, h2_server, taskw
         f"the last request came {starts[-1] - starts[0]:.2f}s after the first"
     assert_h2_only(srv)
     assert_clean(tw, d)
+
+
+def test_h2c_server_taking_no_streams(tw, h2_server, taskworkerd):
+    """A server whose SETTINGS allow 0 streams and that refuses the one a
+    client sends before they come (REFUSED_STREAM), and timeout_ms = 0 (no
+    deadline): every task ends, failed, those unsent at once saying why;
+    none waits forever on a connection that can send nothing."""
+    srv = h2_server(max_streams=0, refuse_over_limit=True)
+    d = taskworkerd(handler=h2c(srv.url(), timeout_ms=0, max_connections=2),
+                    retry=fast_retry(1), worker={"concurrency": 10})
+    ids = tw.insert(10)
+    tw.push(ids)
+    wait_until(lambda: tw.llen(tw.dead()) >= len(ids), 30, "every task to fail", daemon=d)
+    reasons = {reason_text(tw, i) for i in ids}
+    assert reasons <= {"attempt 1/1: bad response: the server takes no streams "
+                       "(SETTINGS_MAX_CONCURRENT_STREAMS 0)",
+                       "attempt 1/1: bad response: HTTP/2 stream reset (REFUSED_STREAM)"}, reasons
+    assert tw.count("completed", ids) == 0
+    assert_clean(tw, d)
+
+
+def test_h2c_connect_deadline_holds_with_requests_coming(tw, taskworkerd):
+    """A connect that never completes, connect_timeout_ms = 1500 and
+    timeout_ms = 300, a task every 100 ms: each fails at its own 300 ms,
+    and the connect itself ends at 1500 ms, though new requests kept
+    coming onto it, failing those on it then."""
+    hole = Blackhole()
+    try:
+        d = taskworkerd(handler=h2c(f"http://127.0.0.1:{hole.port}/t", timeout_ms=300,
+                                    connect_timeout_ms=1500),
+                        retry=fast_retry(1), worker={"concurrency": 50})
+        ids = tw.insert(25)
+        for i in ids:
+            tw.push([i])
+            time.sleep(0.1)
+        wait_dead(tw, ids, 15, daemon=d)
+        at = f"attempt 1/1: connect to 127.0.0.1:{hole.port}: timed out after"
+        reasons = [reason_text(tw, i) for i in ids]
+        assert set(reasons) <= {f"{at} 300 ms", f"{at} 1500 ms"}, set(reasons)
+        assert f"{at} 1500 ms" in reasons, "the connect never reached its own deadline"
+        assert reasons.count(f"{at} 300 ms") >= 10, reasons
+        assert_clean(tw, d)
+    finally:
+        hole.close()
 
 
 def test_h2c_header_block_too_big_fails(tw, h2_server, taskworkerd):
