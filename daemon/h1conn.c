@@ -45,6 +45,7 @@ struct h1_origin {
 	int port;
 	int h2;				/* h2c, prior knowledge */
 	int streams;			/* its last SETTINGS' bound; 0: none yet */
+	int none;			/* that bound was 0: it takes no streams */
 	char host[];			/* a name or a numeric address */
 };
 
@@ -69,6 +70,7 @@ struct h1_conn {
 	int nreq;
 	int settled;			/* the server's SETTINGS came */
 	ev_tstamp cdeadline;		/* of its connect, that of its first */
+	long cms;			/* its connect's timeout */
 	char ended[64];			/* a GOAWAY's error, sent or received */
 	int avail;			/* on the pool's avail list */
 	int dirty;			/* on the pool's dirty list */
@@ -127,6 +129,7 @@ struct h1_pool {
 	ev_prepare turn;		/* sends and tells, once a turn */
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option *opt;		/* one stream until the SETTINGS */
+	nghttp2_option *opt0;		/* none until them (a server took none) */
 	char rbuf[H1_READ_BUFFER];
 };
 
@@ -409,7 +412,8 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		/* Which came first: the connect's deadline, or the request's. */
 		cfirst = q->cdeadline != 0 && (q->deadline == 0 ||
 		    q->cdeadline <= q->deadline);
-		ms = cfirst ? q->connect_timeout_ms : q->timeout_ms;
+		ms = !cfirst ? q->timeout_ms : c->h2 ? c->cms :
+		    q->connect_timeout_ms;
 		where(c, at, sizeof(at));
 		snprintf(why, sizeof(why), "connect to %s: timed out after "
 		    "%ld ms", at, ms);
@@ -662,6 +666,7 @@ conn_new(struct h1_pool *p, struct h1_origin *o)
 	TAILQ_INIT(&c->reqs);
 	ev_init(&c->io, conn_io_cb);
 	c->io.data = c;
+	c->o = o;
 	if (o->h2 && h2_session(c) == -1) {
 		free(c);
 		return NULL;
@@ -993,8 +998,10 @@ h2_attach(struct h1_req *q, struct h1_conn *c)
 	q->on = Q_CONN;
 	TAILQ_INSERT_TAIL(&c->reqs, q, entry);
 	c->nreq++;
-	if (!c->connected && c->cdeadline == 0 && q->connect_timeout_ms > 0)
+	if (!c->connected && c->cdeadline == 0 && q->connect_timeout_ms > 0) {
 		c->cdeadline = ev_now(p->loop) + q->connect_timeout_ms / 1000.;
+		c->cms = q->connect_timeout_ms;
+	}
 	if (!c->connected)
 		q->cdeadline = c->cdeadline;	/* later ones wait no longer */
 	req_arm(q);
@@ -1157,8 +1164,9 @@ h2_settle(struct h1_conn *c)
 		h2_fail(c, NULL);	/* a GOAWAY, its streams done */
 		return;
 	}
-	if (c->nreq == 0 && c->connected && (!h2_room(c) || p->open > p->max)) {
-		conn_close(c);
+	if (c->nreq == 0 && (!c->connected || !h2_room(c) ||
+	    p->open > p->max)) {
+		conn_close(c);		/* a connect nobody waits for ends too */
 		return;
 	}
 	h2_relist(c);
@@ -1343,11 +1351,12 @@ h2_shed(struct h1_conn *c)
 	int limit = h2_limit(c), keep = limit;
 	struct h1_req *q, *next;
 
-	c->o->streams = limit > 0 ? limit : 1;
+	c->o->streams = limit;
+	c->o->none = limit == 0;
 	/* Oldest first: they go back in their order. */
 	for (q = TAILQ_FIRST(&c->reqs); q != NULL; q = next) {
 		next = TAILQ_NEXT(q, entry);
-		if (keep-- > 0 || h2_sent(q))
+		if (keep-- > 0 || h2_sent(q) || q->fn == NULL)
 			continue;
 		if (q->shed >= H2_REFUSED_MAX && limit > 0)
 			continue;	/* it waits here after all */
@@ -1442,7 +1451,8 @@ h2_session(struct h1_conn *c)
 	if ((c->out = malloc(H2_OUT_BUFFER)) == NULL)
 		return -1;
 	c->outcap = H2_OUT_BUFFER;
-	if (nghttp2_session_client_new2(&c->h2, c->p->cbs, c, c->p->opt) !=
+	if (nghttp2_session_client_new2(&c->h2, c->p->cbs, c, c->o->none ?
+	    c->p->opt0 : c->p->opt) !=
 	    0) {
 		free(c->out);
 		return -1;
@@ -1494,8 +1504,15 @@ h1_pool_new(struct ev_loop *loop)
 		free(p);
 		return NULL;
 	}
+	if (nghttp2_option_new(&p->opt0) != 0) {
+		nghttp2_option_del(p->opt);
+		nghttp2_session_callbacks_del(p->cbs);
+		free(p);
+		return NULL;
+	}
 	/* The server's bound is kept from the first stream on. */
 	nghttp2_option_set_peer_max_concurrent_streams(p->opt, 1);
+	nghttp2_option_set_peer_max_concurrent_streams(p->opt0, 0);
 	p->loop = loop;
 	TAILQ_INIT(&p->idle);
 	TAILQ_INIT(&p->avail);
@@ -1535,6 +1552,7 @@ h1_pool_free(struct h1_pool *p)
 	origin_unref(p->o);
 	nghttp2_session_callbacks_del(p->cbs);
 	nghttp2_option_del(p->opt);
+	nghttp2_option_del(p->opt0);
 	free(p);
 }
 
@@ -1587,6 +1605,8 @@ set_origin(struct h1_pool *p, const char *host, int port, int h2)
 	o->refs = 1;
 	o->port = port;
 	o->h2 = h2;
+	o->streams = 0;
+	o->none = 0;
 	memcpy(o->host, host, len + 1);
 	h1_pool_close_idle(p);
 	while (!TAILQ_EMPTY(&p->avail))
