@@ -288,8 +288,9 @@ class SentinelCluster:
 
     def wait_settled(self, timeout=20):
         """Wait until every running sentinel names the same master, knows the
-        other running sentinels, and sees every running replica as a healthy
-        replica (no s_down, link to the master ok): a failover can start."""
+        other running sentinels, sees every running replica as a healthy
+        replica (no s_down, link to the master ok), has no failover under way
+        and is out of TILT mode: a failover can start."""
         live = self.live_sentinels()
         replicas = {n.port for n in self.replica_nodes()}
 
@@ -304,6 +305,9 @@ class SentinelCluster:
                     return False
                 if view["flags"] != "master":
                     return False
+                with self._client(s) as sc:
+                    if int(sc.info("sentinel").get("sentinel_tilt", 0)) != 0:
+                        return False
                 good = {int(r["port"]) for r in self.sentinel_replicas(s)
                         if r["flags"] == "slave" and r.get("master-link-status") == "ok"}
                 if not replicas <= good:

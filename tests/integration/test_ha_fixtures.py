@@ -104,8 +104,12 @@ def test_sentinel_failover_kill_master(sentinel_cluster):
 
     # The old master comes back empty, as a master; the sentinels make it
     # a replica of the new one (and, should they fail over once more while
-    # it rejoins, it is the master again, with what the new one had).
+    # it rejoins, it is the master again, with what the new one had). It
+    # comes back once the failover is over on every sentinel and none is in
+    # TILT (a loaded machine can put one there): a sentinel still holding
+    # the old view would make the new master a replica of the empty one.
     old_node = c.node(old[1])
+    c.wait_settled(timeout=60)
     t0 = time.monotonic()
     c.restart(old_node)
     now = c.wait_converged(timeout=30)
