@@ -44,8 +44,7 @@ struct h1_origin {
 	int refs;
 	int port;
 	int h2;				/* h2c, prior knowledge */
-	int streams;			/* its last SETTINGS' bound; 0: none yet */
-	int none;			/* that bound was 0: it takes no streams */
+	int streams;			/* its last SETTINGS' bound; -1: none yet */
 	char host[];			/* a name or a numeric address */
 };
 
@@ -70,7 +69,7 @@ struct h1_conn {
 	int nreq;
 	int settled;			/* the server's SETTINGS came */
 	ev_tstamp cdeadline;		/* of its connect, that of its first */
-	long cms;			/* its connect's timeout */
+	long cms;			/* its connect's timeout, in ms */
 	char ended[64];			/* a GOAWAY's error, sent or received */
 	int avail;			/* on the pool's avail list */
 	int dirty;			/* on the pool's dirty list */
@@ -412,19 +411,19 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		/* Which came first: the connect's deadline, or the request's. */
 		cfirst = q->cdeadline != 0 && (q->deadline == 0 ||
 		    q->cdeadline <= q->deadline);
-		ms = !cfirst ? q->timeout_ms : c->h2 ? c->cms :
-		    q->connect_timeout_ms;
+		ms = cfirst ? c->cms : q->timeout_ms;
 		where(c, at, sizeof(at));
 		snprintf(why, sizeof(why), "connect to %s: timed out after "
 		    "%ld ms", at, ms);
-		if (c->h2 && (cfirst || !h2_others(c, q))) {
-			/* Its other requests wait for the same connect. */
-			conn_fail(c, why);
-			return;
-		}
 		if (c->h2) {
-			/* Only its own time is up; the connect goes on. */
-			h2_timeout(q, why);
+			/*
+			 * Its other requests wait for the same connect; if
+			 * only its own time is up, the connect goes on.
+			 */
+			if (cfirst || !h2_others(c, q))
+				conn_fail(c, why);
+			else
+				h2_timeout(q, why);
 			return;
 		}
 	} else {
@@ -712,6 +711,7 @@ start_connect(struct h1_req *q)
 	}
 	c->q = q;
 	q->c = c;
+	c->cms = q->connect_timeout_ms;
 	if (q->connect_timeout_ms > 0)
 		q->cdeadline = ev_now(p->loop) + q->connect_timeout_ms / 1000.;
 	req_arm(q);
@@ -883,6 +883,20 @@ static int
 h2_sent(const struct h1_req *q)
 {
 	return nghttp2_session_find_stream(q->c->h2, q->sid) != NULL;
+}
+
+/*
+ * Q, whose HEADERS nghttp2 still holds, leaves its connection: they are
+ * cancelled (CODE) and nghttp2 keeps no pointer to Q.
+ */
+static void
+h2_withdraw(struct h1_req *q, uint32_t code)
+{
+	nghttp2_session *h2 = q->c->h2;
+
+	nghttp2_session_set_stream_user_data(h2, q->sid, NULL);
+	nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, q->sid, code);
+	h2_detach(q);
 }
 
 /*
@@ -1063,16 +1077,14 @@ static void
 h2_orphan(struct h1_req *q)
 {
 	struct h1_conn *c = q->c;
-	int sent = h2_sent(q);
 
 	q->fn = NULL;
 	ev_timer_stop(q->p->loop, &q->timer);
-	if (!sent)
-		nghttp2_session_set_stream_user_data(c->h2, q->sid, NULL);
-	nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, q->sid,
-	    NGHTTP2_CANCEL);
-	if (!sent) {
-		h2_detach(q);
+	if (h2_sent(q)) {
+		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, q->sid,
+		    NGHTTP2_CANCEL);
+	} else {
+		h2_withdraw(q, NGHTTP2_CANCEL);
 		req_free(q);
 	}
 	mark_dirty(c);
@@ -1352,7 +1364,6 @@ h2_shed(struct h1_conn *c)
 	struct h1_req *q, *next;
 
 	c->o->streams = limit;
-	c->o->none = limit == 0;
 	/* Oldest first: they go back in their order. */
 	for (q = TAILQ_FIRST(&c->reqs); q != NULL; q = next) {
 		next = TAILQ_NEXT(q, entry);
@@ -1360,10 +1371,7 @@ h2_shed(struct h1_conn *c)
 			continue;
 		if (q->shed >= H2_REFUSED_MAX && limit > 0)
 			continue;	/* it waits here after all */
-		nghttp2_session_set_stream_user_data(c->h2, q->sid, NULL);
-		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, q->sid,
-		    NGHTTP2_REFUSED_STREAM);
-		h2_detach(q);
+		h2_withdraw(q, NGHTTP2_REFUSED_STREAM);
 		if (limit == 0)
 			h2_told(q, "bad response: the server takes no streams "
 			    "(SETTINGS_MAX_CONCURRENT_STREAMS 0)");
@@ -1451,7 +1459,7 @@ h2_session(struct h1_conn *c)
 	if ((c->out = malloc(H2_OUT_BUFFER)) == NULL)
 		return -1;
 	c->outcap = H2_OUT_BUFFER;
-	if (nghttp2_session_client_new2(&c->h2, c->p->cbs, c, c->o->none ?
+	if (nghttp2_session_client_new2(&c->h2, c->p->cbs, c, c->o->streams == 0 ?
 	    c->p->opt0 : c->p->opt) !=
 	    0) {
 		free(c->out);
@@ -1605,8 +1613,7 @@ set_origin(struct h1_pool *p, const char *host, int port, int h2)
 	o->refs = 1;
 	o->port = port;
 	o->h2 = h2;
-	o->streams = 0;
-	o->none = 0;
+	o->streams = -1;
 	memcpy(o->host, host, len + 1);
 	h1_pool_close_idle(p);
 	while (!TAILQ_EMPTY(&p->avail))
