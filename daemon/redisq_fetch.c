@@ -25,7 +25,10 @@
  * named and their names.
  *
  * Each id taken becomes a member of the processing set scored by that
- * sequence (before it leaves the queue); a queue whose QUEUE:paused exists
+ * sequence (before it leaves the queue); one ZADD and one HMGET serve a
+ * batch of ids (a call from Lua costs more than the member it adds; up to
+ * 1,000 ids a call keeps unpack() within Lua's stack); a queue whose
+ * QUEUE:paused exists
  * is not taken from. A queue's limits bound how many it gives, in the
  * same step: a GCRA on the server's clock, whose theoretical arrival time
  * (microseconds) is QUEUE:limit, worked out as its distance from now so
@@ -126,10 +129,19 @@ static const char fetch_lua[] =
 	"      end\n"
 	"      if take > 0 then\n"
 	"        local vs = redis.call('LRANGE', KEYS[i], 0, take - 1)\n"
-	"        for _, v in ipairs(vs) do\n"
-	"          redis.call('ZADD', KEYS[i+1], 'NX', seq, v); seq = seq + 1\n"
-	"          out[#out+1] = qi - 1; out[#out+1] = v\n"
-	"          out[#out+1] = count(redis.call('HGET', KEYS[i+2], v))\n"
+	"        for s = 1, #vs, 1000 do\n"
+	"          local e = math.min(#vs, s + 999)\n"
+	"          local za, hm = {'ZADD', KEYS[i+1], 'NX'}, {'HMGET', KEYS[i+2]}\n"
+	"          for j = s, e do\n"
+	"            za[#za+1] = seq; za[#za+1] = vs[j]; seq = seq + 1\n"
+	"            hm[#hm+1] = vs[j]\n"
+	"          end\n"
+	"          redis.call(unpack(za))\n"
+	"          local at = redis.call(unpack(hm))\n"
+	"          for j = s, e do\n"
+	"            out[#out+1] = qi - 1; out[#out+1] = vs[j]\n"
+	"            out[#out+1] = count(at[j - s + 1])\n"
+	"          end\n"
 	"        end\n"
 	"        if #vs > 0 then redis.call('LTRIM', KEYS[i], #vs, -1) end\n"
 	"        n = n - #vs\n"
