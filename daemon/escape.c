@@ -39,18 +39,45 @@ utf8_len(const unsigned char *s, size_t left)
 	return n;
 }
 
+/* Where escaped bytes go. */
+struct out {
+	escape_put_fn *put;
+	void *arg;
+};
+
+static void
+out_str(const struct out *o, const char *s)
+{
+	o->put(o->arg, s, strlen(s));
+}
+
+/* C as \u00XX (JSON) or \xXX (text), after PREFIX. */
+static void
+out_hex(const struct out *o, const char *prefix, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+	char b[16];
+	size_t n = strlen(prefix);
+
+	memcpy(b, prefix, n);
+	b[n++] = hex[c >> 4];
+	b[n++] = hex[c & 0xf];
+	o->put(o->arg, b, n);
+}
+
 /*
  * Writes the well-formed UTF-8 sequences of S as they are, but for the C1
  * controls (U+0080..U+009F, C2 80..C2 9F), which go to C1 as their code
  * point: a terminal obeys them as it obeys ESC. Every other byte goes to
- * ONE, ASCII nonzero for a byte below 0x80, but for printable ASCII not
- * in SPECIAL, written as it is. Runs of bytes written as they are go in
- * one fwrite().
+ * ONE, ASCII nonzero for a byte below 0x80, but for printable ASCII other
+ * than the two bytes of SPECIAL (one twice when there is one), written as
+ * it is. Runs of bytes written as they are go out in one piece.
  */
 static void
-walk_utf8(FILE *f, const char *s, size_t len, const char *special,
-    void (*one)(FILE *, unsigned char, int ascii),
-    void (*c1)(FILE *, unsigned char))
+walk_utf8(const struct out *o, const char *s, size_t len,
+    const char *special,
+    void (*one)(const struct out *, unsigned char, int ascii),
+    void (*c1)(const struct out *, unsigned char))
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t run = 0;			/* where bytes as they are began */
@@ -58,8 +85,8 @@ walk_utf8(FILE *f, const char *s, size_t len, const char *special,
 	for (size_t i = 0; i < len;) {
 		size_t n;
 
-		if (p[i] >= 0x20 && p[i] < 0x7f && strchr(special, p[i]) ==
-		    NULL) {
+		if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != special[0] &&
+		    p[i] != special[1]) {
 			i++;
 			continue;
 		}
@@ -68,78 +95,96 @@ walk_utf8(FILE *f, const char *s, size_t len, const char *special,
 			i += n;
 			continue;
 		}
-		fwrite(p + run, 1, i - run, f);
+		if (i > run)
+			o->put(o->arg, s + run, i - run);
 		if (n == 2) {
-			c1(f, p[i + 1]);
+			c1(o, p[i + 1]);
 			i += 2;
 		} else {
-			one(f, p[i++], n == 1);
+			one(o, p[i++], n == 1);
 		}
 		run = i;
 	}
-	fwrite(p + run, 1, len - run, f);
+	if (len > run)
+		o->put(o->arg, s + run, len - run);
 }
 
 static void
-json_byte(FILE *f, unsigned char c, int ascii)
+json_byte(const struct out *o, unsigned char c, int ascii)
 {
 	switch (c) {
 	case '"':
-		fputs("\\\"", f);
+		out_str(o, "\\\"");
 		break;
 	case '\\':
-		fputs("\\\\", f);
+		out_str(o, "\\\\");
 		break;
 	case '\n':
-		fputs("\\n", f);
+		out_str(o, "\\n");
 		break;
 	case '\r':
-		fputs("\\r", f);
+		out_str(o, "\\r");
 		break;
 	case '\t':
-		fputs("\\t", f);
+		out_str(o, "\\t");
 		break;
 	default:
 		/* Control bytes, and bytes that are not UTF-8. */
 		if (!ascii || c < 0x20 || c == 0x7f)
-			fprintf(f, "\\u%04x", c);
+			out_hex(o, "\\u00", c);
 		else
-			fputc(c, f);
+			o->put(o->arg, (const char *)&c, 1);
 	}
 }
 
 static void
-json_c1(FILE *f, unsigned char cp)
+json_c1(const struct out *o, unsigned char cp)
 {
-	fprintf(f, "\\u%04x", cp);
+	out_hex(o, "\\u00", cp);
+}
+
+void
+escape_json_to(escape_put_fn *put, void *arg, const char *s, size_t len)
+{
+	struct out o = { put, arg };
+
+	put(arg, "\"", 1);
+	walk_utf8(&o, s, len, "\"\\", json_byte, json_c1);
+	put(arg, "\"", 1);
+}
+
+static void
+put_file(void *f, const char *s, size_t n)
+{
+	fwrite(s, 1, n, f);
 }
 
 void
 escape_json(FILE *f, const char *s, size_t len)
 {
-	fputc('"', f);
-	walk_utf8(f, s, len, "\"\\", json_byte, json_c1);
-	fputc('"', f);
+	escape_json_to(put_file, f, s, len);
 }
 
 static void
-text_byte(FILE *f, unsigned char c, int ascii)
+text_byte(const struct out *o, unsigned char c, int ascii)
 {
 	if (!ascii || c < 0x20 || c == 0x7f || c == '\\')
-		fprintf(f, "\\x%02x", c);
+		out_hex(o, "\\x", c);
 	else
-		fputc(c, f);
+		o->put(o->arg, (const char *)&c, 1);
 }
 
 /* U+0085 as the bytes that spell it: \xc2\x85. */
 static void
-text_c1(FILE *f, unsigned char cp)
+text_c1(const struct out *o, unsigned char cp)
 {
-	fprintf(f, "\\xc2\\x%02x", cp);
+	out_hex(o, "\\xc2\\x", cp);
 }
 
 void
 escape_text(FILE *f, const char *s, size_t len)
 {
-	walk_utf8(f, s, len, "\\", text_byte, text_c1);
+	struct out o = { put_file, f };
+
+	walk_utf8(&o, s, len, "\\\\", text_byte, text_c1);
 }

@@ -13,6 +13,10 @@
  * controls, become \u00XX.
  */
 void escape_json(FILE *f, const char *s, size_t len);
+/* The same, each piece of text handed to PUT with ARG. */
+typedef void escape_put_fn(void *arg, const char *s, size_t n);
+void escape_json_to(escape_put_fn *put, void *arg, const char *s,
+    size_t len);
 /*
  * S for a terminal: control bytes (C0, DEL and the C1 U+0080..U+009F),
  * backslashes and bytes that are not UTF-8 escaped as \xNN.

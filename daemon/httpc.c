@@ -34,6 +34,7 @@
 #include "httpc.h"
 #include "httpreq.h"
 #include "log.h"
+#include "wbuf.h"
 
 #define HTTP_STREAMS		100	/* per multiplexed connection */
 #define HTTP_RECV_BUFFER	1024	/* libcurl's read buffer per request */
@@ -96,10 +97,7 @@ struct http_pool {
 	struct rlist running;		/* handed to libcurl */
 	struct rlist soon;		/* stopped: answered next turn */
 	struct h1_pool *h1;		/* plain http:// connections */
-	FILE *bodyf;			/* where bodies are written, in turn */
-	char *bodybuf;
-	size_t bodysize;
-	size_t bodymax;			/* the most written to it */
+	struct wbuf body;		/* where bodies are written, in turn */
 	int curl_running;		/* requests handed to libcurl */
 };
 
@@ -1120,28 +1118,6 @@ drop(struct http_run *r)
 	run_free(r);
 }
 
-/*
- * The stream of bodies closes. Rows may be confidential: all its buffer
- * holds is wiped (a shorter body leaves a longer one's tail behind).
- * What it held before glibc moved it to grow is not: that was freed
- * unwiped, as any buffer that grows by realloc() is.
- */
-static void
-body_close(struct http_pool *p)
-{
-	if (p->bodyf != NULL) {
-		fflush(p->bodyf);
-		if (p->bodybuf != NULL)
-			explicit_bzero(p->bodybuf, p->bodymax > p->bodysize ?
-			    p->bodymax : p->bodysize);
-		fclose(p->bodyf);
-	}
-	free(p->bodybuf);
-	p->bodyf = NULL;
-	p->bodybuf = NULL;
-	p->bodymax = 0;
-}
-
 void
 http_pool_free(struct http_pool *p)
 {
@@ -1165,7 +1141,7 @@ http_pool_free(struct http_pool *p)
 		free(sh);
 	}
 	free(p->shards);
-	body_close(p);
+	wbuf_free(&p->body);		/* rows may be confidential: wiped */
 	free(p);
 }
 
@@ -1231,13 +1207,29 @@ h2_own(struct http_run *r)
 	    (uint8_t *)r->clen, 14, strlen(r->clen), NGHTTP2_NV_FLAG_NO_INDEX };
 }
 
+/* "Idempotency-Key: QUEUE:ID" for T, a new string; NULL without memory. */
+static char *
+idempotency_key(const struct run_task *t)
+{
+	struct wbuf k = { 0 };
+
+	wbuf_puts(&k, "Idempotency-Key: ");
+	wbuf_puts(&k, t->queue);
+	wbuf_putc(&k, ':');
+	wbuf_put_i64(&k, t->id);
+	wbuf_putc(&k, '\0');
+	if (k.failed) {
+		wbuf_free(&k);
+		return NULL;
+	}
+	return k.p;
+}
+
 struct http_run *
 http_start(struct http_pool *p, struct http_conf *conf,
     const struct run_task *t, http_done_fn *fn, void *arg)
 {
 	struct http_run *r = calloc(1, sizeof(*r));
-	size_t len;
-	int rc;
 
 	if (r == NULL)
 		return NULL;
@@ -1245,20 +1237,12 @@ http_start(struct http_pool *p, struct http_conf *conf,
 	r->fn = fn;
 	r->arg = arg;
 	/* The body is written where the last one was, then copied. */
-	if ((p->bodyf == NULL && (p->bodyf = open_memstream(&p->bodybuf,
-	    &p->bodysize)) == NULL) || fseeko(p->bodyf, 0, SEEK_SET) != 0)
+	wbuf_reset(&p->body);
+	if (http_body(&p->body, t->id, t->queue, t->attempt, t->ncols,
+	    t->names, t->values) == -1 || (r->key.data = idempotency_key(t)) ==
+	    NULL)
 		goto fail;
-	rc = http_body(p->bodyf, t->id, t->queue, t->attempt, t->ncols,
-	    t->names, t->values);
-	len = (size_t)ftello(p->bodyf);
-	if (len > p->bodymax && len != (size_t)-1)
-		p->bodymax = len;
-	if (rc == -1 || asprintf(&r->key.data, "Idempotency-Key: %s:%lld",
-	    t->queue, (long long)t->id) == -1) {
-		r->key.data = NULL;
-		goto fail;
-	}
-	if (request_text(r, conf, p->bodybuf, len) == -1)
+	if (request_text(r, conf, p->body.p, p->body.len) == -1)
 		goto fail;
 	if (conf->h2c)
 		h2_own(r);
@@ -1272,8 +1256,6 @@ http_start(struct http_pool *p, struct http_conf *conf,
 		send_run(r);
 	return r;
 fail:
-	if (p->bodyf != NULL && ferror(p->bodyf))
-		body_close(p);		/* a new one next time */
 	free(r->key.data);
 	free(r);
 	return NULL;

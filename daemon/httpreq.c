@@ -14,6 +14,7 @@
 
 #include "escape.h"
 #include "httpreq.h"
+#include "wbuf.h"
 
 const char *
 http_check_url(const char *url, char *buf, size_t size)
@@ -105,25 +106,41 @@ http_check_header(const char *header, char *buf, size_t size)
 	return NULL;
 }
 
-int
-http_body(FILE *f, int64_t id, const char *queue, int attempt, int ncols,
-    const char *const *names, const char *const *values)
+static void
+put_wbuf(void *b, const char *s, size_t n)
 {
-	fprintf(f, "{\"id\":\"%" PRId64 "\",\"queue\":", id);
-	escape_json(f, queue, strlen(queue));
-	fprintf(f, ",\"attempt\":%d,\"row\":{", attempt);
+	wbuf_put(b, s, n);
+}
+
+static void
+put_json(struct wbuf *b, const char *s)
+{
+	escape_json_to(put_wbuf, b, s, strlen(s));
+}
+
+int
+http_body(struct wbuf *b, int64_t id, const char *queue, int attempt,
+    int ncols, const char *const *names, const char *const *values)
+{
+	wbuf_puts(b, "{\"id\":\"");
+	wbuf_put_i64(b, id);
+	wbuf_puts(b, "\",\"queue\":");
+	put_json(b, queue);
+	wbuf_puts(b, ",\"attempt\":");
+	wbuf_put_i64(b, attempt);
+	wbuf_puts(b, ",\"row\":{");
 	for (int i = 0; i < ncols; i++) {
 		if (i > 0)
-			fputc(',', f);
-		escape_json(f, names[i], strlen(names[i]));
-		fputc(':', f);
+			wbuf_putc(b, ',');
+		put_json(b, names[i]);
+		wbuf_putc(b, ':');
 		if (values[i] == NULL)
-			fputs("null", f);
+			wbuf_puts(b, "null");
 		else
-			escape_json(f, values[i], strlen(values[i]));
+			put_json(b, values[i]);
 	}
-	fputs("}}", f);
-	return fflush(f) == 0 && !ferror(f) ? 0 : -1;
+	wbuf_puts(b, "}}");
+	return b->failed ? -1 : 0;
 }
 
 enum http_class

@@ -20,12 +20,14 @@ const char *http_check_url(const char *url, char *buf, size_t size);
 const char *http_check_method(const char *method, char *buf, size_t size);
 const char *http_check_header(const char *header, char *buf, size_t size);
 
+struct wbuf;
+
 /*
  * The body of a task: {"id":"42","queue":"tasks","attempt":1,"row":{...}}
- * with every column a JSON string, NULL (a NULL value) as null, written
- * to F and flushed. -1 when F failed (out of memory).
+ * with every column a JSON string, NULL (a NULL value) as null, added to
+ * B. -1 when B failed (out of memory).
  */
-int http_body(FILE *f, int64_t id, const char *queue, int attempt,
+int http_body(struct wbuf *b, int64_t id, const char *queue, int attempt,
     int ncols, const char *const *names, const char *const *values);
 
 enum http_class {

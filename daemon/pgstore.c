@@ -18,6 +18,7 @@
 #include "pghosts.h"
 #include "log.h"
 #include "pgstore.h"
+#include "taskid.h"
 
 #define MAX_BATCH	512
 #define MAX_SEGMENTS	128	/* transactions of one flight */
@@ -1167,14 +1168,16 @@ send_many(struct pgconn *c)
 
 	/* A stable row order keeps two sessions from deadlocking. */
 	qsort(c->batch, c->nbatch, sizeof(c->batch[0]), cmp_req_id);
-	arr = malloc(c->nbatch * 21 + 3);
+	arr = malloc((size_t)c->nbatch * TASKID_TEXT_SIZE + 3);
 	if (arr == NULL)
 		return 0;
 	p = arr;
 	*p++ = '{';
-	for (int i = 0; i < c->nbatch; i++)
-		p += sprintf(p, "%s%lld", i ? "," : "",
-		    (long long)c->batch[i]->id);
+	for (int i = 0; i < c->nbatch; i++) {
+		if (i > 0)
+			*p++ = ',';
+		p += taskid_format(p, c->batch[i]->id);
+	}
 	*p++ = '}';
 	*p = '\0';
 	if (c->batch_kind == REQ_LOAD) {

@@ -53,3 +53,22 @@ taskid_parse(const char *s, size_t len, int64_t *id, const char **why)
 		*id = (int64_t)v;
 	return 0;
 }
+
+size_t
+taskid_format(char *buf, int64_t id)
+{
+	char rev[TASKID_TEXT_SIZE];
+	uint64_t u = id < 0 ? -(uint64_t)id : (uint64_t)id;
+	size_t n = 0, len = 0;
+
+	do {
+		rev[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u > 0);
+	if (id < 0)
+		buf[len++] = '-';
+	while (n > 0)
+		buf[len++] = rev[--n];
+	buf[len] = '\0';
+	return len;
+}

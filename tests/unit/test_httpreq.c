@@ -9,6 +9,7 @@
 #include "escape.h"
 #include "httpreq.h"
 #include "tap.h"
+#include "wbuf.h"
 
 /* GOT equals WANT, or both are shown. */
 static int
@@ -26,18 +27,17 @@ static char *
 body_of(int64_t id, const char *queue, int attempt, int ncols,
     const char *const *names, const char *const *values, size_t *len)
 {
-	char *buf = NULL;
-	FILE *f = open_memstream(&buf, len);
+	struct wbuf b = { 0 };
+	char *text;
 
-	if (f == NULL)
-		return NULL;
-	if (http_body(f, id, queue, attempt, ncols, names, values) == -1) {
-		fclose(f);
-		free(buf);
+	if (http_body(&b, id, queue, attempt, ncols, names, values) == -1 ||
+	    (text = strndup(b.p, b.len)) == NULL) {
+		wbuf_free(&b);
 		return NULL;
 	}
-	fclose(f);
-	return buf;
+	*len = b.len;
+	wbuf_free(&b);
+	return text;
 }
 
 static void
@@ -60,6 +60,56 @@ test_body(void)
 	is_str(b, "{\"id\":\"-7\",\"queue\":\"q\\\"x\",\"attempt\":1000000,"
 	    "\"row\":{}}", "no columns, an odd queue name");
 	free(b);
+}
+
+/* A body far past the buffer's first size, and the buffer's own edges. */
+static void
+test_body_grows(void)
+{
+	enum { N = 100000 };
+	char *big = malloc(N + 1), *want, *b;
+	const char *names[] = { "big" };
+	const char *values[1];
+	struct wbuf w = { 0 };
+	size_t len = 0, wl;
+	char *keep;
+
+	for (size_t i = 0; i < N; i++)
+		big[i] = i % 1000 == 999 ? '"' : (char)('a' + i % 26);
+	big[N] = '\0';
+	values[0] = big;
+	want = malloc(2 * N + 128);
+	wl = (size_t)sprintf(want, "{\"id\":\"9223372036854775807\",\"queue\":"
+	    "\"q\",\"attempt\":2,\"row\":{\"big\":\"");
+	for (size_t i = 0; i < N; i++) {
+		if (big[i] == '"')
+			want[wl++] = '\\';
+		want[wl++] = big[i];
+	}
+	strcpy(want + wl, "\"}}");
+	b = body_of(INT64_MAX, "q", 2, 1, names, values, &len);
+	ok(b != NULL && len == strlen(want) && strcmp(b, want) == 0,
+	    "a body of %zu bytes, escaped whole", len);
+	free(b);
+	free(want);
+	free(big);
+
+	wbuf_puts(&w, "abc");
+	wbuf_put_i64(&w, -12);
+	keep = w.p;
+	ok(w.len == 6 && memcmp(w.p, "abc-12", 6) == 0, "pieces in order");
+	wbuf_reset(&w);
+	wbuf_putc(&w, 'z');
+	ok(w.p == keep && w.len == 1 && w.p[0] == 'z',
+	    "a reset keeps the storage");
+	wbuf_put(&w, "x", SIZE_MAX);
+	wbuf_putc(&w, 'y');
+	ok(w.failed && w.len == 1, "too much fails, and what follows is lost");
+	wbuf_reset(&w);
+	wbuf_putc(&w, 'y');
+	ok(!w.failed && w.len == 1 && w.p[0] == 'y', "a reset clears a failure");
+	wbuf_free(&w);
+	ok(w.p == NULL && w.len == 0 && w.cap == 0, "freed: new again");
 }
 
 static void
@@ -214,6 +264,7 @@ int
 main(void)
 {
 	test_body();
+	test_body_grows();
 	test_escape();
 	test_classify();
 	test_retry_after();

@@ -3,6 +3,7 @@
  * bytes; every case checks both the verdict and the reason.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -153,9 +154,34 @@ test_huge(void)
 	free(buf);
 }
 
+/* taskid_format against printf, at the edges of int64_t. */
+static void
+test_format(void)
+{
+	static const int64_t ids[] = { 0, 1, -1, 9, 10, 42, -7, 1000000,
+	    INT64_MAX, INT64_MAX - 1, INT64_MIN, INT64_MIN + 1 };
+	char got[TASKID_TEXT_SIZE], want[32];
+	int64_t back;
+	const char *why;
+	size_t len;
+
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		memset(got, 'x', sizeof(got));
+		len = taskid_format(got, ids[i]);
+		snprintf(want, sizeof(want), "%lld", (long long)ids[i]);
+		if (!ok(strcmp(got, want) == 0, "taskid_format(%s)", want))
+			diag("  got: %.*s", (int)sizeof(got), got);
+		ok(len == strlen(want), "its length, %zu", len);
+		if (ids[i] > 0)
+			ok(taskid_parse(got, len, &back, &why) == 0 &&
+			    back == ids[i], "parsed back");
+	}
+}
+
 int
 main(void)
 {
+	test_format();
 	test_good();
 	test_bad();
 	test_len_bound();
