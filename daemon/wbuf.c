@@ -42,19 +42,14 @@ grow(struct wbuf *b, size_t n)
 	return 0;
 }
 
+/* wbuf_put's way when the bytes do not fit (or it failed before). */
 void
-wbuf_put(struct wbuf *b, const char *s, size_t n)
+wbuf_put_grow(struct wbuf *b, const char *s, size_t n)
 {
-	if (n == 0 || grow(b, n) == -1)
+	if (grow(b, n) == -1)
 		return;
 	memcpy(b->p + b->len, s, n);
 	b->len += n;
-}
-
-void
-wbuf_putc(struct wbuf *b, char c)
-{
-	wbuf_put(b, &c, 1);
 }
 
 void

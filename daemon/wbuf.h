@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct wbuf {
 	char *p;
@@ -16,9 +17,27 @@ struct wbuf {
 	int failed;		/* out of memory: what came after is lost */
 };
 
+/* The way of wbuf_put when the bytes do not fit, or it failed before. */
+void wbuf_put_grow(struct wbuf *b, const char *s, size_t n);
+
 /* Appends N bytes at S (nothing once failed). */
-void wbuf_put(struct wbuf *b, const char *s, size_t n);
-void wbuf_putc(struct wbuf *b, char c);
+static inline void
+wbuf_put(struct wbuf *b, const char *s, size_t n)
+{
+	if (n > 0 && n <= b->cap - b->len && !b->failed) {
+		memcpy(b->p + b->len, s, n);
+		b->len += n;
+	} else if (n > 0) {
+		wbuf_put_grow(b, s, n);
+	}
+}
+
+static inline void
+wbuf_putc(struct wbuf *b, char c)
+{
+	wbuf_put(b, &c, 1);
+}
+
 void wbuf_puts(struct wbuf *b, const char *s);
 /* V in decimal. */
 void wbuf_put_i64(struct wbuf *b, int64_t v);
