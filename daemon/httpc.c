@@ -34,6 +34,7 @@
 #include "httpc.h"
 #include "httpreq.h"
 #include "log.h"
+#include "taskid.h"
 #include "wbuf.h"
 
 #define HTTP_STREAMS		100	/* per multiplexed connection */
@@ -596,8 +597,9 @@ run_free(struct http_run *r)
 	if (r->easy)
 		curl_easy_cleanup(r->easy);
 	free(r->key.data);
-	if (r->req != r->body)	/* the start holds the bearer token */
-		explicit_bzero(r->req, (size_t)(r->body - r->req));
+	/* Its start may hold the bearer token, and the rest is a row. */
+	if (r->req != NULL)
+		explicit_bzero(r->req, r->reqlen);
 	free(r->req);
 	http_conf_unref(r->conf);
 	free(r);
@@ -1211,18 +1213,17 @@ h2_own(struct http_run *r)
 static char *
 idempotency_key(const struct run_task *t)
 {
-	struct wbuf k = { 0 };
+	static const char name[] = "Idempotency-Key: ";
+	char id[TASKID_TEXT_SIZE], *k, *at;
+	size_t ql = strlen(t->queue), il = taskid_format(id, t->id);
 
-	wbuf_puts(&k, "Idempotency-Key: ");
-	wbuf_puts(&k, t->queue);
-	wbuf_putc(&k, ':');
-	wbuf_put_i64(&k, t->id);
-	wbuf_putc(&k, '\0');
-	if (k.failed) {
-		wbuf_free(&k);
+	if ((k = malloc(sizeof(name) - 1 + ql + 1 + il + 1)) == NULL)
 		return NULL;
-	}
-	return k.p;
+	at = mempcpy(k, name, sizeof(name) - 1);
+	at = mempcpy(at, t->queue, ql);
+	*at++ = ':';
+	memcpy(at, id, il + 1);
+	return k;
 }
 
 struct http_run *

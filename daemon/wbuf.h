@@ -20,7 +20,7 @@ struct wbuf {
 /* The way of wbuf_put when the bytes do not fit, or it failed before. */
 void wbuf_put_grow(struct wbuf *b, const char *s, size_t n);
 
-/* Appends N bytes at S (nothing once failed). */
+/* Appends N bytes at S (nothing once failed); S is not in B itself. */
 static inline void
 wbuf_put(struct wbuf *b, const char *s, size_t n)
 {
