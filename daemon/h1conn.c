@@ -392,7 +392,7 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct h1_conn *c = q->c;
 	char why[sizeof(q->why)], at[RESOLVE_ADDRLEN + 16];
 	long ms;
-	int cfirst;
+	int cfirst, own;
 
 	(void)loop;
 	(void)revents;
@@ -408,10 +408,16 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	if (c && !c->connected) {
-		/* Which came first: the connect's deadline, or the request's. */
+		/*
+		 * Which came first: the connect's deadline, or the request's;
+		 * and whether the connect's is the connection's, or a shorter
+		 * one of the request's own (it joined the connect later).
+		 */
 		cfirst = q->cdeadline != 0 && (q->deadline == 0 ||
 		    q->cdeadline <= q->deadline);
-		ms = cfirst ? c->cms : q->timeout_ms;
+		own = cfirst && c->h2 && q->cdeadline < c->cdeadline;
+		ms = !cfirst ? q->timeout_ms : own ? q->connect_timeout_ms :
+		    c->cms;
 		where(c, at, sizeof(at));
 		snprintf(why, sizeof(why), "connect to %s: timed out after "
 		    "%ld ms", at, ms);
@@ -420,7 +426,7 @@ req_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			 * Its other requests wait for the same connect; if
 			 * only its own time is up, the connect goes on.
 			 */
-			if (cfirst || !h2_others(c, q))
+			if ((cfirst && !own) || !h2_others(c, q))
 				conn_fail(c, why);
 			else
 				h2_timeout(q, why);
@@ -989,6 +995,7 @@ h2_attach(struct h1_req *q, struct h1_conn *c)
 	    .read_callback = h2_read_body };
 	size_t n = q->nnv + q->nown;
 	char why[sizeof(q->why)];
+	ev_tstamp own;
 	int32_t sid;
 
 	if (n > sizeof(stack) / sizeof(stack[0]) &&
@@ -1016,8 +1023,14 @@ h2_attach(struct h1_req *q, struct h1_conn *c)
 		c->cdeadline = ev_now(p->loop) + q->connect_timeout_ms / 1000.;
 		c->cms = q->connect_timeout_ms;
 	}
-	if (!c->connected)
-		q->cdeadline = c->cdeadline;	/* later ones wait no longer */
+	if (!c->connected) {
+		/* No longer than the connect, nor than its own connect timeout. */
+		q->cdeadline = c->cdeadline;
+		own = q->connect_timeout_ms > 0 ? ev_now(p->loop) +
+		    q->connect_timeout_ms / 1000. : 0;
+		if (own != 0 && (q->cdeadline == 0 || own < q->cdeadline))
+			q->cdeadline = own;
+	}
 	req_arm(q);
 	h2_relist(c);
 	mark_dirty(c);

@@ -280,6 +280,40 @@ def test_h2c_connect_deadline_holds_with_requests_coming(tw, taskworkerd):
         hole.close()
 
 
+def test_h2c_late_request_keeps_its_own_shorter_connect_timeout(tw, taskworkerd):
+    """A connect that never completes, begun by a task with
+    connect_timeout_ms = 3000 (max_connections = 1); a reload to 400 ms
+    for the same origin, then a second task, which joins the connect under
+    way: it fails at its own 400 ms, and the connect goes on until the
+    first task's 3000 ms."""
+    hole = Blackhole()
+    try:
+        url = f"http://127.0.0.1:{hole.port}/t"
+        d = taskworkerd(handler=h2c(url, timeout_ms=20000, connect_timeout_ms=3000,
+                                    max_connections=1), retry=fast_retry(1))
+        first, second = tw.insert(2)
+        t0 = time.monotonic()
+        tw.push([first])
+        time.sleep(0.3)
+        mark = d.reload(merge_config(d.config, {"handler": h2c(
+            url, timeout_ms=20000, connect_timeout_ms=400, max_connections=1)}))
+        wait_reloaded(d, mark)
+        t1 = time.monotonic()
+        tw.push([second])
+        wait_dead(tw, [second], 10, daemon=d)
+        took = time.monotonic() - t1
+        at = f"attempt 1/1: connect to 127.0.0.1:{hole.port}: timed out after"
+        assert reason_text(tw, second) == f"{at} 400 ms"
+        assert took < 2.0, f"the second task waited {took:.1f} s, the first one's connect"
+        assert tw.llen(tw.dead()) == 1, "the first task ended with the second"
+        wait_dead(tw, [first], 10, daemon=d)
+        assert reason_text(tw, first) == f"{at} 3000 ms"
+        assert time.monotonic() - t0 >= 2.9
+        assert_clean(tw, d)
+    finally:
+        hole.close()
+
+
 def test_h2c_header_block_too_big_fails(tw, h2_server, taskworkerd):
     """Nine headers of 8,000 bytes that HPACK cannot shrink: the HEADERS
     cannot be sent (nghttp2 sends 64 KiB at most); the attempt fails saying
