@@ -11,6 +11,7 @@ HTTP/1.1 to HTTP/2."""
 
 import re
 import subprocess
+import signal
 import time
 
 import pytest
@@ -664,6 +665,36 @@ def test_h2c_sigterm_aborts_after_shutdown_timeout(tw, h2_server, taskworkerd):
     assert_sigterm_aborts(tw, taskworkerd, srv, h2c(srv.url()), H2Reply(200, delay=10),
                           lambda r: r.ended in ("reset by client", "peer closed"),
                           "reset or its connection closed")
+
+
+def test_h2c_sigterm_during_a_connect_that_never_completes(tw, taskworkerd):
+    """Three tasks on an h2c connection whose connect never completes
+    (connect_timeout_ms and timeout_ms 60 s), SIGTERM with
+    shutdown_timeout_ms = 300: the requests are aborted with the connect
+    under way, the daemon exits 0 soon, and all five ids are back in
+    `tasks` in the order pushed, no attempt counted, rows pending."""
+    hole = Blackhole()
+    try:
+        ids = tw.insert(5)
+        order = ids[2:] + ids[:2]
+        tw.push(order)
+        d = taskworkerd(handler=h2c(f"http://127.0.0.1:{hole.port}/t", timeout_ms=60000,
+                                    connect_timeout_ms=60000),
+                        retry=fast_retry(3),
+                        worker={"concurrency": 3, "shutdown_timeout_ms": 300})
+        wait_until(lambda: len(tw.lrange(tw.processing())) == 3, 10,
+                   "three tasks taken", daemon=d)
+        time.sleep(0.3)         # their requests wait on the connect
+        t0 = time.monotonic()
+        assert d.terminate(signal.SIGTERM, timeout=10) == EX_OK
+        elapsed = time.monotonic() - t0
+        assert elapsed < scaled(3), f"took {elapsed:.1f}s to stop with shutdown_timeout_ms = 300"
+        assert tw.ids_in("tasks") == order
+        assert tw.lrange(tw.processing()) == [] and tw.lrange(tw.dead()) == []
+        assert tw.r.hgetall("tasks:attempts") == {}, "an aborted request counted as an attempt"
+        assert tw.statuses(ids) == {i: "pending" for i in ids}
+    finally:
+        hole.close()
 
 
 def test_h2c_reload_from_http1_to_http2(tw, h2_server, taskworkerd):
