@@ -28,6 +28,7 @@
 
 #include "h1conn.h"
 #include "h1resp.h"
+#include "h2mem.h"
 #include "resolve.h"
 
 #define H1_READ_BUFFER	(64 * 1024)	/* one for the pool */
@@ -129,6 +130,7 @@ struct h1_pool {
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option *opt;		/* one stream until the SETTINGS */
 	nghttp2_option *opt0;		/* none until them (a server took none) */
+	struct h2mem *mem;		/* nghttp2's blocks, for its sessions */
 	char rbuf[H1_READ_BUFFER];
 };
 
@@ -1472,9 +1474,8 @@ h2_session(struct h1_conn *c)
 	if ((c->out = malloc(H2_OUT_BUFFER)) == NULL)
 		return -1;
 	c->outcap = H2_OUT_BUFFER;
-	if (nghttp2_session_client_new2(&c->h2, c->p->cbs, c, c->o->streams == 0 ?
-	    c->p->opt0 : c->p->opt) !=
-	    0) {
+	if (nghttp2_session_client_new3(&c->h2, c->p->cbs, c, c->o->streams == 0 ?
+	    c->p->opt0 : c->p->opt, h2mem_nghttp2(c->p->mem)) != 0) {
 		free(c->out);
 		return -1;
 	}
@@ -1516,18 +1517,14 @@ h1_pool_new(struct ev_loop *loop)
 
 	if (p == NULL)
 		return NULL;
-	if ((p->cbs = h2_callbacks()) == NULL) {
-		free(p);
-		return NULL;
-	}
-	if (nghttp2_option_new(&p->opt) != 0) {
+	if ((p->cbs = h2_callbacks()) == NULL ||
+	    nghttp2_option_new(&p->opt) != 0 ||
+	    nghttp2_option_new(&p->opt0) != 0 ||
+	    (p->mem = h2mem_new()) == NULL) {
+		/* Each of them takes NULL. */
 		nghttp2_session_callbacks_del(p->cbs);
-		free(p);
-		return NULL;
-	}
-	if (nghttp2_option_new(&p->opt0) != 0) {
 		nghttp2_option_del(p->opt);
-		nghttp2_session_callbacks_del(p->cbs);
+		nghttp2_option_del(p->opt0);
 		free(p);
 		return NULL;
 	}
@@ -1574,6 +1571,7 @@ h1_pool_free(struct h1_pool *p)
 	nghttp2_session_callbacks_del(p->cbs);
 	nghttp2_option_del(p->opt);
 	nghttp2_option_del(p->opt0);
+	h2mem_free(p->mem);		/* its sessions are gone */
 	free(p);
 }
 
