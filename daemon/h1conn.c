@@ -1520,7 +1520,7 @@ h1_pool_new(struct ev_loop *loop)
 	if ((p->cbs = h2_callbacks()) == NULL ||
 	    nghttp2_option_new(&p->opt) != 0 ||
 	    nghttp2_option_new(&p->opt0) != 0 ||
-	    (p->mem = h2mem_new()) == NULL) {
+	    (p->mem = h2mem_new(h2mem_checked() ? 0 : H2MEM_KEEP)) == NULL) {
 		/* Each of them takes NULL. */
 		nghttp2_session_callbacks_del(p->cbs);
 		nghttp2_option_del(p->opt);

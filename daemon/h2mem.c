@@ -2,10 +2,23 @@
  * h2mem: a block carries a 16-byte head, its class (or BIG and the size
  * asked) before what the caller gets, so a free knows its list; blocks
  * are 16-byte aligned as malloc's are.
+ *
+ * valgrind's memcheck is told what a cache hides from it: a kept block,
+ * and the part of a block past the size asked, may not be touched. Under
+ * AddressSanitizer the pool keeps nothing (h2mem_checked), so that it
+ * sees every block freed and its exact size.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_MAKE_MEM_NOACCESS(p, n)	((void)0)
+#define VALGRIND_MAKE_MEM_UNDEFINED(p, n)	((void)0)
+#define VALGRIND_MAKE_MEM_DEFINED(p, n)	((void)0)
+#endif
 
 #include "h2mem.h"
 
@@ -15,7 +28,7 @@
 
 struct head {
 	uint32_t cls;
-	size_t size;		/* BIG: the size asked */
+	size_t size;		/* the size asked */
 };
 
 union block_head {
@@ -23,12 +36,16 @@ union block_head {
 	char pad[16];
 };
 
+_Static_assert(sizeof(union block_head) == 16,
+    "a block's head keeps malloc's 16-byte alignment");
+
 struct free_block {
 	struct free_block *next;
 };
 
 struct h2mem {
 	nghttp2_mem mem;
+	size_t keep;		/* 0: every block malloc'd at its size */
 	struct free_block *free[NCLASS];
 	size_t kept;		/* bytes of the blocks in the lists */
 };
@@ -48,7 +65,7 @@ mem_malloc(size_t size, void *user)
 	struct free_block *f;
 	uint32_t c;
 
-	if (size > room(NCLASS - 1)) {
+	if (m->keep == 0 || size > room(NCLASS - 1)) {
 		if (size > SIZE_MAX - sizeof(*b) ||
 		    (b = malloc(sizeof(*b) + size)) == NULL)
 			return NULL;
@@ -58,14 +75,19 @@ mem_malloc(size_t size, void *user)
 	}
 	c = size == 0 ? 0 : (uint32_t)((size - 1) / STEP);
 	if ((f = m->free[c]) != NULL) {
+		VALGRIND_MAKE_MEM_DEFINED(&f->next, sizeof(f->next));
 		m->free[c] = f->next;
 		m->kept -= sizeof(*b) + room(c);
-		return f;
+		VALGRIND_MAKE_MEM_UNDEFINED(f, size);
+		b = (union block_head *)f - 1;
+	} else {
+		if ((b = malloc(sizeof(*b) + room(c))) == NULL)
+			return NULL;
+		b->h.cls = c;
+		VALGRIND_MAKE_MEM_NOACCESS((char *)(b + 1) + size,
+		    room(c) - size);
 	}
-	if ((b = malloc(sizeof(*b) + room(c))) == NULL)
-		return NULL;
-	b->h.cls = c;
-	b->h.size = 0;
+	b->h.size = size;
 	return b + 1;
 }
 
@@ -81,13 +103,15 @@ mem_free(void *ptr, void *user)
 		return;
 	b = (union block_head *)ptr - 1;
 	c = b->h.cls;
-	if (c == BIG || m->kept + sizeof(*b) + room(c) > H2MEM_KEEP) {
+	if (c == BIG || m->kept + sizeof(*b) + room(c) > m->keep) {
 		free(b);
 		return;
 	}
+	VALGRIND_MAKE_MEM_UNDEFINED(f, sizeof(*f));
 	f->next = m->free[c];
 	m->free[c] = f;
 	m->kept += sizeof(*b) + room(c);
+	VALGRIND_MAKE_MEM_NOACCESS(f, room(c));
 }
 
 static void *
@@ -105,6 +129,7 @@ mem_calloc(size_t n, size_t size, void *user)
 static void *
 mem_realloc(void *ptr, size_t size, void *user)
 {
+	struct h2mem *m = user;
 	union block_head *b;
 	size_t had;
 	void *p;
@@ -112,10 +137,19 @@ mem_realloc(void *ptr, size_t size, void *user)
 	if (ptr == NULL)
 		return mem_malloc(size, user);
 	b = (union block_head *)ptr - 1;
-	had = b->h.cls == BIG ? b->h.size : room(b->h.cls);
-	if (b->h.cls != BIG && size <= had)
-		return ptr;		/* it fits where it is */
-	if (b->h.cls == BIG && size > room(NCLASS - 1)) {
+	had = b->h.size;
+	if (b->h.cls != BIG && size <= room(b->h.cls)) {
+		/* It fits where it is. */
+		if (size > had)
+			VALGRIND_MAKE_MEM_UNDEFINED((char *)ptr + had,
+			    size - had);
+		else
+			VALGRIND_MAKE_MEM_NOACCESS((char *)ptr + size,
+			    had - size);
+		b->h.size = size;
+		return ptr;
+	}
+	if (b->h.cls == BIG && (m->keep == 0 || size > room(NCLASS - 1))) {
 		if (size > SIZE_MAX - sizeof(*b) ||
 		    (b = realloc(b, sizeof(*b) + size)) == NULL)
 			return NULL;
@@ -129,13 +163,27 @@ mem_realloc(void *ptr, size_t size, void *user)
 	return p;
 }
 
+int
+h2mem_checked(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	return 1;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+	return 1;
+#endif
+#endif
+	return 0;
+}
+
 struct h2mem *
-h2mem_new(void)
+h2mem_new(size_t keep)
 {
 	struct h2mem *m = calloc(1, sizeof(*m));
 
 	if (m == NULL)
 		return NULL;
+	m->keep = keep;
 	m->mem = (nghttp2_mem){ .mem_user_data = m, .malloc = mem_malloc,
 	    .free = mem_free, .calloc = mem_calloc, .realloc = mem_realloc };
 	return m;
@@ -150,6 +198,7 @@ h2mem_free(struct h2mem *m)
 		return;
 	for (int c = 0; c < NCLASS; c++)
 		while ((f = m->free[c]) != NULL) {
+			VALGRIND_MAKE_MEM_DEFINED(&f->next, sizeof(f->next));
 			m->free[c] = f->next;
 			free((union block_head *)f - 1);
 		}

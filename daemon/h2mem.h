@@ -16,7 +16,17 @@
 
 struct h2mem;
 
-struct h2mem *h2mem_new(void);
+/*
+ * A cache keeping up to KEEP bytes of freed blocks; with KEEP 0 every
+ * block is malloc'd and freed at its own size.
+ */
+struct h2mem *h2mem_new(size_t keep);
+/*
+ * Whether AddressSanitizer watches: then the pool asks for KEEP 0, so
+ * that it sees nghttp2's blocks as they are freed and their exact
+ * bounds, which a cache would hide. (valgrind is told by the cache.)
+ */
+int h2mem_checked(void);
 /* Frees M and the blocks it keeps: every session using it is gone. */
 void h2mem_free(struct h2mem *m);
 /* M as nghttp2 takes an allocator (nghttp2_session_client_new3). */

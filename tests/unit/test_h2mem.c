@@ -10,10 +10,65 @@
 #include "h2mem.h"
 #include "tap.h"
 
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+#include <valgrind/memcheck.h>
+
+/* Under memcheck: whether N bytes at P may be touched (-1: not watched). */
+static int
+addressable(const void *p, size_t n)
+{
+	char vbits[64];
+
+	if (!RUNNING_ON_VALGRIND || n > sizeof(vbits))
+		return -1;
+	return VALGRIND_GET_VBITS(p, vbits, n) == 1;
+}
+#else
+static int
+addressable(const void *p, size_t n)
+{
+	(void)p;
+	(void)n;
+	return -1;
+}
+#endif
+
+/*
+ * What memcheck is told (when the test runs under it): a kept block may
+ * not be touched, nor a block past the size asked; a block handed out
+ * again may be.
+ */
+static void
+test_memcheck_told(void)
+{
+	struct h2mem *m = h2mem_new(H2MEM_KEEP);
+	nghttp2_mem *a = h2mem_nghttp2(m);
+	unsigned char *p, *q;
+
+	if (addressable(m, 1) == -1) {
+		ok(1, "what memcheck is told # SKIP not under valgrind's memcheck");
+		h2mem_free(m);
+		return;
+	}
+	p = a->malloc(20, a->mem_user_data);
+	ok(addressable(p, 20) == 1 && addressable(p + 20, 1) == 0,
+	    "a new block: its 20 bytes, not its class's 32");
+	q = a->realloc(p, 30, a->mem_user_data);
+	ok(q == p && addressable(q, 30) == 1 && addressable(q + 30, 1) == 0,
+	    "grown in place: 30 bytes");
+	a->free(q, a->mem_user_data);
+	ok(addressable(q, 1) == 0, "a kept block may not be touched");
+	p = a->malloc(8, a->mem_user_data);
+	ok(p == q && addressable(p, 8) == 1 && addressable(p + 8, 1) == 0,
+	    "handed out again: the 8 bytes asked");
+	a->free(p, a->mem_user_data);
+	h2mem_free(m);
+}
+
 static void
 test_reuse(void)
 {
-	struct h2mem *m = h2mem_new();
+	struct h2mem *m = h2mem_new(H2MEM_KEEP);
 	nghttp2_mem *a = h2mem_nghttp2(m);
 	void *p, *q, *r;
 
@@ -41,7 +96,7 @@ static void
 test_bound(void)
 {
 	enum { N = 4 * H2MEM_KEEP / 1024 };
-	struct h2mem *m = h2mem_new();
+	struct h2mem *m = h2mem_new(H2MEM_KEEP);
 	nghttp2_mem *a = h2mem_nghttp2(m);
 	void **ps = calloc(N, sizeof(*ps));
 
@@ -59,7 +114,7 @@ test_bound(void)
 static void
 test_big_and_realloc(void)
 {
-	struct h2mem *m = h2mem_new();
+	struct h2mem *m = h2mem_new(H2MEM_KEEP);
 	nghttp2_mem *a = h2mem_nghttp2(m);
 	unsigned char *p, *q;
 	int same = 1;
@@ -102,7 +157,7 @@ test_big_and_realloc(void)
 static void
 test_calloc(void)
 {
-	struct h2mem *m = h2mem_new();
+	struct h2mem *m = h2mem_new(H2MEM_KEEP);
 	nghttp2_mem *a = h2mem_nghttp2(m);
 	unsigned char *p;
 	int zero = 1;
@@ -122,9 +177,30 @@ test_calloc(void)
 	h2mem_free(m);
 }
 
+/* KEEP 0, as under a memory checker: nothing kept, every size exact. */
+static void
+test_keep_none(void)
+{
+	struct h2mem *m = h2mem_new(0);
+	nghttp2_mem *a = h2mem_nghttp2(m);
+	unsigned char *p, *q;
+
+	p = a->malloc(40, a->mem_user_data);
+	memset(p, 3, 40);
+	q = a->realloc(p, 20, a->mem_user_data);
+	ok(q != NULL && q[19] == 3, "a realloc down keeps the bytes");
+	q = a->realloc(q, 700, a->mem_user_data);
+	ok(q != NULL && q[0] == 3 && q[19] == 3, "and up");
+	a->free(q, a->mem_user_data);
+	ok(h2mem_kept(m) == 0, "nothing kept");
+	h2mem_free(m);
+}
+
 int
 main(void)
 {
+	test_keep_none();
+	test_memcheck_told();
 	test_reuse();
 	test_bound();
 	test_big_and_realloc();
