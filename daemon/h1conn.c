@@ -1021,16 +1021,19 @@ h2_attach(struct h1_req *q, struct h1_conn *c)
 	q->on = Q_CONN;
 	TAILQ_INSERT_TAIL(&c->reqs, q, entry);
 	c->nreq++;
-	if (!c->connected && c->cdeadline == 0 && q->connect_timeout_ms > 0) {
-		c->cdeadline = ev_now(p->loop) + q->connect_timeout_ms / 1000.;
-		c->cms = q->connect_timeout_ms;
-	}
 	if (!c->connected) {
-		/* No longer than the connect, nor than its own connect timeout. */
-		q->cdeadline = c->cdeadline;
+		/*
+		 * The connect's deadline is its first request's; each waits
+		 * no longer than it, nor than its own connect timeout.
+		 */
 		own = q->connect_timeout_ms > 0 ? ev_now(p->loop) +
 		    q->connect_timeout_ms / 1000. : 0;
-		if (own != 0 && (q->cdeadline == 0 || own < q->cdeadline))
+		if (c->cdeadline == 0 && own != 0) {
+			c->cdeadline = own;
+			c->cms = q->connect_timeout_ms;
+		}
+		q->cdeadline = c->cdeadline;
+		if (own != 0 && own < q->cdeadline)
 			q->cdeadline = own;
 	}
 	req_arm(q);

@@ -57,6 +57,25 @@ room(uint32_t c)
 	return (size_t)STEP * (c + 1);
 }
 
+/* Whether a block of SIZE is malloc'd for its size alone. */
+static int
+is_big(const struct h2mem *m, size_t size)
+{
+	return m->keep == 0 || size > room(NCLASS - 1);
+}
+
+/* A BIG block of SIZE, B's bytes moved in (B NULL: a new one). */
+static void *
+big(union block_head *b, size_t size)
+{
+	if (size > SIZE_MAX - sizeof(*b) ||
+	    (b = realloc(b, sizeof(*b) + size)) == NULL)
+		return NULL;
+	b->h.cls = BIG;
+	b->h.size = size;
+	return b + 1;
+}
+
 static void *
 mem_malloc(size_t size, void *user)
 {
@@ -65,14 +84,8 @@ mem_malloc(size_t size, void *user)
 	struct free_block *f;
 	uint32_t c;
 
-	if (m->keep == 0 || size > room(NCLASS - 1)) {
-		if (size > SIZE_MAX - sizeof(*b) ||
-		    (b = malloc(sizeof(*b) + size)) == NULL)
-			return NULL;
-		b->h.cls = BIG;
-		b->h.size = size;
-		return b + 1;
-	}
+	if (is_big(m, size))
+		return big(NULL, size);
 	c = size == 0 ? 0 : (uint32_t)((size - 1) / STEP);
 	if ((f = m->free[c]) != NULL) {
 		VALGRIND_MAKE_MEM_DEFINED(&f->next, sizeof(f->next));
@@ -149,13 +162,8 @@ mem_realloc(void *ptr, size_t size, void *user)
 		b->h.size = size;
 		return ptr;
 	}
-	if (b->h.cls == BIG && (m->keep == 0 || size > room(NCLASS - 1))) {
-		if (size > SIZE_MAX - sizeof(*b) ||
-		    (b = realloc(b, sizeof(*b) + size)) == NULL)
-			return NULL;
-		b->h.size = size;
-		return b + 1;
-	}
+	if (b->h.cls == BIG && is_big(m, size))
+		return big(b, size);
 	if ((p = mem_malloc(size, user)) == NULL)
 		return NULL;
 	memcpy(p, ptr, had < size ? had : size);
