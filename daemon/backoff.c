@@ -41,31 +41,39 @@ backoff_limits(struct backoff *b, int min_ms, int max_ms)
 }
 
 int
-backoff_next(struct backoff *b)
+backoff_step_delay(int failed, int min_ms, int max_ms, uint64_t *rng)
 {
 	int64_t d, lo;
-	int shift = b->attempt;
+	int shift = failed - 1;
 
+	if (min_ms < 1)
+		min_ms = 1;
+	if (max_ms < min_ms)
+		max_ms = min_ms;
 	if (shift < 0)
 		shift = 0;
-	if (shift >= BACKOFF_MAX_SHIFT)
-		d = b->max_ms;
-	else {
-		d = (int64_t)b->min_ms << shift;
-		if (d > b->max_ms)
-			d = b->max_ms;
-	}
-	if (d < 1)
-		d = 1;
-	if (d < b->max_ms)
-		b->attempt++;
-	if (b->rng == 0)
-		b->rng = BACKOFF_SEED;
+	d = shift >= BACKOFF_MAX_SHIFT ? max_ms : (int64_t)min_ms << shift;
+	if (d > max_ms)
+		d = max_ms;
+	if (*rng == 0)
+		*rng = BACKOFF_SEED;
 
 	/* Equal jitter: half of d for sure, the other half at random. */
 	lo = d / 2;
-	d = lo + (int64_t)(xorshift64(&b->rng) % (uint64_t)(d - lo + 1));
+	d = lo + (int64_t)(xorshift64(rng) % (uint64_t)(d - lo + 1));
 	return d < 1 ? 1 : (int)d;
+}
+
+int
+backoff_next(struct backoff *b)
+{
+	int failed = b->attempt < 0 ? 1 : b->attempt + 1;
+
+	/* Counted only while the delay still grows, so it cannot overflow. */
+	if (failed <= BACKOFF_MAX_SHIFT &&
+	    ((int64_t)b->min_ms << (failed - 1)) < b->max_ms)
+		b->attempt = failed;
+	return backoff_step_delay(failed, b->min_ms, b->max_ms, &b->rng);
 }
 
 void

@@ -5,6 +5,8 @@
 #include <sys/queue.h>
 
 #include <ctype.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,10 +44,7 @@ struct task {
 	TAILQ_ENTRY(task) wait;	/* T_WAITING: the FIFO of tasks without a slot */
 	struct idnode held;	/* in worker.held, by queue and value */
 	struct worker *w;
-	int qi;
 	int64_t id;
-	enum tstate state;
-	enum tstate resume;	/* the step a T_BACKOFF retries */
 	ev_timer timer;
 	ev_tstamp delay_start;
 	ev_tstamp missing_since;
@@ -55,15 +54,18 @@ struct task {
 	struct pgrow *row;
 	struct pgtable *table;	/* where the row was loaded from */
 	struct hrun *run;
-	struct backoff bo;
-	int failures;
-	int passing;		/* statements that failed for a passing reason */
-	int attempt;		/* this run, 1-based (QUEUE:attempts + 1) */
-	int final;		/* the failed attempt was the last */
-	enum dead_reason dead;	/* why, when it goes to the dead list */
-	int retry_ms;		/* the wait before the next attempt */
 	char *why;		/* why the attempt failed or the task is dead */
 	size_t len;
+	int qi;
+	int failures;		/* steps retried: the next waits longer */
+	int attempt;		/* this run, 1-based (QUEUE:attempts + 1) */
+	int retry_ms;		/* the wait before the next attempt */
+	/* Small fields last and narrow: one of these per task in flight. */
+	uint8_t state;		/* enum tstate */
+	uint8_t resume;		/* enum tstate: the step a T_BACKOFF retries */
+	uint8_t dead;		/* enum dead_reason: why, when it goes dead */
+	uint8_t passing;	/* statements that failed for a passing reason */
+	uint8_t final;		/* the failed attempt was the last */
 	char val[];		/* the value as taken, NUL added */
 };
 
@@ -308,7 +310,7 @@ retry_cb(struct ev_loop *loop, ev_timer *timer, int revents)
 
 	(void)loop;
 	(void)revents;
-	switch (t->resume) {
+	switch ((enum tstate)t->resume) {
 	case T_LOADING:
 		task_load(t);
 		break;
@@ -347,11 +349,10 @@ task_retry(struct task *t, enum tstate step, const char *why)
 	struct worker *w = t->w;
 	int delay;
 
-	if (t->failures++ == 0)
-		backoff_init(&t->bo, w->cfg->worker.retry_min_ms,
-		    w->cfg->worker.retry_max_ms, (uint64_t)t->id ^
-		    (uint64_t)(uintptr_t)t);
-	delay = backoff_next(&t->bo);
+	if (t->failures < INT_MAX)
+		t->failures++;
+	delay = backoff_step_delay(t->failures, w->cfg->worker.retry_min_ms,
+	    w->cfg->worker.retry_max_ms, &w->rng);
 	w->st->step_retries++;
 	log_debug("task %lld: %s; retrying in %d ms", (long long)t->id, why,
 	    delay);

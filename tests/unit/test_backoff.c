@@ -195,6 +195,46 @@ test_retry_delay(void)
 	    "a zero generator state is seeded");
 }
 
+/*
+ * Step retries of a task count their own failures: the Nth gives what the
+ * Nth backoff_next gives from the same generator state, up to a count far
+ * past the cap, and hostile bounds neither give 0 nor overflow.
+ */
+static void
+test_step_delay(void)
+{
+	struct backoff b;
+	uint64_t rng = 4242;
+	int differ = 0, bad = 0, zero = 0;
+
+	backoff_init(&b, 7, 90000, 4242);
+	for (int failed = 1; failed <= 1000; failed++) {
+		int a = backoff_next(&b);
+		int s = backoff_step_delay(failed, 7, 90000, &rng);
+
+		differ += a != s;
+		bad += s < window(7, 90000, failed - 1) / 2 ||
+		    s > window(7, 90000, failed - 1);
+	}
+	ok(differ == 0 && bad == 0, "step delays 1..1000 equal backoff_next's "
+	    "(%d differ) and stay in [d/2, d] (%d outside)", differ, bad);
+
+	rng = 0;
+	for (int failed = -3; failed <= 5000; failed += 7) {
+		int s = backoff_step_delay(failed, 1, INT_MAX, &rng);
+
+		zero += s < 1;
+		bad += failed >= 40 && s < INT_MAX / 2;
+	}
+	ok(zero == 0 && bad == 0 && rng != 0, "1 .. INT_MAX: no zero (%d), no "
+	    "overflow (%d), the zero state seeded", zero, bad);
+	ok(backoff_step_delay(INT_MAX, 0, -5, &rng) == 1,
+	    "bounds below 1 are clamped to 1");
+	ok(backoff_step_delay(0, 100, 400, &rng) <= 100 &&
+	    backoff_step_delay(0, 100, 400, &rng) >= 50,
+	    "no failure counted yet: the shortest window, [min/2, min]");
+}
+
 int
 main(void)
 {
@@ -208,5 +248,6 @@ main(void)
 	test_extremes();
 	test_seed();
 	test_limits();
+	test_step_delay();
 	return done_testing();
 }
