@@ -40,18 +40,13 @@ backoff_limits(struct backoff *b, int min_ms, int max_ms)
 	b->max_ms = max_ms;
 }
 
-int
-backoff_step_delay(int failed, int min_ms, int max_ms, uint64_t *rng)
+/* Equal jitter in [d/2, d], d = min(max_ms, min_ms * 2^(failed-1)). */
+static int
+step_delay(int failed, int min_ms, int max_ms, uint64_t *rng)
 {
 	int64_t d, lo;
-	int shift = failed - 1;
+	int shift = failed < 1 ? 0 : failed - 1;
 
-	if (min_ms < 1)
-		min_ms = 1;
-	if (max_ms < min_ms)
-		max_ms = min_ms;
-	if (shift < 0)
-		shift = 0;
 	d = shift >= BACKOFF_MAX_SHIFT ? max_ms : (int64_t)min_ms << shift;
 	if (d > max_ms)
 		d = max_ms;
@@ -65,15 +60,30 @@ backoff_step_delay(int failed, int min_ms, int max_ms, uint64_t *rng)
 }
 
 int
+backoff_step(int *failed, int min_ms, int max_ms, uint64_t *rng)
+{
+	int n;
+
+	if (min_ms < 1)
+		min_ms = 1;
+	if (max_ms < min_ms)
+		max_ms = min_ms;
+	n = *failed < 0 ? 1 : *failed > BACKOFF_MAX_SHIFT ?
+	    BACKOFF_MAX_SHIFT + 1 : *failed + 1;
+	/*
+	 * Counted only while the delay still grows: the count never
+	 * overflows, and bounds raised later go on doubling from where the
+	 * delay stood instead of jumping to the new max_ms.
+	 */
+	if (n <= BACKOFF_MAX_SHIFT && ((int64_t)min_ms << (n - 1)) < max_ms)
+		*failed = n;
+	return step_delay(n, min_ms, max_ms, rng);
+}
+
+int
 backoff_next(struct backoff *b)
 {
-	int failed = b->attempt < 0 ? 1 : b->attempt + 1;
-
-	/* Counted only while the delay still grows, so it cannot overflow. */
-	if (failed <= BACKOFF_MAX_SHIFT &&
-	    ((int64_t)b->min_ms << (failed - 1)) < b->max_ms)
-		b->attempt = failed;
-	return backoff_step_delay(failed, b->min_ms, b->max_ms, &b->rng);
+	return backoff_step(&b->attempt, b->min_ms, b->max_ms, &b->rng);
 }
 
 void

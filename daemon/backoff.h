@@ -20,12 +20,13 @@ void backoff_limits(struct backoff *b, int min_ms, int max_ms);
 /* The delay before the next attempt; counts one more failure. */
 int backoff_next(struct backoff *b);
 /*
- * The wait before the next try after FAILED tries failed (1 or more), as
- * backoff_next gives it: equal jitter in [d/2, d], d = min(max_ms,
- * min_ms * 2^(failed-1)). For a count the caller keeps itself; RNG is
- * xorshift state (0 is replaced by a fixed seed).
+ * backoff_next on a count the caller keeps (FAILED, 0 at first) and
+ * bounds it passes each time (a reload's new ones apply at once): the
+ * delay of the next try, and *FAILED counts one more failure while the
+ * delay still grows. RNG is xorshift state (0 is replaced by a fixed
+ * seed).
  */
-int backoff_step_delay(int failed, int min_ms, int max_ms, uint64_t *rng);
+int backoff_step(int *failed, int min_ms, int max_ms, uint64_t *rng);
 /* A success: the next delay starts from min_ms again. */
 void backoff_reset(struct backoff *b);
 

@@ -5,7 +5,6 @@
 #include <sys/queue.h>
 
 #include <ctype.h>
-#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +56,7 @@ struct task {
 	char *why;		/* why the attempt failed or the task is dead */
 	size_t len;
 	int qi;
-	int failures;		/* steps retried: the next waits longer */
+	int failures;		/* steps retried, while their wait grew */
 	int attempt;		/* this run, 1-based (QUEUE:attempts + 1) */
 	int retry_ms;		/* the wait before the next attempt */
 	/* Small fields last and narrow: one of these per task in flight. */
@@ -68,6 +67,8 @@ struct task {
 	uint8_t final;		/* the failed attempt was the last */
 	char val[];		/* the value as taken, NUL added */
 };
+_Static_assert(T_NSTATES <= 256 && DEAD_NREASONS <= 256,
+    "a task's state and dead reason fit in a byte");
 
 /*
  * The row of the id an idle daemon is woken for, loaded while the fetch
@@ -349,9 +350,7 @@ task_retry(struct task *t, enum tstate step, const char *why)
 	struct worker *w = t->w;
 	int delay;
 
-	if (t->failures < INT_MAX)
-		t->failures++;
-	delay = backoff_step_delay(t->failures, w->cfg->worker.retry_min_ms,
+	delay = backoff_step(&t->failures, w->cfg->worker.retry_min_ms,
 	    w->cfg->worker.retry_max_ms, &w->rng);
 	w->st->step_retries++;
 	log_debug("task %lld: %s; retrying in %d ms", (long long)t->id, why,
@@ -372,6 +371,7 @@ task_retry(struct task *t, enum tstate step, const char *why)
  * fails with WHY, so a task whose statement never gets through ends.
  */
 #define PASSING_MAX	5
+_Static_assert(PASSING_MAX < 255, "a task's passing count fits in a byte");
 
 static void
 task_passing(struct task *t, enum tstate step, const char *why)

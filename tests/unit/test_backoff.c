@@ -196,43 +196,47 @@ test_retry_delay(void)
 }
 
 /*
- * Step retries of a task count their own failures: the Nth gives what the
- * Nth backoff_next gives from the same generator state, up to a count far
- * past the cap, and hostile bounds neither give 0 nor overflow.
+ * Step retries of a task keep their own count: backoff_step on it gives
+ * what backoff_next gives from the same generator state, far past the
+ * cap; hostile counts and bounds give neither 0 nor an overflow; bounds
+ * raised later go on doubling from where the delay stood.
  */
 static void
-test_step_delay(void)
+test_step(void)
 {
 	struct backoff b;
 	uint64_t rng = 4242;
-	int differ = 0, bad = 0, zero = 0;
+	int n = 0, differ = 0, zero = 0, bad = 0, v;
 
 	backoff_init(&b, 7, 90000, 4242);
-	for (int failed = 1; failed <= 1000; failed++) {
-		int a = backoff_next(&b);
-		int s = backoff_step_delay(failed, 7, 90000, &rng);
-
-		differ += a != s;
-		bad += s < window(7, 90000, failed - 1) / 2 ||
-		    s > window(7, 90000, failed - 1);
-	}
-	ok(differ == 0 && bad == 0, "step delays 1..1000 equal backoff_next's "
-	    "(%d differ) and stay in [d/2, d] (%d outside)", differ, bad);
+	for (int i = 0; i < 1000; i++)
+		differ += backoff_next(&b) != backoff_step(&n, 7, 90000, &rng);
+	ok(differ == 0 && n == b.attempt, "backoff_step on its own count "
+	    "gives backoff_next's delays (%d differ), count %d", differ, n);
 
 	rng = 0;
-	for (int failed = -3; failed <= 5000; failed += 7) {
-		int s = backoff_step_delay(failed, 1, INT_MAX, &rng);
+	for (int i = 0; i < 2000; i++) {
+		int hostile[] = { INT_MIN, -1, 0, 31, 32, 33, INT_MAX };
 
-		zero += s < 1;
-		bad += failed >= 40 && s < INT_MAX / 2;
+		n = hostile[i % 7];
+		v = backoff_step(&n, i % 3 ? 1 : -5, i % 5 ? INT_MAX : INT_MIN,
+		    &rng);
+		zero += v < 1;
+		bad += n != hostile[i % 7] && (n < 1 || n > 32);
 	}
-	ok(zero == 0 && bad == 0 && rng != 0, "1 .. INT_MAX: no zero (%d), no "
-	    "overflow (%d), the zero state seeded", zero, bad);
-	ok(backoff_step_delay(INT_MAX, 0, -5, &rng) == 1,
-	    "bounds below 1 are clamped to 1");
-	ok(backoff_step_delay(0, 100, 400, &rng) <= 100 &&
-	    backoff_step_delay(0, 100, 400, &rng) >= 50,
-	    "no failure counted yet: the shortest window, [min/2, min]");
+	ok(zero == 0 && bad == 0 && rng != 0, "hostile counts and bounds: no "
+	    "zero delay (%d), a count changed only to 1..32 (%d), the zero "
+	    "state seeded", zero, bad);
+
+	n = 0;
+	for (int i = 0; i < 50; i++)
+		backoff_step(&n, 100, 30000, &rng);
+	v = backoff_step(&n, 100, 3600000, &rng);
+	ok(n <= 10 && v <= 2 * 30000 && v >= 100 * (1 << 8) / 2, "max raised "
+	    "after 50 failures: the next delay doubles from the old cap, no "
+	    "jump to the new one (%d ms, count %d)", v, n);
+	v = backoff_step(&n, 100, 3600000, &rng);
+	ok(v <= 4 * 30000, "and the one after doubles again (%d ms)", v);
 }
 
 int
@@ -248,6 +252,6 @@ main(void)
 	test_extremes();
 	test_seed();
 	test_limits();
-	test_step_delay();
+	test_step();
 	return done_testing();
 }
