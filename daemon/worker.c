@@ -5,6 +5,7 @@
 #include <sys/queue.h>
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,6 +342,29 @@ retry_cb(struct ev_loop *loop, ev_timer *timer, int revents)
 		    (long long)t->id, (int)t->resume);
 		break;
 	}
+}
+
+/*
+ * worker.retry_max_ms was lowered: a step retry already waiting longer
+ * than the new bound waits a delay drawn at it instead, as one after very
+ * many failures would (in [max/2, max]), so the reload does not wait out
+ * the old bound, nor start every such task at the same moment.
+ */
+static void
+backoff_cut(struct task *t)
+{
+	struct worker *w = t->w;
+	int past_cap = INT_MAX;	/* a count backoff_step leaves as it is */
+	int delay;
+
+	if (ev_timer_remaining(w->loop, &t->timer) * 1000 <=
+	    w->cfg->worker.retry_max_ms)
+		return;
+	delay = backoff_step(&past_cap, w->cfg->worker.retry_min_ms,
+	    w->cfg->worker.retry_max_ms, &w->rng);
+	ev_timer_stop(w->loop, &t->timer);
+	ev_timer_set(&t->timer, delay / 1000.0, 0.);
+	ev_timer_start(w->loop, &t->timer);
 }
 
 /* A step failed for a reason that may pass: try it again later. */
@@ -1263,16 +1287,20 @@ void
 worker_reconfigure(struct worker *w, const struct config *cfg)
 {
 	int delay_changed = cfg->worker.delay_ms != w->cfg->worker.delay_ms;
+	int max_cut = cfg->worker.retry_max_ms < w->cfg->worker.retry_max_ms;
 	struct task *t;
 
 	pgstore_reconfigure(w->ps, cfg);
 	redisq_reconfigure(w->q, cfg);
 	handler_reconfigure(w->h, cfg);
 	w->cfg = cfg;
-	if (delay_changed)
-		TAILQ_FOREACH(t, &w->tasks, all)
-			if (t->state == T_DELAY)
+	if (delay_changed || max_cut)
+		TAILQ_FOREACH(t, &w->tasks, all) {
+			if (delay_changed && t->state == T_DELAY)
 				arm_delay(t);
+			else if (max_cut && t->state == T_BACKOFF)
+				backoff_cut(t);
+		}
 	if (!w->stopping) {
 		start_waiting(w);
 		redisq_kick(w->q);

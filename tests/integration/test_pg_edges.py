@@ -2,6 +2,7 @@
 whose type changes under prepared statements, statement timeouts, and
 reloads that change the table or its columns while rows are in flight."""
 
+import contextlib
 import time
 
 import pytest
@@ -96,31 +97,68 @@ def test_pg_column_type_changed_under_prepared_statements(tw, taskworkerd):
     assert tw.lrange(tw.dead()) == []
 
 
+def timing_out(servers, taskworkerd, attempts, worker):
+    """A daemon whose statements time out after 200 ms (57014)."""
+    conninfo = servers.pg.conninfo + " options='-c statement_timeout=200'"
+    return taskworkerd(retry=fast_retry(attempts), worker=worker,
+                       postgres={"conninfo": conninfo})
+
+
+@contextlib.contextmanager
+def table_locked(tw):
+    """The task table locked by the test's session while the block runs."""
+    lock = tw.db.cursor()
+    tw.db.autocommit = False
+    try:
+        lock.execute("LOCK TABLE task IN ACCESS EXCLUSIVE MODE")
+        yield
+    finally:
+        tw.db.rollback()
+        tw.db.autocommit = True
+
+
 def test_pg_statement_timeout_is_bounded(tw, servers, taskworkerd):
     """Every load hits statement_timeout (57014) while the table is locked:
     after a few tries the attempt fails with that reason, instead of being
     retried without end; once the lock is gone the rest completes."""
     ids = tw.insert(2)
-    conninfo = servers.pg.conninfo + " options='-c statement_timeout=200'"
-    d = taskworkerd(retry=fast_retry(1),
-                    worker={"retry_min_ms": 50, "retry_max_ms": 100},
-                    postgres={"conninfo": conninfo})
-    lock = tw.db.cursor()
-    tw.db.autocommit = False
-    try:
-        lock.execute("LOCK TABLE task IN ACCESS EXCLUSIVE MODE")
+    d = timing_out(servers, taskworkerd, 1, {"retry_min_ms": 50, "retry_max_ms": 100})
+    with table_locked(tw):
         tw.push(ids)
         wait_until(lambda: set(tw.lrange(tw.dead())) == {str(i) for i in ids}, 30,
                    "the tasks to be dead", daemon=d)
-    finally:
-        tw.db.rollback()
-        tw.db.autocommit = True
     for i in ids:
         text = reason_text(tw, i)
         assert text.startswith("attempt 1/1: SQLSTATE 57014: "), text
     more = tw.insert(3)
     tw.push(more)
     tw.wait_completed(more, 20, daemon=d)
+
+
+def test_pg_step_retry_waiting_out_a_lowered_max_is_cut(tw, servers, taskworkerd):
+    """A load times out (57014) and its step retry waits 60 s
+    (worker.retry_min_ms = retry_max_ms = 60000); once the lock is gone a
+    reload lowers retry_max_ms to 300: the wait already armed is cut to the
+    new bound, and the row completes at once, not a minute later."""
+    ids = tw.insert(2)
+    d = timing_out(servers, taskworkerd, 3, {"retry_min_ms": 60000, "retry_max_ms": 60000})
+    with table_locked(tw):
+        tw.push(ids)
+        wait_until(lambda: tw.llen(tw.processing()) == len(ids), 10,
+                   "the ids to be taken", daemon=d)
+        time.sleep(1.0)     # each load timed out after 200 ms: waiting 30-60 s
+    time.sleep(1.0)
+    assert tw.statuses(ids) == {i: "pending" for i in ids}, \
+        "the rows completed before the reload: no wait was cut"
+    cfg = d.config
+    cfg["worker"]["retry_min_ms"] = 100
+    cfg["worker"]["retry_max_ms"] = 300
+    t0 = time.monotonic()
+    d.reload(cfg)
+    tw.wait_completed(ids, 15, daemon=d)
+    assert time.monotonic() - t0 < 10, "the old 60 s wait was waited out"
+    assert tw.llen(tw.dead()) == 0 and tw.r.hlen("tasks:attempts") == 0, \
+        "a timed-out load counted as a failed attempt"
 
 
 @pytest.fixture
