@@ -81,6 +81,14 @@ backoff_step(int *failed, int min_ms, int max_ms, uint64_t *rng)
 }
 
 int
+backoff_at_cap(int min_ms, int max_ms, uint64_t *rng)
+{
+	int past_cap = BACKOFF_MAX_SHIFT + 1;	/* left as it is */
+
+	return backoff_step(&past_cap, min_ms, max_ms, rng);
+}
+
+int
 backoff_next(struct backoff *b)
 {
 	return backoff_step(&b->attempt, b->min_ms, b->max_ms, &b->rng);

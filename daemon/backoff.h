@@ -27,6 +27,11 @@ int backoff_next(struct backoff *b);
  * seed).
  */
 int backoff_step(int *failed, int min_ms, int max_ms, uint64_t *rng);
+/*
+ * A delay drawn at the cap, in [max_ms/2, max_ms]: what a wait armed
+ * under a larger max_ms becomes when a reload lowers it.
+ */
+int backoff_at_cap(int min_ms, int max_ms, uint64_t *rng);
 /* A success: the next delay starts from min_ms again. */
 void backoff_reset(struct backoff *b);
 

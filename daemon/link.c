@@ -11,6 +11,7 @@
 
 static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void retry_in(struct link *l, int ms);
 
 void
 link_init(struct link *l, struct ev_loop *loop, const char *name,
@@ -45,6 +46,11 @@ link_limits(struct link *l, int min_ms, int max_ms, int connect_timeout_ms)
 {
 	backoff_limits(&l->bo, min_ms, max_ms);
 	l->connect_timeout_ms = connect_timeout_ms;
+	/* A reconnect waiting longer than a lowered max waits one drawn at it. */
+	if (l->state == LINK_BACKOFF && ev_is_active(&l->retry) &&
+	    ev_timer_remaining(l->loop, &l->retry) * 1000 > l->bo.max_ms)
+		retry_in(l, backoff_at_cap(l->bo.min_ms, l->bo.max_ms,
+		    &l->bo.rng));
 }
 
 static void

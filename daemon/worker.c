@@ -5,7 +5,6 @@
 #include <sys/queue.h>
 
 #include <ctype.h>
-#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -354,13 +353,12 @@ static void
 backoff_cut(struct task *t)
 {
 	struct worker *w = t->w;
-	int past_cap = INT_MAX;	/* a count backoff_step leaves as it is */
 	int delay;
 
 	if (ev_timer_remaining(w->loop, &t->timer) * 1000 <=
 	    w->cfg->worker.retry_max_ms)
 		return;
-	delay = backoff_step(&past_cap, w->cfg->worker.retry_min_ms,
+	delay = backoff_at_cap(w->cfg->worker.retry_min_ms,
 	    w->cfg->worker.retry_max_ms, &w->rng);
 	ev_timer_stop(w->loop, &t->timer);
 	ev_timer_set(&t->timer, delay / 1000.0, 0.);

@@ -65,6 +65,34 @@ def test_redis_restart(tw, aof_redis, taskworkerd, how):
     r.close()
 
 
+def test_redis_reconnect_wait_cut_by_a_lowered_retry_max(tw, aof_redis, taskworkerd):
+    """Redis goes away under a daemon whose reconnects wait 30-60 s
+    (worker.retry_min_ms = retry_max_ms = 60000); it is back, and a reload
+    lowers retry_max_ms to 300: the reconnect already waiting is cut to the
+    new bound, and the ids pushed meanwhile complete within seconds."""
+    r = redis.Redis(host="127.0.0.1", port=aof_redis.port, decode_responses=True)
+    first = tw.insert(3)
+    r.rpush("tasks", *first)
+    d = taskworkerd(redis={"port": aof_redis.port},
+                    worker={"retry_min_ms": 60000, "retry_max_ms": 60000})
+    tw.wait_completed(first, 20, daemon=d)
+    aof_redis.stop()
+    time.sleep(2.0)     # lost, one try at once refused: now waiting 30-60 s
+    aof_redis.start()
+    ids = tw.insert(3)
+    r.rpush("tasks", *ids)
+    time.sleep(1.0)
+    assert tw.count("completed", ids) == 0, "reconnected before the reload: nothing was cut"
+    cfg = d.config
+    cfg["worker"]["retry_min_ms"] = 100
+    cfg["worker"]["retry_max_ms"] = 300
+    t0 = time.monotonic()
+    d.reload(cfg)
+    finish(tw, ids, d, r=r, timeout=15)
+    assert time.monotonic() - t0 < 10, "the old reconnect wait was waited out"
+    r.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["immediate", "fast"])
 def test_postgres_restart(tw, servers, taskworkerd, mode):

@@ -237,6 +237,14 @@ test_step(void)
 	    "jump to the new one (%d ms, count %d)", v, n);
 	v = backoff_step(&n, 100, 3600000, &rng);
 	ok(v <= 4 * 30000, "and the one after doubles again (%d ms)", v);
+
+	bad = zero = 0;
+	for (int i = 0; i < 1000; i++) {
+		bad += (v = backoff_at_cap(100, 700, &rng)) < 350 || v > 700;
+		zero += backoff_at_cap(i % 2 ? 0 : INT_MIN, -1, &rng) != 1;
+	}
+	ok(bad == 0 && zero == 0, "at the cap: in [max/2, max] (%d outside), "
+	    "bounds below 1 give 1 (%d not)", bad, zero);
 }
 
 int
