@@ -62,20 +62,24 @@ step_delay(int failed, int min_ms, int max_ms, uint64_t *rng)
 int
 backoff_step(int *failed, int min_ms, int max_ms, uint64_t *rng)
 {
-	int n;
+	int n, cap = 0;
 
 	if (min_ms < 1)
 		min_ms = 1;
 	if (max_ms < min_ms)
 		max_ms = min_ms;
-	n = *failed < 0 ? 1 : *failed > BACKOFF_MAX_SHIFT ?
-	    BACKOFF_MAX_SHIFT + 1 : *failed + 1;
 	/*
-	 * Counted only while the delay still grows: the count never
-	 * overflows, and bounds raised later go on doubling from where the
-	 * delay stood instead of jumping to the new max_ms.
+	 * Failures are counted only while the delay still grows, up to CAP
+	 * under these bounds: the count never overflows, a count from larger
+	 * bounds comes down to it, and bounds raised later go on doubling
+	 * from where the delay stood instead of jumping to the new max_ms.
 	 */
-	if (n <= BACKOFF_MAX_SHIFT && ((int64_t)min_ms << (n - 1)) < max_ms)
+	while (cap < BACKOFF_MAX_SHIFT && ((int64_t)min_ms << cap) < max_ms)
+		cap++;
+	if (*failed > cap)
+		*failed = cap;
+	n = *failed < 0 ? 1 : *failed + 1;
+	if (n <= cap)
 		*failed = n;
 	return step_delay(n, min_ms, max_ms, rng);
 }
@@ -83,7 +87,7 @@ backoff_step(int *failed, int min_ms, int max_ms, uint64_t *rng)
 int
 backoff_at_cap(int min_ms, int max_ms, uint64_t *rng)
 {
-	int past_cap = BACKOFF_MAX_SHIFT + 1;	/* left as it is */
+	int past_cap = BACKOFF_MAX_SHIFT;	/* comes down to the cap */
 
 	return backoff_step(&past_cap, min_ms, max_ms, rng);
 }

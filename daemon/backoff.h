@@ -15,7 +15,10 @@ struct backoff {
 };
 
 void backoff_init(struct backoff *b, int min_ms, int max_ms, uint64_t seed);
-/* New bounds (a reload); the count of failures is kept. */
+/*
+ * New bounds (a reload); the count of failures is kept, down to what the
+ * new bounds can count.
+ */
 void backoff_limits(struct backoff *b, int min_ms, int max_ms);
 /* The delay before the next attempt; counts one more failure. */
 int backoff_next(struct backoff *b);
@@ -23,8 +26,8 @@ int backoff_next(struct backoff *b);
  * backoff_next on a count the caller keeps (FAILED, 0 at first) and
  * bounds it passes each time (a reload's new ones apply at once): the
  * delay of the next try, and *FAILED counts one more failure while the
- * delay still grows. RNG is xorshift state (0 is replaced by a fixed
- * seed).
+ * delay still grows (a count from larger bounds comes down to what these
+ * can count). RNG is xorshift state (0 is replaced by a fixed seed).
  */
 int backoff_step(int *failed, int min_ms, int max_ms, uint64_t *rng);
 /*

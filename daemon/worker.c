@@ -355,7 +355,9 @@ backoff_cut(struct task *t)
 	struct worker *w = t->w;
 	int delay;
 
-	if (ev_timer_remaining(w->loop, &t->timer) * 1000 <=
+	/* Fired already, its retry_cb due in this turn: nothing to cut. */
+	if (!ev_is_active(&t->timer) ||
+	    ev_timer_remaining(w->loop, &t->timer) * 1000 <=
 	    w->cfg->worker.retry_max_ms)
 		return;
 	delay = backoff_at_cap(w->cfg->worker.retry_min_ms,

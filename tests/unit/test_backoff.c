@@ -222,10 +222,10 @@ test_step(void)
 		v = backoff_step(&n, i % 3 ? 1 : -5, i % 5 ? INT_MAX : INT_MIN,
 		    &rng);
 		zero += v < 1;
-		bad += n != hostile[i % 7] && (n < 1 || n > 32);
+		bad += n != hostile[i % 7] && (n < 0 || n > 32);
 	}
 	ok(zero == 0 && bad == 0 && rng != 0, "hostile counts and bounds: no "
-	    "zero delay (%d), a count changed only to 1..32 (%d), the zero "
+	    "zero delay (%d), a count changed only to 0..32 (%d), the zero "
 	    "state seeded", zero, bad);
 
 	n = 0;
@@ -237,6 +237,17 @@ test_step(void)
 	    "jump to the new one (%d ms, count %d)", v, n);
 	v = backoff_step(&n, 100, 3600000, &rng);
 	ok(v <= 4 * 30000, "and the one after doubles again (%d ms)", v);
+
+	/* Counted up under an hour, lowered to 30 s, then raised to 5 min. */
+	n = 0;
+	for (int i = 0; i < 20; i++)
+		backoff_step(&n, 100, 3600000, &rng);
+	for (int i = 0; i < 5; i++)
+		backoff_step(&n, 100, 30000, &rng);
+	v = backoff_step(&n, 100, 300000, &rng);
+	ok(n <= 10 && v <= 2 * 30000, "bounds lowered then raised: the count "
+	    "came down to the lower cap (%d) and the delay doubles from it "
+	    "(%d ms), no jump to the raised one", n, v);
 
 	bad = zero = 0;
 	for (int i = 0; i < 1000; i++) {
