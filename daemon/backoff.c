@@ -21,6 +21,16 @@ xorshift64(uint64_t *state)
 	return x;
 }
 
+/* Bounds as they are used: min at least 1, max at least min. */
+static void
+clamp(int *min_ms, int *max_ms)
+{
+	if (*min_ms < 1)
+		*min_ms = 1;
+	if (*max_ms < *min_ms)
+		*max_ms = *min_ms;
+}
+
 void
 backoff_init(struct backoff *b, int min_ms, int max_ms, uint64_t seed)
 {
@@ -32,30 +42,36 @@ backoff_init(struct backoff *b, int min_ms, int max_ms, uint64_t seed)
 void
 backoff_limits(struct backoff *b, int min_ms, int max_ms)
 {
-	if (min_ms < 1)
-		min_ms = 1;
-	if (max_ms < min_ms)
-		max_ms = min_ms;
+	clamp(&min_ms, &max_ms);
 	b->min_ms = min_ms;
 	b->max_ms = max_ms;
 }
 
-/* Equal jitter in [d/2, d], d = min(max_ms, min_ms * 2^(failed-1)). */
-static int
-step_delay(int failed, int min_ms, int max_ms, uint64_t *rng)
+/* Uniform in [lo, hi]; a zero generator state is seeded first. */
+static int64_t
+uniform(uint64_t *rng, int64_t lo, int64_t hi)
 {
-	int64_t d, lo;
-	int shift = failed < 1 ? 0 : failed - 1;
-
-	d = shift >= BACKOFF_MAX_SHIFT ? max_ms : (int64_t)min_ms << shift;
-	if (d > max_ms)
-		d = max_ms;
 	if (*rng == 0)
 		*rng = BACKOFF_SEED;
+	return lo + (int64_t)(xorshift64(rng) % (uint64_t)(hi - lo + 1));
+}
 
-	/* Equal jitter: half of d for sure, the other half at random. */
-	lo = d / 2;
-	d = lo + (int64_t)(xorshift64(rng) % (uint64_t)(d - lo + 1));
+/* min(max_ms, min_ms * 2^(failed-1)), FAILED below 1 counted as 1. */
+static int64_t
+window(int failed, int min_ms, int max_ms)
+{
+	int shift = failed < 1 ? 0 : failed - 1;
+	int64_t d;
+
+	d = shift >= BACKOFF_MAX_SHIFT ? max_ms : (int64_t)min_ms << shift;
+	return d > max_ms ? max_ms : d;
+}
+
+/* Equal jitter: half of D for sure, the other half at random; 1 at least. */
+static int
+equal_jitter(uint64_t *rng, int64_t d)
+{
+	d = uniform(rng, d / 2, d);
 	return d < 1 ? 1 : (int)d;
 }
 
@@ -64,10 +80,7 @@ backoff_step(int *failed, int min_ms, int max_ms, uint64_t *rng)
 {
 	int n, cap = 0;
 
-	if (min_ms < 1)
-		min_ms = 1;
-	if (max_ms < min_ms)
-		max_ms = min_ms;
+	clamp(&min_ms, &max_ms);
 	/*
 	 * Failures are counted only while the delay still grows, up to CAP
 	 * under these bounds: the count never overflows, a count from larger
@@ -81,15 +94,14 @@ backoff_step(int *failed, int min_ms, int max_ms, uint64_t *rng)
 	n = *failed < 0 ? 1 : *failed + 1;
 	if (n <= cap)
 		*failed = n;
-	return step_delay(n, min_ms, max_ms, rng);
+	return equal_jitter(rng, window(n, min_ms, max_ms));
 }
 
 int
-backoff_at_cap(int min_ms, int max_ms, uint64_t *rng)
+backoff_cut(double left_ms, int min_ms, int max_ms, uint64_t *rng)
 {
-	int past_cap = BACKOFF_MAX_SHIFT;	/* comes down to the cap */
-
-	return backoff_step(&past_cap, min_ms, max_ms, rng);
+	clamp(&min_ms, &max_ms);
+	return left_ms <= max_ms ? 0 : equal_jitter(rng, max_ms);
 }
 
 int
@@ -107,19 +119,6 @@ backoff_reset(struct backoff *b)
 int
 backoff_retry_delay(int failed, int min_ms, int max_ms, uint64_t *rng)
 {
-	int64_t hi;
-	int shift = failed - 1;
-
-	if (min_ms < 1)
-		min_ms = 1;
-	if (max_ms < min_ms)
-		max_ms = min_ms;
-	if (shift < 0)
-		shift = 0;
-	hi = shift >= BACKOFF_MAX_SHIFT ? max_ms : (int64_t)min_ms << shift;
-	if (hi > max_ms)
-		hi = max_ms;
-	if (*rng == 0)
-		*rng = BACKOFF_SEED;
-	return min_ms + (int)(xorshift64(rng) % (uint64_t)(hi - min_ms + 1));
+	clamp(&min_ms, &max_ms);
+	return (int)uniform(rng, min_ms, window(failed, min_ms, max_ms));
 }

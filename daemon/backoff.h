@@ -31,10 +31,11 @@ int backoff_next(struct backoff *b);
  */
 int backoff_step(int *failed, int min_ms, int max_ms, uint64_t *rng);
 /*
- * A delay drawn at the cap, in [max_ms/2, max_ms]: what a wait armed
- * under a larger max_ms becomes when a reload lowers it.
+ * A wait armed under earlier bounds has LEFT_MS to go: 0 when that is
+ * within these bounds, else the delay it is cut to, drawn at the cap in
+ * [max_ms/2, max_ms] (so the waits a reload cuts do not all end at once).
  */
-int backoff_at_cap(int min_ms, int max_ms, uint64_t *rng);
+int backoff_cut(double left_ms, int min_ms, int max_ms, uint64_t *rng);
 /* A success: the next delay starts from min_ms again. */
 void backoff_reset(struct backoff *b);
 

@@ -44,13 +44,15 @@ link_init(struct link *l, struct ev_loop *loop, const char *name,
 void
 link_limits(struct link *l, int min_ms, int max_ms, int connect_timeout_ms)
 {
+	int cut;
+
 	backoff_limits(&l->bo, min_ms, max_ms);
 	l->connect_timeout_ms = connect_timeout_ms;
 	/* A reconnect waiting longer than a lowered max waits one drawn at it. */
 	if (l->state == LINK_BACKOFF && ev_is_active(&l->retry) &&
-	    ev_timer_remaining(l->loop, &l->retry) * 1000 > l->bo.max_ms)
-		retry_in(l, backoff_at_cap(l->bo.min_ms, l->bo.max_ms,
-		    &l->bo.rng));
+	    (cut = backoff_cut(ev_timer_remaining(l->loop, &l->retry) * 1000,
+	    l->bo.min_ms, l->bo.max_ms, &l->bo.rng)) > 0)
+		retry_in(l, cut);
 }
 
 static void

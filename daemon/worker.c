@@ -350,18 +350,17 @@ retry_cb(struct ev_loop *loop, ev_timer *timer, int revents)
  * the old bound, nor start every such task at the same moment.
  */
 static void
-backoff_cut(struct task *t)
+step_cut(struct task *t)
 {
 	struct worker *w = t->w;
 	int delay;
 
 	/* Fired already, its retry_cb due in this turn: nothing to cut. */
 	if (!ev_is_active(&t->timer) ||
-	    ev_timer_remaining(w->loop, &t->timer) * 1000 <=
-	    w->cfg->worker.retry_max_ms)
+	    (delay = backoff_cut(ev_timer_remaining(w->loop, &t->timer) * 1000,
+	    w->cfg->worker.retry_min_ms, w->cfg->worker.retry_max_ms,
+	    &w->rng)) == 0)
 		return;
-	delay = backoff_at_cap(w->cfg->worker.retry_min_ms,
-	    w->cfg->worker.retry_max_ms, &w->rng);
 	ev_timer_stop(w->loop, &t->timer);
 	ev_timer_set(&t->timer, delay / 1000.0, 0.);
 	ev_timer_start(w->loop, &t->timer);
@@ -1299,7 +1298,7 @@ worker_reconfigure(struct worker *w, const struct config *cfg)
 			if (delay_changed && t->state == T_DELAY)
 				arm_delay(t);
 			else if (max_cut && t->state == T_BACKOFF)
-				backoff_cut(t);
+				step_cut(t);
 		}
 	if (!w->stopping) {
 		start_waiting(w);

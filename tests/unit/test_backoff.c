@@ -251,11 +251,14 @@ test_step(void)
 
 	bad = zero = 0;
 	for (int i = 0; i < 1000; i++) {
-		bad += (v = backoff_at_cap(100, 700, &rng)) < 350 || v > 700;
-		zero += backoff_at_cap(i % 2 ? 0 : INT_MIN, -1, &rng) != 1;
+		bad += (v = backoff_cut(701 + i, 100, 700, &rng)) < 350 ||
+		    v > 700;
+		bad += backoff_cut(700 - i % 700, 100, 700, &rng) != 0;
+		zero += backoff_cut(5 + i, i % 2 ? 0 : INT_MIN, -1, &rng) != 1;
 	}
-	ok(bad == 0 && zero == 0, "at the cap: in [max/2, max] (%d outside), "
-	    "bounds below 1 give 1 (%d not)", bad, zero);
+	ok(bad == 0 && zero == 0, "a wait longer than max is cut into [max/2, "
+	    "max], one within it is left (%d wrong); bounds below 1 cut to 1 "
+	    "(%d not)", bad, zero);
 }
 
 int
