@@ -28,6 +28,7 @@
 
 #define CONFIG_MAX_BYTES	(1024 * 1024)
 #define MSG_MAX			1024
+#define H2_BLOCK_MAX		65536	/* nghttp2's max_send_header_block_length */
 
 enum kind {
 	K_INT,
@@ -1215,6 +1216,42 @@ env_entry_ok(const char *s)
 }
 
 /*
+ * The most a request's header block can come to over HTTP/2, counted as
+ * nghttp2 counts it before it sends one (nghttp2_hd_deflate_bound: 12
+ * bytes, then 12 a field besides its name and value), from above: the
+ * URL stands for both :path and :authority, a header's line for its name
+ * and value, and the fields the daemon adds are all counted.
+ */
+static size_t
+h2_block_bound(const struct config *cfg)
+{
+	static const char *const ours[][2] = {
+		{ ":scheme", "https" },
+		{ "user-agent", "taskworkerd/" TASKWORKERD_VERSION },
+		{ "accept", "*/*" },
+		{ "content-type", "application/json" },
+		{ "content-length", "18446744073709551615" },
+	};
+	size_t n = 12, q = 0;
+
+	for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++)
+		n += 12 + strlen(ours[i][0]) + strlen(ours[i][1]);
+	n += 12 + strlen(":method") + strlen(cfg->handler.method);
+	n += 24 + strlen(":path") + strlen(":authority") +
+	    strlen(cfg->handler.url);
+	if (cfg->handler.token != NULL)
+		n += 12 + strlen("authorization") + strlen("Bearer ") +
+		    strlen(cfg->handler.token);
+	for (int i = 0; i < cfg->handler.nheaders; i++)
+		n += 12 + strlen(cfg->handler.headers[i]);
+	for (int i = 0; i < cfg->redis.nqueues; i++)
+		if (strlen(cfg->redis.queues[i]) > q)
+			q = strlen(cfg->redis.queues[i]);
+	/* "QUEUE:ID", an id of up to 20 characters. */
+	return n + 12 + strlen("idempotency-key") + q + 1 + 20;
+}
+
+/*
  * An http handler needs a URL; its timeout defaults to 30 s rather than
  * a program's 30 min; its bearer token comes from handler.token_file or
  * the http-token credential, never from the file itself.
@@ -1226,6 +1263,7 @@ check_http(struct loader *ld)
 	char msg[MSG_MAX];
 	struct stat st;
 	unsigned int line;
+	size_t bound;
 
 	if (cfg->handler.url[0] == '\0' && !key_bad(ld, "handler", "url")) {
 		line = line_of_key(ld, "handler", "url");
@@ -1264,6 +1302,20 @@ check_http(struct loader *ld)
 				    "headers"), "handler.headers[%d]: an "
 				    "Authorization header cannot go with a "
 				    "bearer token", i);
+	/*
+	 * Over HTTP/2 (h2c, or what an https:// server offers) nghttp2 sends
+	 * no header block above 64 KiB: every request would fail.
+	 */
+	if ((cfg->handler.http2 ||
+	    strncasecmp(cfg->handler.url, "https:", 6) == 0) &&
+	    (bound = h2_block_bound(cfg)) > H2_BLOCK_MAX) {
+		line = line_of_key(ld, "handler", "headers");
+		report(ld, line ? line : line_of_key(ld, "handler", "url"),
+		    "handler: the URL, handler.headers and the token come to "
+		    "a header block of up to %zu bytes, over the %d HTTP/2 "
+		    "sends (with http2 = true or an https:// URL)", bound,
+		    H2_BLOCK_MAX);
+	}
 }
 
 /* What the chosen handler needs; -t finds a command that cannot run. */

@@ -705,6 +705,9 @@ BAD_HTTP = [
     ("connection-header", {"headers": ["Connection: close"]}, "handler.headers"),
     ("idempotency-key-header", {"headers": ["Idempotency-Key: mine"]}, "handler.headers"),
     ("authorization-with-token", {"headers": ["Authorization: Basic eDp5"]}, "handler.headers"),
+    # https:// may speak HTTP/2, whose header block nghttp2 keeps to 64 KiB
+    ("header-block-over-64-kib", {"headers": [f"X-Pad-{i}: " + "p" * 8000 for i in range(9)]},
+     "handler.headers"),
 ]
 
 
