@@ -29,6 +29,7 @@
 #define CONFIG_MAX_BYTES	(1024 * 1024)
 #define MSG_MAX			1024
 #define H2_BLOCK_MAX		65536	/* nghttp2's max_send_header_block_length */
+#define QUEUE_NAME_MAX		200
 
 enum kind {
 	K_INT,
@@ -152,7 +153,7 @@ static const struct key keys[] = {
 	STR("redis", "sentinel_password_file", redis.sentinel_password_file,
 	    "", 0, 0, NULL),
 	LIST("redis", "queues", redis.queues, redis.nqueues, default_queues,
-	    1, 64, 200, F_NONEMPTY | F_NOSPACE | F_UNIQUE),
+	    1, 64, QUEUE_NAME_MAX, F_NONEMPTY | F_NOSPACE | F_UNIQUE),
 	INT("redis", "dead_max", redis.dead_max, 100000, 1, 1000000000),
 	INT("redis", "connect_timeout_ms", redis.connect_timeout_ms,
 	    2000, 1, 600000),
@@ -1218,9 +1219,13 @@ env_entry_ok(const char *s)
 /*
  * The most a request's header block can come to over HTTP/2, counted as
  * nghttp2 counts it before it sends one (nghttp2_hd_deflate_bound: 12
- * bytes, then 12 a field besides its name and value), from above: the
- * URL stands for both :path and :authority, a header's line for its name
- * and value, and the fields the daemon adds are all counted.
+ * bytes, then 12 a field besides its name and value; a HEADERS frame adds
+ * the 5 of a priority), from above: the URL stands for both :path and
+ * :authority, a byte of it that libcurl may send percent-encoded (not
+ * printable ASCII) for three, a header's line for its name and value, a
+ * queue name in the Idempotency-Key at its longest (a reload keeps the
+ * running queues, whatever the file says), and every field the daemon
+ * adds is counted.
  */
 static size_t
 h2_block_bound(const struct config *cfg)
@@ -1232,23 +1237,22 @@ h2_block_bound(const struct config *cfg)
 		{ "content-type", "application/json" },
 		{ "content-length", "18446744073709551615" },
 	};
-	size_t n = 12, q = 0;
+	size_t n = 12 + 5;
 
 	for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++)
 		n += 12 + strlen(ours[i][0]) + strlen(ours[i][1]);
 	n += 12 + strlen(":method") + strlen(cfg->handler.method);
-	n += 24 + strlen(":path") + strlen(":authority") +
-	    strlen(cfg->handler.url);
+	n += 24 + strlen(":path") + strlen(":authority");
+	for (const unsigned char *p = (const unsigned char *)cfg->handler.url;
+	    *p != '\0'; p++)
+		n += *p > 0x20 && *p < 0x7f ? 1 : 3;
 	if (cfg->handler.token != NULL)
 		n += 12 + strlen("authorization") + strlen("Bearer ") +
 		    strlen(cfg->handler.token);
 	for (int i = 0; i < cfg->handler.nheaders; i++)
 		n += 12 + strlen(cfg->handler.headers[i]);
-	for (int i = 0; i < cfg->redis.nqueues; i++)
-		if (strlen(cfg->redis.queues[i]) > q)
-			q = strlen(cfg->redis.queues[i]);
 	/* "QUEUE:ID", an id of up to 20 characters. */
-	return n + 12 + strlen("idempotency-key") + q + 1 + 20;
+	return n + 12 + strlen("idempotency-key") + QUEUE_NAME_MAX + 1 + 20;
 }
 
 /*

@@ -192,9 +192,10 @@ class H2Server(ScriptedServer):
     label = "h2 test server"
 
     def __init__(self, max_streams=100, goaway_after=None, initial_window=None,
-                 refuse_over_limit=False):
+                 refuse_over_limit=False, max_header_list=MAX_HEADER_LIST):
         super().__init__(backlog=128, reuse_addr=True)
         self.max_streams = max_streams      # SETTINGS_MAX_CONCURRENT_STREAMS advertised
+        self.max_header_list = max_header_list  # ... and MAX_HEADER_LIST_SIZE, kept
         self.refuse_over_limit = refuse_over_limit  # RST_STREAM REFUSED_STREAM past it
         self.goaway_after = goaway_after    # GOAWAY at the K-th request of a connection
         self.initial_window = initial_window
@@ -319,7 +320,7 @@ class _H2Loop:
 
     def run(self, first):
         values = {SettingCodes.MAX_CONCURRENT_STREAMS: self.srv.max_streams,
-                  SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST}
+                  SettingCodes.MAX_HEADER_LIST_SIZE: self.srv.max_header_list}
         if self.srv.initial_window is not None:
             values[SettingCodes.INITIAL_WINDOW_SIZE] = self.srv.initial_window
         self.h2.local_settings = Settings(client=False, initial_values=values)
@@ -328,6 +329,8 @@ class _H2Loop:
         # served and noted, so that a test can see how far a client went.
         values[SettingCodes.MAX_CONCURRENT_STREAMS] = 2 ** 31 - 1
         self.h2.local_settings = Settings(client=False, initial_values=values)
+        # The header list advertised is what HPACK decodes, ACKed or not.
+        self.h2.decoder.max_header_list_size = self.srv.max_header_list
         self.sock.setblocking(False)
         self._receive(first)
         while True:
@@ -711,7 +714,8 @@ class _H1Loop:
 @pytest.fixture
 def h2_server():
     """A factory: h2_server(max_streams=100, goaway_after=None,
-    initial_window=None, refuse_over_limit=False) -> a started H2Server,
+    initial_window=None, refuse_over_limit=False,
+    max_header_list=MAX_HEADER_LIST) -> a started H2Server,
     stopped at the end of the test (which then fails if a scripted
     callable raised). Ask for it before `taskworkerd`, so the daemons
     stop first."""
