@@ -1232,7 +1232,7 @@ h2_block_bound(const struct config *cfg)
 {
 	static const char *const ours[][2] = {
 		{ ":scheme", "https" },
-		{ "user-agent", "taskworkerd/" TASKWORKERD_VERSION },
+		{ "user-agent", HTTP_USER_AGENT },
 		{ "accept", "*/*" },
 		{ "content-type", "application/json" },
 		{ "content-length", "18446744073709551615" },

@@ -243,8 +243,7 @@ conf_h2(struct http_conf *c, const char *method, const char *host,
 	h2_field(c, f, ":authority", 10, auth ? auth : mine);
 	free(mine);
 	if (!has_header(c->headers, "User-Agent"))
-		h2_field(c, f, "user-agent", 10,
-		    "taskworkerd/" TASKWORKERD_VERSION);
+		h2_field(c, f, "user-agent", 10, HTTP_USER_AGENT);
 	if (!has_header(c->headers, "Accept"))
 		h2_field(c, f, "accept", 6, "*/*");
 	for (struct curl_slist *h = c->headers; h; h = h->next) {
@@ -322,7 +321,7 @@ conf_where(struct http_conf *c, const char *method)
 		fputs("\r\n", f);
 	}
 	if (!has_header(c->headers, "User-Agent"))
-		fputs("User-Agent: taskworkerd/" TASKWORKERD_VERSION "\r\n", f);
+		fputs("User-Agent: " HTTP_USER_AGENT "\r\n", f);
 	if (!has_header(c->headers, "Accept"))
 		fputs("Accept: */*\r\n", f);
 	for (struct curl_slist *h = c->headers; h; h = h->next)
@@ -626,8 +625,7 @@ run_prepare(struct http_run *r)
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, c->version);
 	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "taskworkerd/"
-	    TASKWORKERD_VERSION);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, HTTP_USER_AGENT);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, &r->key);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
 	    (curl_off_t)r->bodylen);

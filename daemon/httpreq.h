@@ -14,6 +14,8 @@
 #define HTTP_DEFAULT_TIMEOUT_MS	30000
 #define HTTP_BODY_IN_REASON	200	/* bytes of an answer's body kept */
 #define HTTP_RETRY_AFTER_MAX_MS	(24 * 3600 * 1000)
+/* Where it is used, TASKWORKERD_VERSION is defined (meson's config). */
+#define HTTP_USER_AGENT		"taskworkerd/" TASKWORKERD_VERSION
 
 /* Config checks (config.c's check_fn): NULL when fine, else why in BUF. */
 const char *http_check_url(const char *url, char *buf, size_t size);
